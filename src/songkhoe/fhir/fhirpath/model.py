@@ -166,18 +166,13 @@ def set_type_model(model: TypeModel | None) -> None:
 
 
 def type_model() -> TypeModel | None:
-    """The installed model; on first use, ``songkhoe.fhir.definitions.fhirpath_type_model()``
-    when that module provides it."""
+    """The installed model; on first use, the R4 model over ``songkhoe.fhir.definitions`` when
+    that module and its generated tables are available (see :mod:`.r4model`)."""
     global _model, _model_loaded
     if not _model_loaded:
         _model_loaded = True
-        try:
-            from songkhoe.fhir import definitions  # type: ignore[attr-defined]
-            factory = getattr(definitions, "fhirpath_type_model", None)
-            if factory is not None:
-                _model = factory()
-        except Exception:  # optional: a missing or broken model means "no model"
-            _model = None
+        from .r4model import load
+        _model = load()
     return _model
 
 
