@@ -38,6 +38,7 @@ from typing import Any
 from . import model as m
 from . import temporal as tm
 from .compiler import Compiler, Context
+from .errors import FHIRPathError
 from .model import Node
 from .parser import parse
 from .quantity import Quantity
@@ -148,6 +149,8 @@ def compile(text: str, base_type: str | None = None) -> Expression:  # noqa: A00
     with a type model. Raises FHIRPathError (with the position) on a syntax error or an unknown
     function.
     """
+    if not isinstance(text, str):
+        raise FHIRPathError(f"a FHIRPath expression must be a string, not {type(text).__name__}")
     key = (text, base_type)
     expr = _CACHE.get(key)
     if expr is None:
