@@ -1,0 +1,195 @@
+"""Database backends: SQLite (embedded default, WAL) and PostgreSQL (production, psycopg 3).
+
+Both expose the same small surface to the store: a transaction context yielding a DB-API
+connection-like object, ``?``-placeholder SQL (rewritten for psycopg), bulk row loading
+(``executemany`` batches on SQLite, ``COPY`` on PostgreSQL) and schema creation/migration.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from .schema import POSTGRES_TYPES, SCHEMA_VERSION, SQLITE_TYPES, Types, migration_statements
+
+Row = Sequence[Any]
+
+
+class Backend:
+    """What the store needs from a database."""
+
+    name: str
+    types: Types
+
+    def transaction(self, *, write: bool) -> Any:  # context manager yielding a connection
+        raise NotImplementedError
+
+    def execute(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        raise NotImplementedError
+
+    def executemany(self, conn: Any, sql: str, rows: Iterable[Row]) -> None:
+        raise NotImplementedError
+
+    def load_rows(self, conn: Any, table: str, columns: Sequence[str], rows: list[Row]) -> None:
+        """Insert many rows the fastest way the database offers."""
+        placeholders = ", ".join("?" * len(columns))
+        self.executemany(conn, f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})",
+                         rows)
+
+    def allocate_rids(self, conn: Any, n: int) -> list[int]:
+        """``n`` fresh resource row ids for a bulk insert."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema (refuses a newer one)."""
+        with self.transaction(write=True) as conn:
+            self.execute(conn, "CREATE TABLE IF NOT EXISTS schema_meta "
+                               "(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            row = self.execute(conn, "SELECT value FROM schema_meta WHERE key = 'version'").fetchone()
+            current = int(row[0]) if row else 0
+            statements = migration_statements(current, self.types)
+            for statement in statements:
+                self.execute(conn, statement)
+            if statements:
+                self.execute(conn, "DELETE FROM schema_meta WHERE key = 'version'")
+                self.execute(conn, "INSERT INTO schema_meta (key, value) VALUES ('version', ?)",
+                             (str(SCHEMA_VERSION),))
+
+
+class SqliteBackend(Backend):
+    """SQLite in WAL mode; one connection per thread; writers serialised by BEGIN IMMEDIATE."""
+
+    name = "sqlite"
+    types = SQLITE_TYPES
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=60.0)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=OFF")
+            conn.execute("PRAGMA cache_size=-65536")
+            conn.execute("PRAGMA temp_store=MEMORY")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def execute(self, conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> Any:
+        return conn.execute(sql, params)
+
+    def executemany(self, conn: sqlite3.Connection, sql: str, rows: Iterable[Row]) -> None:
+        conn.executemany(sql, rows)
+
+    def allocate_rids(self, conn: sqlite3.Connection, n: int) -> list[int]:
+        # Safe: the caller holds SQLite's single write lock (BEGIN IMMEDIATE).
+        top = conn.execute("SELECT COALESCE(MAX(rid), 0) FROM resources").fetchone()[0]
+        return list(range(top + 1, top + 1 + n))
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except sqlite3.ProgrammingError:  # closed from its own thread already
+                    pass
+            self._all.clear()
+        self._local = threading.local()
+
+
+@lru_cache(maxsize=2048)
+def _pg_sql(sql: str) -> str:
+    """``?`` placeholders → psycopg's ``%s`` (the store's SQL has no ``?`` or ``%`` literals)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class PostgresBackend(Backend):
+    """PostgreSQL through a psycopg 3 connection pool, READ COMMITTED with row locks."""
+
+    name = "postgres"
+    types = POSTGRES_TYPES
+
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        from psycopg_pool import ConnectionPool
+
+        self.url = url
+        self.pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True,
+                                   kwargs={"autocommit": False, "prepare_threshold": 2})
+
+    @contextmanager
+    def transaction(self, *, write: bool) -> Iterator[Any]:
+        with self.pool.connection() as conn:  # commits on success, rolls back on error
+            yield conn
+
+    def execute(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        return conn.execute(_pg_sql(sql), params)
+
+    def executemany(self, conn: Any, sql: str, rows: Iterable[Row]) -> None:
+        with conn.cursor() as cur:
+            cur.executemany(_pg_sql(sql), rows)
+
+    def load_rows(self, conn: Any, table: str, columns: Sequence[str], rows: list[Row]) -> None:
+        with conn.cursor() as cur:
+            with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+
+    def allocate_rids(self, conn: Any, n: int) -> list[int]:
+        rows = conn.execute("SELECT nextval('rid_seq') FROM generate_series(1, %s)", (n,)).fetchall()
+        return [r[0] for r in rows]
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def default_sqlite_path() -> Path:
+    """The embedded database in the user's data directory (XDG_DATA_HOME on Linux)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "songkhoe" / "songkhoe.db"
+
+
+def open_backend(url: str | None) -> Backend:
+    """A backend for ``sqlite:///path``, ``sqlite://`` (memory), ``postgresql://…`` or None."""
+    if url is None:
+        return SqliteBackend(str(default_sqlite_path()))
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        # sqlite:///abs/path.db (also sqlite:////abs/path.db), sqlite:rel/path.db, sqlite:// = memory
+        rest = unquote(url[len("sqlite:"):])
+        path = "/" + rest.lstrip("/") if rest.startswith("///") else rest.removeprefix("//")
+        return SqliteBackend(path or ":memory:")
+    if parsed.scheme in ("postgresql", "postgres"):
+        return PostgresBackend(url)
+    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///path/to/file.db or "
+                     "postgresql://user@host:port/dbname")

@@ -1,0 +1,483 @@
+"""The record store: FHIR resources, their history and search indexes in one transaction.
+
+Implements the storage side of the R4 RESTful API (http://hl7.org/fhir/R4/http.html): create,
+update (and update-as-create), conditional create/update/delete, JSON Patch, logical delete,
+read, vread, history (instance, type, system), search and ``Patient/$everything``.
+
+Every write validates the resource against the R4 definitions, NFC-normalises its text, sets
+``id``/``meta.versionId``/``meta.lastUpdated``, and writes the ``resources`` row, a ``history``
+row and all search-index rows in the caller's transaction. Index and history rows are buffered
+and written in bulk before the next read in the transaction and at commit.
+
+Concurrency: PostgreSQL locks the ``resources`` row (``FOR UPDATE``) before a new version is
+computed; SQLite serialises writers with ``BEGIN IMMEDIATE``. Either way a stale ``If-Match``
+answers 412 and no update is lost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+import jsonpatch
+import orjson
+
+from songkhoe.fhir import definitions
+from songkhoe.fhir.outcome import FhirError, Issue, gone, not_found, precondition_failed
+from songkhoe.fhir.text import nfc
+from songkhoe.fhir.validate import validate
+
+from .api import HistoryPage, Operations, SearchResult, Stored, WriteResult
+from .backends import Backend
+from .ids import new_id
+from .indexer import index_rows
+from .ranges import format_instant, from_us, instant_us
+from .schema import INDEX_COLUMNS
+from .search import Query, parse
+
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
+def check_id(id: str, expression: str = "id") -> None:
+    """R4 id: 1–64 of [A-Za-z0-9-.] (http://hl7.org/fhir/R4/datatypes.html#id)."""
+    if not id or len(id) > 64 or not _ID_CHARS.issuperset(id):
+        raise FhirError(400, Issue("value", f"{id!r} is not a valid id: expected 1 to 64 "
+                                   "letters, digits, '-' or '.'", expression))
+
+
+def check_type(rtype: str) -> None:
+    if not definitions.is_resource_type(rtype):
+        raise FhirError(404, Issue("not-supported", f"{rtype!r} is not an R4 resource type"))
+
+
+def normalise(value: Any) -> Any:
+    """A copy of a JSON value with every string in NFC."""
+    if isinstance(value, str):
+        return nfc(value)
+    if isinstance(value, dict):
+        return {k: normalise(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [normalise(v) for v in value]
+    return value
+
+
+def checked(resource: Any, rtype: str | None = None) -> dict[str, Any]:
+    """The NFC-normalised resource, or a 400 listing every validation error."""
+    if not isinstance(resource, dict):
+        raise FhirError(400, Issue("structure", "expected a JSON object (a FHIR resource)"))
+    if rtype is not None and resource.get("resourceType") != rtype:
+        raise FhirError(400, Issue("invalid", f"resourceType is {resource.get('resourceType')!r} "
+                                   f"but the request is for {rtype}", "resourceType"))
+    resource = normalise(resource)
+    issues = [i for i in validate(resource, expected_type=rtype) if i.severity in ("error", "fatal")]
+    if issues:
+        raise FhirError(400, issues)
+    return resource
+
+
+class Tx(Operations):
+    """One database transaction. Obtain through ``Store.transaction()``."""
+
+    def __init__(self, backend: Backend, conn: Any) -> None:
+        self.backend = backend
+        self.conn = conn
+        self.now = time.time_ns() // 1000
+        self._history: list[tuple[Any, ...]] = []
+        self._index: dict[str, list[tuple[Any, ...]]] = {t: [] for t in INDEX_COLUMNS}
+        self._unindex: list[int] = []
+        self._lock = " FOR UPDATE" if backend.name == "postgres" else ""
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _sql(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> Any:
+        return self.backend.execute(self.conn, sql, args)
+
+    def flush(self) -> None:
+        """Write buffered history and index rows."""
+        if self._unindex:
+            rids = self._unindex
+            marks = ", ".join("?" * len(rids))
+            for table in INDEX_COLUMNS:
+                self._sql(f"DELETE FROM {table} WHERE rid IN ({marks})", rids)
+            self._unindex = []
+        if self._history:
+            self.backend.load_rows(self.conn, "history", ("rid", "version", "type", "id",
+                                   "last_updated", "method", "content"), self._history)
+            self._history = []
+        for table, rows in self._index.items():
+            if rows:
+                self.backend.load_rows(self.conn, table, ("rid", "type", "param",
+                                       *INDEX_COLUMNS[table]), rows)
+                self._index[table] = []
+
+    def _current(self, rtype: str, id: str, *, lock: bool = False) -> tuple[int, int, bool] | None:
+        """(rid, version, deleted) of a resource, locking its row for a write."""
+        row = self._sql("SELECT rid, version, deleted FROM resources WHERE type = ? AND id = ?"
+                        + (self._lock if lock else ""), (rtype, id)).fetchone()
+        return (row[0], row[1], bool(row[2])) if row else None
+
+    def _write(self, resource: dict[str, Any], current: tuple[int, int, bool] | None,
+               method: str, if_match: int | None = None) -> WriteResult:
+        rtype, id = resource["resourceType"], resource["id"]
+        if if_match is not None and (current is None or current[1] != if_match):
+            have = "does not exist" if current is None else f"is at version {current[1]}"
+            raise precondition_failed(f"If-Match expects version {if_match} of {rtype}/{id}, "
+                                      f"but it {have}")
+        version = current[1] + 1 if current else 1
+        if current is None:
+            rid = self._insert_resource(rtype, id)
+            if rid is None:  # a concurrent writer created it first: update that one instead
+                return self._write(resource, self._current(rtype, id, lock=True), method, if_match)
+        else:
+            rid = current[0]
+            self._sql("UPDATE resources SET version = ?, last_updated = ?, deleted = ? "
+                      "WHERE rid = ?", (version, self.now, False, rid))
+            self.unindex(rid)
+        content = self.stage(resource, rid, version, method)
+        stored = Stored(rtype, id, version, from_us(self.now), content, method)
+        return WriteResult("updated" if current and not current[2] else "created", stored)
+
+    def stage(self, resource: dict[str, Any], rid: int, version: int, method: str) -> bytes:
+        """Set the version's meta and buffer its history and index rows; returns its JSON."""
+        meta = dict(resource.get("meta") or {})
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = format_instant(self.now)
+        resource = {**resource, "meta": meta}
+        content = orjson.dumps(resource)
+        self._history.append((rid, version, resource["resourceType"], resource["id"], self.now,
+                              method, content))
+        for table, rows in index_rows(resource).items():
+            self._index[table].extend((rid, *row) for row in rows)
+        return content
+
+    def unindex(self, rid: int) -> None:
+        """Drop the index rows of a resource's previous version (at the next flush)."""
+        self._unindex.append(rid)
+
+    def _insert_resource(self, rtype: str, id: str) -> int | None:
+        row = self._sql("INSERT INTO resources (type, id, version, last_updated, deleted) "
+                        "VALUES (?, ?, 1, ?, ?) ON CONFLICT (type, id) DO NOTHING RETURNING rid",
+                        (rtype, id, self.now, False)).fetchone()
+        return row[0] if row else None
+
+    def _matches(self, rtype: str, query: str) -> list[Stored]:
+        params = parse_qsl(query, keep_blank_values=True)
+        if not params:
+            raise FhirError(400, Issue("invalid", "a conditional interaction needs search criteria"))
+        return self.search(rtype, [*params, ("_count", "2")]).matches
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def create(self, resource: dict[str, Any], *, if_none_exist: str | None = None) -> WriteResult:
+        resource = checked(resource)
+        rtype = resource["resourceType"]
+        if if_none_exist:
+            found = self._matches(rtype, if_none_exist)
+            if len(found) > 1:
+                raise precondition_failed(f"If-None-Exist {if_none_exist!r} matches more than one "
+                                          f"{rtype}")
+            if found:
+                return WriteResult("unchanged", found[0])
+        resource["id"] = new_id()
+        return self._write(resource, None, "POST")
+
+    def update(self, type: str, id: str, resource: dict[str, Any], *,
+               if_match: int | None = None, method: str = "PUT") -> WriteResult:
+        check_type(type)
+        check_id(id)
+        resource = checked(resource, type)
+        if resource.get("id") != id:
+            raise FhirError(400, Issue("invalid", f"the resource's id {resource.get('id')!r} "
+                                       f"differs from the id in the URL {id!r}", "id"))
+        return self._write(resource, self._current(type, id, lock=True), method, if_match)
+
+    def conditional_update(self, type: str, query: str, resource: dict[str, Any], *,
+                           if_match: int | None = None) -> WriteResult:
+        check_type(type)
+        found = self._matches(type, query)
+        if len(found) > 1:
+            raise precondition_failed(f"conditional update {query!r} matches more than one {type}")
+        if not found:
+            if resource.get("id") if isinstance(resource, dict) else None:
+                return self.update(type, resource["id"], resource, if_match=if_match)
+            resource = checked(resource, type)
+            resource["id"] = new_id()
+            return self._write(resource, None, "PUT")
+        id = found[0].id
+        if isinstance(resource, dict) and resource.get("id") not in (None, id):
+            raise FhirError(400, Issue("invalid", f"the resource's id {resource['id']!r} differs "
+                                       f"from the matching resource {type}/{id}", "id"))
+        return self.update(type, id, {**resource, "id": id}, if_match=if_match)
+
+    def patch(self, type: str, id: str, operations: list[dict[str, Any]], *,
+              if_match: int | None = None) -> WriteResult:
+        current = self.read(type, id)
+        if not isinstance(operations, list):
+            raise FhirError(400, Issue("structure", "a JSON Patch is a JSON array of operations"))
+        try:
+            patched = jsonpatch.JsonPatch(operations).apply(current.resource)
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError,
+                KeyError, ValueError) as exc:
+            raise FhirError(422, Issue("processing", f"the JSON Patch cannot be applied: {exc}"))
+        if not isinstance(patched, dict) or patched.get("resourceType") != type \
+                or patched.get("id") != id:
+            raise FhirError(422, Issue("processing", "a patch may not change resourceType or id"))
+        return self.update(type, id, patched, if_match=if_match, method="PATCH")
+
+    def delete(self, type: str, id: str) -> WriteResult:
+        check_type(type)
+        check_id(id)
+        current = self._current(type, id, lock=True)
+        if current is None or current[2]:
+            return WriteResult("unchanged", None)
+        rid, version = current[0], current[1] + 1
+        self._sql("UPDATE resources SET version = ?, last_updated = ?, deleted = ? WHERE rid = ?",
+                  (version, self.now, True, rid))
+        self.unindex(rid)
+        self._history.append((rid, version, type, id, self.now, "DELETE", None))
+        return WriteResult("deleted", Stored(type, id, version, from_us(self.now), None, "DELETE"))
+
+    def conditional_delete(self, type: str, query: str, *, multiple: bool = False) -> list[WriteResult]:
+        check_type(type)
+        params = parse_qsl(query, keep_blank_values=True)
+        found = self._matches(type, query) if not multiple else \
+            self.search(type, [*params, ("_count", "1000")]).matches
+        if len(found) > 1 and not multiple:
+            raise precondition_failed(f"conditional delete {query!r} matches more than one {type}")
+        return [self.delete(type, s.id) for s in found]
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def read(self, type: str, id: str) -> Stored:
+        check_type(type)
+        check_id(id)
+        self.flush()
+        row = self._sql("SELECT r.version, r.last_updated, h.content, h.method FROM resources r "
+                        "JOIN history h ON h.rid = r.rid AND h.version = r.version "
+                        "WHERE r.type = ? AND r.id = ?", (type, id)).fetchone()
+        if row is None:
+            raise not_found(f"{type}/{id} is not known")
+        if row[2] is None:
+            raise gone(f"{type}/{id} was deleted (version {row[0]})")
+        return Stored(type, id, row[0], from_us(row[1]), bytes(row[2]), row[3])
+
+    def vread(self, type: str, id: str, version: int) -> Stored:
+        check_type(type)
+        check_id(id)
+        self.flush()
+        row = self._sql("SELECT h.last_updated, h.content, h.method FROM resources r "
+                        "JOIN history h ON h.rid = r.rid WHERE r.type = ? AND r.id = ? "
+                        "AND h.version = ?", (type, id, version)).fetchone()
+        if row is None:
+            raise not_found(f"{type}/{id} has no version {version}")
+        if row[1] is None:
+            raise gone(f"version {version} of {type}/{id} is its deletion")
+        return Stored(type, id, version, from_us(row[0]), bytes(row[1]), row[2])
+
+    def search(self, type: str | None, params: list[tuple[str, str]], *,
+               compartment: tuple[str, str] | None = None, strict: bool = False) -> SearchResult:
+        if type is not None:
+            check_type(type)
+        self.flush()
+        q = parse(type, params, strict=strict)
+        if compartment is not None:
+            self._restrict_to_compartment(q, compartment)
+        where = ["r.deleted = ?", *q.conditions]
+        args: list[Any] = [False, *q.args]
+        if type is not None:
+            where.insert(0, "r.type = ?")
+            args.insert(0, type)
+        result = SearchResult(matches=[], params=q.applied)
+        if q.total in ("accurate", "estimate") or q.summary_count:
+            result.total = self._sql(f"SELECT COUNT(*) FROM resources r WHERE {' AND '.join(where)}",
+                                     args).fetchone()[0]
+        if q.summary_count:
+            return result
+        if q.cursor is not None:
+            where.append("r.rid > ?")
+            args.append(q.cursor)
+        rows = self._sql(
+            "SELECT r.rid, r.type, r.id, r.version, r.last_updated, h.content FROM resources r "
+            "JOIN history h ON h.rid = r.rid AND h.version = r.version "
+            f"WHERE {' AND '.join(where)} ORDER BY r.rid LIMIT ?", [*args, q.count + 1]).fetchall()
+        if len(rows) > q.count:
+            rows = rows[:q.count]
+            result.next_cursor = str(rows[-1][0])
+        result.matches = [Stored(t, i, v, from_us(lu), bytes(c)) for _, t, i, v, lu, c in rows]
+        return result
+
+    def _restrict_to_compartment(self, q: Query, compartment: tuple[str, str]) -> None:
+        ctype, cid = compartment
+        if ctype != "Patient":
+            raise FhirError(400, Issue("not-supported", f"only the Patient compartment is supported, "
+                                       f"not {ctype}"))
+        pairs = [(t, p) for t, ps in definitions.patient_compartment().items()
+                 if q.type in (None, t) for p in ps]
+        if not pairs:
+            q.where("1 = 0")
+            return
+        marks = ", ".join("(?, ?)" for _ in pairs)
+        q.where("r.rid IN (SELECT rid FROM idx_reference WHERE target_id = ? AND "
+                f"target_type = 'Patient' AND (type, param) IN (VALUES {marks}))",
+                cid, *[x for pair in pairs for x in pair])
+
+    def history(self, type: str | None = None, id: str | None = None, *,
+                since: datetime | None = None, count: int = 50,
+                cursor: str | None = None) -> HistoryPage:
+        self.flush()
+        where, args = ["1 = 1"], []
+        total = None
+        if type is not None:
+            check_type(type)
+            where.append("h.type = ?")
+            args.append(type)
+        if id is not None and type is not None:
+            current = self._current(type, id)
+            if current is None:
+                raise not_found(f"{type}/{id} is not known")
+            where.append("h.rid = ?")
+            args.append(current[0])
+        if since is not None:
+            where.append("h.last_updated >= ?")
+            args.append(instant_us(since))
+        if id is not None:
+            total = self._sql(f"SELECT COUNT(*) FROM history h WHERE {' AND '.join(where)}",
+                              args).fetchone()[0]
+        if cursor:
+            try:
+                lu, rid, version = (int(x) for x in cursor.split("."))
+            except ValueError:
+                raise FhirError(400, Issue("invalid", "this history paging link is not valid"))
+            where.append("(h.last_updated < ? OR (h.last_updated = ? AND (h.rid < ? OR "
+                         "(h.rid = ? AND h.version < ?))))")
+            args += [lu, lu, rid, rid, version]
+        rows = self._sql("SELECT h.rid, h.type, h.id, h.version, h.last_updated, h.content, h.method "
+                         f"FROM history h WHERE {' AND '.join(where)} "
+                         "ORDER BY h.last_updated DESC, h.rid DESC, h.version DESC LIMIT ?",
+                         [*args, count + 1]).fetchall()
+        next_cursor = None
+        if len(rows) > count:
+            rows = rows[:count]
+            last = rows[-1]
+            next_cursor = f"{last[4]}.{last[0]}.{last[3]}"
+        versions = [Stored(t, i, v, from_us(lu), bytes(c) if c is not None else None, m)
+                    for _, t, i, v, lu, c, m in rows]
+        return HistoryPage(versions, total, next_cursor)
+
+    def everything(self, patient_id: str, *, since: datetime | None = None,
+                   types: list[str] | None = None, count: int = 100,
+                   cursor: str | None = None) -> SearchResult:
+        self.read("Patient", patient_id)  # 404/410 for an unknown or deleted patient
+        result = SearchResult(matches=[])
+        rtypes = types or [None]  # type: ignore[list-item]
+        where = ["r.deleted = ?"]
+        args: list[Any] = [False]
+        pairs = [(t, p) for t, ps in definitions.patient_compartment().items()
+                 if types is None or t in types for p in ps]
+        marks = ", ".join("(?, ?)" for _ in pairs) or "(NULL, NULL)"
+        include_self = types is None or "Patient" in rtypes
+        member = (f"r.rid IN (SELECT rid FROM idx_reference WHERE target_id = ? AND target_type = "
+                  f"'Patient' AND (type, param) IN (VALUES {marks}))")
+        member_args = [patient_id, *[x for pair in pairs for x in pair]]
+        if include_self:
+            member = f"({member} OR (r.type = 'Patient' AND r.id = ?))"
+            member_args.append(patient_id)
+        where.append(member)
+        args += member_args
+        if since is not None:
+            where.append("r.last_updated >= ?")
+            args.append(instant_us(since))
+        if cursor:
+            if not cursor.isdigit():
+                raise FhirError(400, Issue("invalid", "this paging link is not valid"))
+            where.append("r.rid > ?")
+            args.append(int(cursor))
+        rows = self._sql(
+            "SELECT r.rid, r.type, r.id, r.version, r.last_updated, h.content FROM resources r "
+            "JOIN history h ON h.rid = r.rid AND h.version = r.version "
+            f"WHERE {' AND '.join(where)} ORDER BY r.rid LIMIT ?", [*args, count + 1]).fetchall()
+        if len(rows) > count:
+            rows = rows[:count]
+            result.next_cursor = str(rows[-1][0])
+        result.matches = [Stored(t, i, v, from_us(lu), bytes(c)) for _, t, i, v, lu, c in rows]
+        return result
+
+
+class Store(Operations):
+    """A FHIR record store over one database; each operation is its own transaction."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        backend.migrate()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        """One database transaction: all of it is written, or none of it."""
+        with self.backend.transaction(write=True) as conn:
+            tx = Tx(self.backend, conn)
+            yield tx
+            tx.flush()
+
+    @contextmanager
+    def _reading(self) -> Iterator[Tx]:
+        with self.backend.transaction(write=False) as conn:
+            yield Tx(self.backend, conn)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def create(self, resource: dict[str, Any], *, if_none_exist: str | None = None) -> WriteResult:
+        with self.transaction() as tx:
+            return tx.create(resource, if_none_exist=if_none_exist)
+
+    def update(self, type: str, id: str, resource: dict[str, Any], *,
+               if_match: int | None = None, method: str = "PUT") -> WriteResult:
+        with self.transaction() as tx:
+            return tx.update(type, id, resource, if_match=if_match, method=method)
+
+    def conditional_update(self, type: str, query: str, resource: dict[str, Any], *,
+                           if_match: int | None = None) -> WriteResult:
+        with self.transaction() as tx:
+            return tx.conditional_update(type, query, resource, if_match=if_match)
+
+    def patch(self, type: str, id: str, operations: list[dict[str, Any]], *,
+              if_match: int | None = None) -> WriteResult:
+        with self.transaction() as tx:
+            return tx.patch(type, id, operations, if_match=if_match)
+
+    def delete(self, type: str, id: str) -> WriteResult:
+        with self.transaction() as tx:
+            return tx.delete(type, id)
+
+    def conditional_delete(self, type: str, query: str, *, multiple: bool = False) -> list[WriteResult]:
+        with self.transaction() as tx:
+            return tx.conditional_delete(type, query, multiple=multiple)
+
+    def read(self, type: str, id: str) -> Stored:
+        with self._reading() as tx:
+            return tx.read(type, id)
+
+    def vread(self, type: str, id: str, version: int) -> Stored:
+        with self._reading() as tx:
+            return tx.vread(type, id, version)
+
+    def search(self, type: str | None, params: list[tuple[str, str]], *,
+               compartment: tuple[str, str] | None = None, strict: bool = False) -> SearchResult:
+        with self._reading() as tx:
+            return tx.search(type, params, compartment=compartment, strict=strict)
+
+    def history(self, type: str | None = None, id: str | None = None, *,
+                since: datetime | None = None, count: int = 50,
+                cursor: str | None = None) -> HistoryPage:
+        with self._reading() as tx:
+            return tx.history(type, id, since=since, count=count, cursor=cursor)
+
+    def everything(self, patient_id: str, *, since: datetime | None = None,
+                   types: list[str] | None = None, count: int = 100,
+                   cursor: str | None = None) -> SearchResult:
+        with self._reading() as tx:
+            return tx.everything(patient_id, since=since, types=types, count=count, cursor=cursor)
