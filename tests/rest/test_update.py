@@ -57,3 +57,18 @@ def test_conditional_update(client):
     outcome(client.put("/fhir/Patient", json=patient(), headers={"content-type": FHIR_JSON}),
             400, text="needs an id")
     assert count(client, "/fhir/Patient") == 2
+
+
+def test_conditional_criteria_are_strict(client):
+    """An unknown parameter must not widen a conditional match to every resource."""
+    only = created(client, patient(identifier="ONLY"))
+    for bogus in ({"shoe-size": "42"}, {"_count": "1"}, {"_summary": "count"}):
+        r = client.put("/fhir/Patient", params=bogus, json=patient(gender="male"),
+                       headers={"content-type": FHIR_JSON})
+        outcome(r, 400)
+        outcome(client.delete("/fhir/Patient", params=bogus), 400)
+        r = client.post("/fhir/Patient", json=patient(), headers={
+            "content-type": FHIR_JSON, "If-None-Exist": "shoe-size=42"})
+        outcome(r, 400, text="If-None-Exist")
+    assert client.get(f"/fhir/Patient/{only['id']}").json() == only
+    assert count(client, "/fhir/Patient") == 1

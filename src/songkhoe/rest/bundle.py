@@ -42,7 +42,8 @@ import orjson
 from songkhoe.fhir.outcome import FhirError, Issue, operation_outcome
 from songkhoe.rest.errors import internal_error, rebase_issues
 from songkhoe.rest.exchange import (FORMAT_PARAMS, RETURN_OUTCOME, RETURN_REPRESENTATION,
-                                    Answer, Call, embed, if_none_exist_query, instant,
+                                    Answer, Call, check_criteria, embed, if_none_exist_query,
+                                    instant,
                                     write_answer)
 from songkhoe.rest.negotiation import JSON_PATCH
 from songkhoe.rest.routing import Target, resolve
@@ -255,10 +256,9 @@ def _transaction(api: FhirApi, outer: Call, entries: list[Entry]) -> Answer:
         if entry.call.target.interaction == "operation":
             raise _failure(entry, FhirError(400, "Operations cannot run inside a transaction; "
                                                  "use a batch", code="not-supported"))
-    ordered = sorted(entries, key=lambda e: (_PHASE[e.method], e.index))
     try:
         with api.store.transaction() as tx:
-            _run_transaction(api, tx, ordered)
+            _run_transaction(api, tx, entries)
     except _EntryFailed as failed:
         raise _failure(failed.entry, failed.error) from None
     out = [_response_entry(e, outer) for e in entries]
@@ -282,9 +282,10 @@ def _step(entry: Entry, fn: Any, *args: Any) -> Any:
         raise _EntryFailed(entry, err) from None
 
 
-def _run_transaction(api: FhirApi, tx: Operations, ordered: list[Entry]) -> None:
+def _run_transaction(api: FhirApi, tx: Operations, entries: list[Entry]) -> None:
+    """Run the entries in the order of §3.1.0.11.2 (phases; Bundle order within a phase)."""
     by_phase: dict[int, list[Entry]] = {0: [], 1: [], 2: [], 3: []}
-    for e in ordered:
+    for e in entries:
         by_phase[_PHASE[e.method]].append(e)
     touched: dict[tuple[str, str], Entry] = {}
 
@@ -345,8 +346,7 @@ def _deleted_ids(answer: Answer) -> list[tuple[str, str]]:
 
 def _one_match(tx: Operations, rtype: str, params: list[tuple[str, str]], what: str,
                *, required: bool) -> Any:
-    if not params:
-        raise FhirError(400, f"{what} needs search parameters", code="invalid")
+    check_criteria(rtype, params, what)
     found = tx.search(rtype, [*params, ("_count", "2")]).matches
     if len(found) > 1:
         raise FhirError(412, f"{what} matches more than one {rtype}", code="multiple-matches")
@@ -445,6 +445,7 @@ class _Resolver:
             rtype, query = m.group(1), m.group(2)
             params = parse_qsl(query, keep_blank_values=True)
             try:
+                check_criteria(rtype, params, f"Conditional reference {ref!r}")
                 found = self.ops.search(rtype, [*params, ("_count", "2")]).matches
             except FhirError as err:
                 raise FhirError(err.status, [replace(i, expression=path) for i in err.issues])

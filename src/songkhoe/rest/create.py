@@ -9,8 +9,11 @@ resource and stores nothing, several matches answer 412.
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 from songkhoe.fhir.outcome import FhirError
-from songkhoe.rest.exchange import Answer, Call, if_none_exist_query, write_answer
+from songkhoe.rest.exchange import (Answer, Call, check_criteria, if_none_exist_query,
+                                    write_answer)
 from songkhoe.store.api import Operations
 
 
@@ -26,6 +29,9 @@ def check_body_type(call: Call) -> dict:
 
 def create(ops: Operations, call: Call) -> Answer:
     body = check_body_type(call)
-    if_none_exist = None if call.if_none_exist is None else \
-        if_none_exist_query(call.if_none_exist)
+    if_none_exist = None
+    if call.if_none_exist is not None:
+        if_none_exist = if_none_exist_query(call.if_none_exist)
+        check_criteria(body["resourceType"], parse_qsl(if_none_exist, keep_blank_values=True),
+                       "If-None-Exist")
     return write_answer(ops.create(body, if_none_exist=if_none_exist))

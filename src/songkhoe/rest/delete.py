@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from songkhoe.fhir.outcome import FhirError, Issue, precondition_failed
-from songkhoe.rest.exchange import Answer, Call
+from songkhoe.rest.exchange import Answer, Call, check_criteria
 from songkhoe.rest.update import if_match
 from songkhoe.store.api import Operations, WriteResult
 
@@ -48,6 +48,7 @@ def conditional_delete(ops: Operations, call: Call) -> Answer:
     if not call.params:
         raise FhirError(400, f"DELETE {t.type} needs an id ({t.type}/[id]) or search "
                              "parameters to say what to delete", code="invalid")
+    check_criteria(t.type, call.params, "The conditional delete")
     results = ops.conditional_delete(t.type, call.query())
     return deleted_answer(results, f"{t.type}?{call.query()}")
 

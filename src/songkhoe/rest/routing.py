@@ -64,11 +64,11 @@ def check_id(value: str, type_: str) -> str:
     return value
 
 
-def _operation(segment: str, method: str, level: str, where: str) -> str:
+def _operation(segment: str, method: str, level: str, where: str, type_: str) -> str:
     name = segment[1:]
     if name == "validate":
         _allow(method, ("POST",), where)
-    elif name == "everything" and level == "instance":
+    elif name == "everything" and level == "instance" and type_ == "Patient":
         _allow(method, READ, where)
     else:
         raise FhirError(404, f"Operation ${name} is not supported at {level} level "
@@ -122,7 +122,7 @@ def resolve(method: str, segments: list[str], types: frozenset[str]) -> Target:
             _allow(method, READ, where)
             return Target("history-type", type_)
         if second.startswith("$"):
-            return Target("operation", type_, operation=_operation(second, method, "type", where))
+            return Target("operation", type_, operation=_operation(second, method, "type", where, type_))
         id_ = check_id(second, type_)
         if method in READ:
             return Target("read", type_, id_)
@@ -141,7 +141,7 @@ def resolve(method: str, segments: list[str], types: frozenset[str]) -> Target:
             return Target("history-instance", type_, id_)
         if third.startswith("$"):
             return Target("operation", type_, id_,
-                          operation=_operation(third, method, "instance", where))
+                          operation=_operation(third, method, "instance", where, type_))
         if type_ in COMPARTMENTS and (third == "*" or third in types):
             _allow(method, READ, where)
             return Target("search-compartment", None if third == "*" else third,
