@@ -9,8 +9,15 @@ from typing import Any
 
 import pytest
 
-from songkhoe.fhir.fhirpath import (Date, DateTime, FHIRPathError, Node, compile, evaluate,
-                                    set_type_model)
+from songkhoe.fhir.fhirpath import (
+    Date,
+    DateTime,
+    FHIRPathError,
+    Node,
+    compile,
+    evaluate,
+    set_type_model,
+)
 from songkhoe.fhir.fhirpath import model as fp_model
 
 OBS: dict[str, Any] = {

@@ -141,7 +141,7 @@ def test_math() -> None:
     assert ev("(-5).abs()") == [5] and ev("(-5.5 'mg').abs()") == [Quantity(Decimal("5.5"), "mg")]
     assert ev("1.1.ceiling()") == [2] and ev("(-1.1).floor()") == [-2]
     assert ev("1.9.truncate()") == [1]
-    assert ev("3.14159.round(2)") == [Decimal("3.14")] and ev("2.5.round()") == [Decimal("3")]
+    assert ev("3.14159.round(2)") == [Decimal("3.14")] and ev("2.5.round()") == [Decimal(3)]
     assert ev("16.sqrt()") == [Decimal(4)] and ev("(-1).sqrt()") == []
     assert ev("2.power(10)") == [1024] and ev("(-1).power(0.5)") == []
     assert ev("100.log(10)") == [Decimal(2)]

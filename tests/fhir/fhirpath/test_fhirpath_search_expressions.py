@@ -27,7 +27,7 @@ try:
 
     _defs.element("Patient.birthDate")
     DEFS: Any = _defs
-except Exception:  # the generated tables are a colleague's; the fixture test still runs
+except (ImportError, OSError, ValueError, KeyError):  # tables absent: the fixture test runs
     DEFS = None
 
 needs_defs = pytest.mark.skipif(DEFS is None, reason="songkhoe.fhir.definitions not available")

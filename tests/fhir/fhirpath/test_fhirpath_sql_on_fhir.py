@@ -197,7 +197,7 @@ def test_expected_rows(title: str, suite: dict[str, Any], case: dict[str, Any]) 
     expected = case["expect"]
     assert len(rows) == len(expected), rows
     # row order is not significant in SQL-on-FHIR; match each expected row to one we got
-    key = lambda row: json.dumps({k: _json_key(v) for k, v in row.items()}, sort_keys=True)  # noqa: E731
+    key = lambda row: json.dumps({k: _json_key(v) for k, v in row.items()}, sort_keys=True)
     rows = sorted(rows, key=key)
     expected = sorted(expected, key=key)
     for got, want in zip(rows, expected):

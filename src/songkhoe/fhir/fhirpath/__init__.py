@@ -23,5 +23,16 @@ from .model import Node, TypeModel, set_type_model
 from .quantity import Quantity
 from .temporal import Date, DateTime, Time
 
-__all__ = ["FHIRPathError", "Expression", "compile", "evaluate", "Node", "TypeModel",
-           "set_type_model", "Quantity", "Date", "DateTime", "Time"]
+__all__ = [
+           "Date",
+           "DateTime",
+           "Expression",
+           "FHIRPathError",
+           "Node",
+           "Quantity",
+           "Time",
+           "TypeModel",
+           "compile",
+           "evaluate",
+           "set_type_model",
+]

@@ -40,7 +40,7 @@ BUILTIN_CONSTANTS = {
 class Context:
     """The evaluation environment of one call."""
 
-    __slots__ = ("resource", "root", "context", "variables", "index", "total", "resolver")
+    __slots__ = ("context", "index", "resolver", "resource", "root", "total", "variables")
 
     def __init__(self, resource: Any, variables: dict[str, Any] | None,
                  resolver: Callable[[str], Any] | None = None, context: Any = None,
@@ -66,11 +66,10 @@ def _missing(d: dict[str, Any], name: str, out: list[Any]) -> None:
             out.append(Node(None, None, ext))
         return
     n = len(name)
-    for key in d:
+    for key, v in d.items():
         if len(key) > n and key.startswith(name):
             t = CHOICE_SUFFIXES.get(key[n:])
             if t is not None:
-                v = d[key]
                 out.append(Node(v, t, d.get("_" + key)))
                 return
             if key[n] == "_":
@@ -166,7 +165,8 @@ class Compiler:
             return None
         try:
             return self.model.child_type(parent, name)
-        except Exception:  # a model that cannot answer is no model for this step
+        except (KeyError, ValueError, TypeError, AttributeError, LookupError):
+            # a model that cannot answer is no model for this step
             return None
 
     # each method returns (closure, static FHIR type of the result or None)

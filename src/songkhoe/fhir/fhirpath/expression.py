@@ -47,7 +47,7 @@ from .quantity import Quantity
 class Expression:
     """A compiled FHIRPath expression. Thread-safe: calls share no mutable state."""
 
-    __slots__ = ("text", "base_type", "static_type", "_fn")
+    __slots__ = ("_fn", "base_type", "static_type", "text")
 
     def __init__(self, text: str, base_type: str | None = None) -> None:
         self.text = text
@@ -141,7 +141,7 @@ def _clear_cache() -> None:
 m.on_model_change(_clear_cache)
 
 
-def compile(text: str, base_type: str | None = None) -> Expression:  # noqa: A001
+def compile(text: str, base_type: str | None = None) -> Expression:
     """The compiled expression for ``text`` (cached by text and ``base_type``).
 
     ``base_type``: the FHIR type of the focus the expression will start from (e.g.

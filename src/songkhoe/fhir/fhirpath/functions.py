@@ -24,8 +24,7 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_UP, Decimal, \
-    InvalidOperation
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from . import model as m
@@ -80,10 +79,10 @@ def simple(name: str, nmin: int = 0, nmax: int = 0, static: str | None = None,
             args = [c.expr(a, sst)[0] for a in node.args]
             inv: Inv
             if not args:
-                inv = lambda items, ctx, scope: impl(items, ist)  # noqa: E731
+                inv = lambda items, ctx, scope: impl(items, ist)
             elif len(args) == 1:
                 a0 = args[0]
-                inv = lambda items, ctx, scope: impl(items, ist, a0(scope, ctx))  # noqa: E731
+                inv = lambda items, ctx, scope: impl(items, ist, a0(scope, ctx))
             else:
                 def inv(items: list[Any], ctx: Context, scope: list[Any]) -> list[Any]:
                     return impl(items, ist, *[a(scope, ctx) for a in args])
@@ -652,7 +651,7 @@ def _replace(text: str, pattern: str, substitution: str) -> str:
 
 def _regex(pattern: str) -> re.Pattern[str]:
     try:
-        return re.compile(pattern, re.S)
+        return re.compile(pattern, re.DOTALL)
     except re.error as exc:
         raise FHIRPathError(f"invalid regular expression {pattern!r}: {exc}") from None
 

@@ -40,7 +40,7 @@ class Node:
     ``element``: the ``_name`` sibling (``{"id": …, "extension": […]}``) of a primitive, or None.
     """
 
-    __slots__ = ("value", "type", "element")
+    __slots__ = ("element", "type", "value")
 
     def __init__(self, value: Any, type: str | None = None, element: Any = None) -> None:
         self.value = value
@@ -327,7 +327,7 @@ def make_type_test(spec: str) -> Callable[[Any, str | None], bool]:
 
 # -- values out -------------------------------------------------------------------------------
 
-def to_decimal(value: float | int | Decimal) -> Decimal:
+def to_decimal(value: float | Decimal) -> Decimal:
     if type(value) is float:
         return Decimal(repr(value))
     return Decimal(value)

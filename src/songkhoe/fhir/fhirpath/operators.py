@@ -62,9 +62,8 @@ def to_bool(items: list[Any], what: str) -> bool | None:
     v = items[0]
     if v is True or v is False:
         return v
-    if type(v) is Node:
-        if v.value is True or v.value is False:
-            return v.value
+    if type(v) is Node and (v.value is True or v.value is False):
+        return v.value
     return True
 
 

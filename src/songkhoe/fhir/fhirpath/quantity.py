@@ -36,7 +36,7 @@ _CALENDAR_TO_UCUM = {"week": "wk", "day": "d", "hour": "h", "minute": "min", "se
 UCUM_TO_CALENDAR = {"a": "year", "mo": "month", "wk": "week", "d": "day", "h": "hour",
                     "min": "minute", "s": "second", "ms": "millisecond"}
 
-_PREFIX = {"k": Decimal("1e3"), "h": Decimal("1e2"), "da": Decimal("10"), "d": Decimal("1e-1"),
+_PREFIX = {"k": Decimal("1e3"), "h": Decimal("1e2"), "da": Decimal(10), "d": Decimal("1e-1"),
            "c": Decimal("1e-2"), "m": Decimal("1e-3"), "u": Decimal("1e-6"),
            "n": Decimal("1e-9"), "p": Decimal("1e-12"), "f": Decimal("1e-15")}
 _PREFIXABLE = {"g": ("g", Decimal(1)), "m": ("m", Decimal(1)), "L": ("m3", Decimal("1e-3")),
@@ -75,7 +75,7 @@ class Quantity:
     """A FHIRPath Quantity. ``unit`` is a UCUM code (``'mg'``, ``'1'`` by default) or a
     calendar keyword (``'year'`` … ``'millisecond'``)."""
 
-    __slots__ = ("value", "unit")
+    __slots__ = ("unit", "value")
 
     def __init__(self, value: Decimal, unit: str = "1") -> None:
         self.value = value

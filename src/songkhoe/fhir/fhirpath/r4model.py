@@ -48,6 +48,7 @@ def load() -> DefinitionsTypeModel | None:
         from songkhoe.fhir import definitions
         if definitions.element("Patient.birthDate") is None:
             return None
-    except Exception:  # module or data missing/broken: the engine works without a model
+    except (ImportError, OSError, ValueError, KeyError, AttributeError):
+        # the module or its data is missing or broken: the engine works without a model
         return None
     return DefinitionsTypeModel(definitions)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -56,7 +56,7 @@ def _frac_ms(frac: str | None) -> int | None:
 class _Temporal:
     """Shared behaviour: ordering keys, precision-aware comparison, text form."""
 
-    __slots__ = ("text", "precision", "parts")
+    __slots__ = ("parts", "precision", "text")
     kind = ""
     text: str
     precision: int
@@ -201,7 +201,7 @@ def parse_literal(text: str) -> Date | DateTime | Time:
     if text.startswith("T"):
         return Time(text[1:])
     if "T" in text:
-        return DateTime(text[:-1] if text.endswith("T") else text)
+        return DateTime(text.removesuffix("T"))
     return Date(text)
 
 
@@ -305,8 +305,8 @@ def add_duration(value: _Temporal, amount: Decimal, unit: str) -> _Temporal:
     if unit == "week":
         amount, unit = amount * 7, "day"
     if isinstance(value, Time):
-        base = datetime(2000, 1, 1, *(list(value.parts) + [0, 0, 0, 0])[:3],
-                        ((list(value.parts) + [0, 0, 0, 0])[3]) * 1000)
+        hp = list(value.parts) + [0, 0, 0, 0]
+        base = datetime(2000, 1, 1, hp[0], hp[1], hp[2], hp[3] * 1000)
         delta = _timedelta(amount, unit)
         if delta is None:
             raise ValueError(f"cannot add {unit} to a Time")
@@ -341,8 +341,9 @@ def add_duration(value: _Temporal, amount: Decimal, unit: str) -> _Temporal:
                 return value
             whole = int(seconds / _timedelta(Decimal(1), unit_at))  # type: ignore[operator]
             return add_duration(value, Decimal(whole), unit_at)
-        full = parts + [1, 1, 0, 0, 0, 0][len(parts) - 1:]
-        dt = datetime(full[0], full[1], full[2], full[3], full[4], full[5], full[6] * 1000)
+        comps = parts + [1, 1, 0, 0, 0, 0][len(parts) - 1:]
+        dt = datetime(comps[0], comps[1], comps[2], comps[3], comps[4], comps[5],
+                      comps[6] * 1000)
         delta = _timedelta(amount, unit)
         assert delta is not None
         dt = dt + delta
@@ -383,7 +384,7 @@ def _rebuild(value: _Temporal, parts: list[int]) -> _Temporal:
 
 
 def now() -> DateTime:
-    dt = datetime.now(timezone.utc).astimezone()
+    dt = datetime.now(UTC).astimezone()
     off = dt.utcoffset() or timedelta(0)
     mins = int(off.total_seconds() // 60)
     tz = f"{'-' if mins < 0 else '+'}{abs(mins) // 60:02d}:{abs(mins) % 60:02d}"
