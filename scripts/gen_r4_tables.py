@@ -324,9 +324,11 @@ class Expander:
     def expand(self, url: str, stack: tuple[str, ...] = ()) -> dict[str, set[str]] | None:
         vs = self.valuesets.get(url)
         if vs is None:
-            return self._fail(url, "value set not in the R4 definitions")
+            self._unexpandable(url, "value set not in the R4 definitions")
+            return None
         if url in stack:
-            return self._fail(url, "value set includes itself")
+            self._unexpandable(url, "value set includes itself")
+            return None
         out: dict[str, set[str]] = {}
         for include in vs.get("compose", {}).get("include", []):
             part = self._include(url, include, stack + (url,))
@@ -341,12 +343,12 @@ class Expander:
             for system, codes in part.items():
                 out.get(system, set()).difference_update(codes)
         if not out:
-            return self._fail(url, "value set has no enumerable codes")
+            self._unexpandable(url, "value set has no enumerable codes")
+            return None
         return out
 
-    def _fail(self, url: str, reason: str) -> None:
+    def _unexpandable(self, url: str, reason: str) -> None:
         self.why.setdefault(url, reason)
-        return None
 
     def _include(self, url: str, include: Json, stack: tuple[str, ...]
                  ) -> dict[str, set[str]] | None:
@@ -360,7 +362,9 @@ class Expander:
         for ref in include.get("valueSet", []):
             sub = self.expand(ref.split("|", 1)[0], stack)
             if sub is None:
-                return self._fail(url, self.why.get(ref.split("|", 1)[0], f"cannot expand {ref}"))
+                reason = self.why.get(ref.split("|", 1)[0], f"cannot expand {ref}")
+                self._unexpandable(url, reason)
+                return None
             parts.append(sub)
         result = parts[0]
         for other in parts[1:]:  # include.system and include.valueSet intersect
@@ -371,19 +375,23 @@ class Expander:
         if "concept" in include:
             return {c["code"] for c in include["concept"]}
         if system in EXTERNAL_SYSTEMS:
-            return self._fail(url, f"codes from {EXTERNAL_SYSTEMS[system]} ({system})")
+            self._unexpandable(url, f"codes from {EXTERNAL_SYSTEMS[system]} ({system})")
+            return None
         cs = self.codesystems.get(system)
         if cs is None or cs.get("content") != "complete":
-            return self._fail(url, f"code system {system} is not available in full")
+            self._unexpandable(url, f"code system {system} is not available in full")
+            return None
         concepts = cs.get("concept", [])
         for f in include.get("filter", []):
             if f["property"] == "concept" and f["op"] in ("is-a", "descendent-of"):
                 root = find_concept(concepts, f["value"])
                 if root is None:
-                    return self._fail(url, f"code {f['value']} not in {system}")
+                    self._unexpandable(url, f"code {f['value']} not in {system}")
+                    return None
                 concepts = root.get("concept", []) if f["op"] == "descendent-of" else [root]
             else:
-                return self._fail(url, f"filter {f['property']} {f['op']} on {system}")
+                self._unexpandable(url, f"filter {f['property']} {f['op']} on {system}")
+                return None
         return set(all_codes(concepts))
 
 
@@ -419,8 +427,28 @@ def build_valuesets(elements: Json, expander: Expander) -> Json:
 # --------------------------------------------------------------------------- compartment
 
 
+# Medplum's structured Patient compartment differs from R4's in two places; the R4 text (the
+# definition's own narrative table) says Encounter is linked by ``patient`` and Task is never in
+# the compartment.
+COMPARTMENT_FIXES: dict[str, list[str] | None] = {"Encounter": ["patient"], "Task": None}
+NARRATIVE_ROW = re.compile(r'html">(\w+)</a></td><td>([^<]*)</td>')
+
+
 def build_compartment(definition: Json) -> Json:
-    return {r["code"]: r["param"] for r in definition["resource"] if r.get("param")}
+    """``{resource type: [param codes]}``, checked against the definition's narrative."""
+    compartment = {r["code"]: r["param"] for r in definition["resource"] if r.get("param")}
+    for resource_type, params in COMPARTMENT_FIXES.items():
+        if params is None:
+            compartment.pop(resource_type, None)
+        else:
+            compartment[resource_type] = params
+    narrative = {m.group(1): [p.strip() for p in m.group(2).split(",")]
+                 for m in NARRATIVE_ROW.finditer(definition["text"]["div"])}
+    if narrative != compartment:
+        differing = sorted(k for k in narrative.keys() | compartment.keys()
+                           if narrative.get(k) != compartment.get(k))
+        raise SystemExit(f"Patient compartment differs from its narrative for {differing}")
+    return compartment
 
 
 # --------------------------------------------------------------------------- output
