@@ -61,7 +61,7 @@ _MAX_LISTED_CODES = 12
 class _Node:
     """A resource, datatype or backbone element: the props under each JSON key."""
 
-    __slots__ = ("name", "props", "required", "choices", "forbidden", "is_resource")
+    __slots__ = ("choices", "forbidden", "is_resource", "name", "props", "required")
 
     def __init__(self, name: str, is_resource: bool) -> None:
         self.name = name
@@ -78,8 +78,26 @@ Post = Callable[["_Run", dict[str, Any], "_Prop", str], None]
 class _Prop:
     """How to check the value under one JSON key of a node."""
 
-    __slots__ = ("key", "name", "kind", "array", "min", "max", "type", "check", "node", "codes",
-                 "binding", "systems", "targets", "choice", "value_key", "uri", "extra", "post")
+    __slots__ = (
+        "array",
+        "binding",
+        "check",
+        "choice",
+        "codes",
+        "extra",
+        "key",
+        "kind",
+        "max",
+        "min",
+        "name",
+        "node",
+        "post",
+        "systems",
+        "targets",
+        "type",
+        "uri",
+        "value_key",
+    )
 
     def __init__(self, key: str, name: str, kind: int, el: defs.ElementDef, type_code: str,
                  node: _Node | None = None) -> None:
@@ -90,7 +108,7 @@ class _Prop:
         self.min = el.min
         self.max = 0 if el.max == defs.UNBOUNDED else el.max  # 0: no limit
         self.type = type_code
-        self.check: Callable[[Any], str | None] | None = None
+        self.check: Callable[[Any], str | None] = _unchecked
         self.node = node
         self.codes: frozenset[str] | None = None
         self.binding = el.binding
@@ -171,6 +189,10 @@ class _Model:
         return prop.key
 
 
+def _unchecked(value: Any) -> None:
+    """The checker of props that are not primitives (never called)."""
+
+
 def _upper_first(name: str) -> str:
     return name[:1].upper() + name[1:]
 
@@ -183,7 +205,7 @@ def _model() -> _Model:
 class _Scope:
     """What a top-level resource (not a contained one) knows about its contained resources."""
 
-    __slots__ = ("contained", "referenced", "refers_back", "conditional", "current")
+    __slots__ = ("conditional", "contained", "current", "referenced", "refers_back")
 
     def __init__(self, contained: dict[str, tuple[str, int]], conditional: bool) -> None:
         self.contained = contained  # id -> (resourceType, index in contained)
@@ -196,7 +218,7 @@ class _Scope:
 class _Run:
     """One validation: the issues found so far and the reference scope."""
 
-    __slots__ = ("issues", "model", "scope", "conditional")
+    __slots__ = ("conditional", "issues", "model", "scope")
 
     def __init__(self) -> None:
         self.issues: list[Issue] = []
@@ -317,7 +339,7 @@ class _Run:
                 self.issue("structure", f"expected a single value for '{key}' (max 1), got "
                            "an array", f"{path}.{prop.name}")
             elif prop.kind == _PRIMITIVE:
-                if prop.check(value) is not None or prop.extra:  # type: ignore[misc]
+                if prop.check(value) is not None or prop.extra:
                     self.primitive(value, prop, f"{path}.{prop.name}")
             elif type(value) is dict and value and prop.node is not None:
                 where = f"{path}.{prop.name}"
@@ -340,7 +362,7 @@ class _Run:
             self.issue("structure", f"element '{key}' is not allowed in {node.name} (max 0)",
                        f"{path}.{key}")
             return
-        bare = key[1:] if key.startswith("_") else key
+        bare = key.removeprefix("_")
         hint = ""
         for base, keys in node.choices.items():
             if bare == base or (bare.startswith(base) and bare[len(base):][:1].isupper()):
@@ -381,7 +403,6 @@ class _Run:
     # ----------------------------------------------------------------- primitives
 
     def primitive(self, value: Any, prop: _Prop, path: str) -> None:
-        assert prop.check is not None
         message = prop.check(value)
         if message is not None:
             code = "value" if primitives.is_json_type(prop.type, value) else "structure"
@@ -403,15 +424,15 @@ class _Run:
                     self.issue("structure", f"null in '{prop.key}' is only allowed where "
                                f"'_{prop.key}' has an entry at the same index", f"{where}[{i}]")
                 continue
-            if prop.check(value) is not None or prop.extra:  # type: ignore[misc]
+            if prop.check(value) is not None or prop.extra:
                 self.primitive(value, prop, f"{where}[{i}]")
 
     def extension_array(self, obj: dict[str, Any], items: list[Any], prop: _Prop,
                         path: str) -> None:
         values = obj.get(prop.value_key)
-        if type(values) is not list:
-            values = None
-        elif len(values) != len(items):
+        if values is not None and type(values) is not list:
+            return  # reported with the values; alignment cannot be judged
+        if values is not None and len(values) != len(items):
             self.issue("structure", f"'_{prop.value_key}' has {len(items)} entries and "
                        f"'{prop.value_key}' has {len(values)}: they must align (use null to "
                        "fill)", f"{path}.{prop.name}")
