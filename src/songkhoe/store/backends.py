@@ -43,8 +43,8 @@ class Backend:
         self.executemany(conn, f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})",
                          rows)
 
-    def allocate_rids(self, conn: Any, n: int) -> list[int]:
-        """``n`` fresh resource row ids for a bulk insert."""
+    def allocate_rids(self, conn: Any, n: int, above: int = 0) -> list[int]:
+        """``n`` fresh resource row ids, all greater than ``above`` where that matters."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -112,10 +112,13 @@ class SqliteBackend(Backend):
     def executemany(self, conn: sqlite3.Connection, sql: str, rows: Iterable[Row]) -> None:
         conn.executemany(sql, rows)
 
-    def allocate_rids(self, conn: sqlite3.Connection, n: int) -> list[int]:
-        # Safe: the caller holds SQLite's single write lock (BEGIN IMMEDIATE).
+    def allocate_rids(self, conn: sqlite3.Connection, n: int, above: int = 0) -> list[int]:
+        # The caller holds SQLite's single write lock (BEGIN IMMEDIATE) and every insert takes
+        # its rid from here, so ids above both MAX(rid) and those already handed out in this
+        # transaction (``above``, possibly not yet inserted) are free.
         top = conn.execute("SELECT COALESCE(MAX(rid), 0) FROM resources").fetchone()[0]
-        return list(range(top + 1, top + 1 + n))
+        start = max(top, above) + 1
+        return list(range(start, start + n))
 
     def close(self) -> None:
         with self._lock:
@@ -165,7 +168,7 @@ class PostgresBackend(Backend):
                 for row in rows:
                     copy.write_row(row)
 
-    def allocate_rids(self, conn: Any, n: int) -> list[int]:
+    def allocate_rids(self, conn: Any, n: int, above: int = 0) -> list[int]:
         rows = conn.execute("SELECT nextval('rid_seq') FROM generate_series(1, %s)", (n,)).fetchall()
         return [r[0] for r in rows]
 

@@ -97,7 +97,7 @@ def _write_batch(tx: Tx, batch: list[dict[str, Any]]) -> int:
             unchanged += 1
         else:
             changed.append((resource, rid, version))
-    rids = backend.allocate_rids(conn, len(fresh))
+    rids = [tx.new_rid() for _ in fresh]
     backend.load_rows(conn, "resources", ("rid", "type", "id", "version", "last_updated", "deleted"),
                       [(rid, r["resourceType"], r["id"], 1, tx.now, False) for r, rid in zip(fresh, rids)])
     for resource, rid in zip(fresh, rids):

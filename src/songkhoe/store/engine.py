@@ -86,7 +86,11 @@ class Tx(Operations):
         self.backend = backend
         self.conn = conn
         self.now = time.time_ns() // 1000
+        self._resources: list[tuple[Any, ...]] = []
         self._history: list[tuple[Any, ...]] = []
+        self._rids: list[int] = []
+        self._rid_block = 8
+        self._rid_high = 0
         self._index: dict[str, list[tuple[Any, ...]]] = {t: [] for t in INDEX_COLUMNS}
         self._unindex: list[int] = []
         self._lock = " FOR UPDATE" if backend.name == "postgres" else ""
@@ -96,8 +100,20 @@ class Tx(Operations):
     def _sql(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> Any:
         return self.backend.execute(self.conn, sql, args)
 
+    def new_rid(self) -> int:
+        """A fresh resource row id, taken from blocks reserved per transaction."""
+        if not self._rids:
+            self._rids = self.backend.allocate_rids(self.conn, self._rid_block, self._rid_high)
+            self._rid_block = min(self._rid_block * 2, 1024)
+        self._rid_high = self._rids.pop(0)
+        return self._rid_high
+
     def flush(self) -> None:
-        """Write buffered history and index rows."""
+        """Write buffered resources, history and index rows."""
+        if self._resources:
+            self.backend.load_rows(self.conn, "resources", ("rid", "type", "id", "version",
+                                   "last_updated", "deleted"), self._resources)
+            self._resources = []
         if self._unindex:
             rids = self._unindex
             marks = ", ".join("?" * len(rids))
@@ -121,14 +137,18 @@ class Tx(Operations):
         return (row[0], row[1], bool(row[2])) if row else None
 
     def _write(self, resource: dict[str, Any], current: tuple[int, int, bool] | None,
-               method: str, if_match: int | None = None) -> WriteResult:
+               method: str, if_match: int | None = None, *, fresh_id: bool = False) -> WriteResult:
+        """Store a new version; ``fresh_id``: the id was just generated, so no row can exist."""
         rtype, id = resource["resourceType"], resource["id"]
         if if_match is not None and (current is None or current[1] != if_match):
             have = "does not exist" if current is None else f"is at version {current[1]}"
             raise precondition_failed(f"If-Match expects version {if_match} of {rtype}/{id}, "
                                       f"but it {have}")
         version = current[1] + 1 if current else 1
-        if current is None:
+        if fresh_id:
+            rid = self.new_rid()
+            self._resources.append((rid, rtype, id, 1, self.now, False))
+        elif current is None:
             rid = self._insert_resource(rtype, id)
             if rid is None:  # a concurrent writer created it first: update that one instead
                 return self._write(resource, self._current(rtype, id, lock=True), method, if_match)
@@ -159,9 +179,11 @@ class Tx(Operations):
         self._unindex.append(rid)
 
     def _insert_resource(self, rtype: str, id: str) -> int | None:
-        row = self._sql("INSERT INTO resources (type, id, version, last_updated, deleted) "
-                        "VALUES (?, ?, 1, ?, ?) ON CONFLICT (type, id) DO NOTHING RETURNING rid",
-                        (rtype, id, self.now, False)).fetchone()
+        """Insert a client-id resource row; None when a concurrent writer inserted it first."""
+        rid = self.new_rid()
+        row = self._sql("INSERT INTO resources (rid, type, id, version, last_updated, deleted) "
+                        "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (type, id) DO NOTHING RETURNING rid",
+                        (rid, rtype, id, self.now, False)).fetchone()
         return row[0] if row else None
 
     def _matches(self, rtype: str, query: str) -> list[Stored]:
@@ -183,7 +205,7 @@ class Tx(Operations):
             if found:
                 return WriteResult("unchanged", found[0])
         resource["id"] = new_id()
-        return self._write(resource, None, "POST")
+        return self._write(resource, None, "POST", fresh_id=True)
 
     def update(self, type: str, id: str, resource: dict[str, Any], *,
                if_match: int | None = None, method: str = "PUT") -> WriteResult:
@@ -206,7 +228,7 @@ class Tx(Operations):
                 return self.update(type, resource["id"], resource, if_match=if_match)
             resource = checked(resource, type)
             resource["id"] = new_id()
-            return self._write(resource, None, "PUT")
+            return self._write(resource, None, "PUT", fresh_id=True)
         id = found[0].id
         if isinstance(resource, dict) and resource.get("id") not in (None, id):
             raise FhirError(400, Issue("invalid", f"the resource's id {resource['id']!r} differs "

@@ -166,26 +166,41 @@ def _params(resource_type: str) -> tuple[_Param, ...]:
     return tuple(out)
 
 
-def _present(resource: dict[str, Any], keys: frozenset[str]) -> bool:
-    """Whether the resource has any element the expression reads (choice [x] names included)."""
-    if not keys:
-        return True
-    for key in resource:
-        if key in keys:
-            return True
-        for k in keys:  # a choice element: value[x] is stored as valueQuantity, valueString, …
-            if key.startswith(k) and len(key) > len(k) and key[len(k)].isupper():
-                return True
-    return False
+class _TypeParams:
+    """The indexed parameters of one resource type and which top-level JSON keys wake them."""
+
+    def __init__(self, resource_type: str) -> None:
+        self.params = _params(resource_type)
+        self.always = tuple(i for i, p in enumerate(self.params) if not p.keys)
+        self._by_key: dict[str, tuple[int, ...]] = {}
+
+    def for_key(self, key: str) -> tuple[int, ...]:
+        """Parameters reading JSON key ``key`` (``valueQuantity`` wakes those reading ``value``)."""
+        found = self._by_key.get(key)
+        if found is None:
+            found = tuple(i for i, p in enumerate(self.params)
+                          if key in p.keys or any(key.startswith(k) and len(key) > len(k)
+                                                  and key[len(k)].isupper() for k in p.keys))
+            self._by_key[key] = found
+        return found
+
+    def relevant(self, resource: dict[str, Any]) -> list[_Param]:
+        chosen = set(self.always)
+        for key in resource:
+            chosen.update(self.for_key(key))
+        return [self.params[i] for i in sorted(chosen)]
+
+
+@lru_cache(maxsize=None)
+def _type_params(resource_type: str) -> _TypeParams:
+    return _TypeParams(resource_type)
 
 
 def index_rows(resource: dict[str, Any]) -> Rows:
     """All search-index rows of ``resource`` (its type taken from ``resourceType``)."""
     rtype = resource["resourceType"]
     rows: Rows = {table: [] for table in INDEXED_TYPES.values()}
-    for param in _params(rtype):
-        if not _present(resource, param.keys):
-            continue
+    for param in _type_params(rtype).relevant(resource):
         code, table, out = param.code, param.table, rows[param.table]
         seen: set[tuple[Any, ...]] = set()
         for item in param.evaluate(resource):
