@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -133,3 +134,12 @@ def test_long_strings_are_limited_to_one_megabyte() -> None:
     assert check("string", "a" * (1024 * 1024)) is None
     problem = check("string", "a" * (1024 * 1024 + 1))
     assert problem is not None and "at most 1,048,576 characters" in problem
+
+
+def test_base64_check_is_linear_on_spaced_invalid_input() -> None:
+    """The spec's regex backtracks exponentially on spaced groups with a bad tail."""
+    value = " ".join(["QUJD"] * 5000) + " AB!"
+    start = time.perf_counter()
+    assert check("base64Binary", value) is not None
+    assert check("base64Binary", " ".join(["QUJD"] * 5000)) is None
+    assert time.perf_counter() - start < 1.0

@@ -44,7 +44,9 @@ CODE = re.compile(r"[^ \t\r\n]+( [^ \t\r\n]+)*")
 URI = re.compile(r"[^ \t\r\n]+")
 OID = re.compile(r"urn:oid:[0-2](\.(0|[1-9][0-9]*))+")
 UUID = re.compile(r"urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-BASE64 = re.compile(r"([ \t\r\n]*[0-9a-zA-Z+/=]{4}[ \t\r\n]*)+")
+# The spec's (\s*([0-9a-zA-Z\+\=]){4}\s*)+ with '/', written without the ambiguity between
+# one group's trailing and the next group's leading whitespace (exponential backtracking).
+BASE64 = re.compile(r"[ \t\r\n]*([0-9a-zA-Z+/=]{4}[ \t\r\n]*)+")
 
 # The Python types a JSON parser gives for each primitive's JSON representation.
 JSON_TYPES: dict[str, tuple[type, ...]] = {

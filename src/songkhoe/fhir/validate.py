@@ -56,6 +56,7 @@ _CONDITIONAL = re.compile(r"([A-Z][A-Za-z]+)\?[^ \t\r\n]*")
 _REFERENCE_FORMS = ("Type/id, Type/id/_history/version, #contained-id, an absolute URL, "
                     "urn:uuid: or urn:oid:")
 _MAX_LISTED_CODES = 12
+_MAX_SUGGESTIONS = 20  # "did you mean" look-ups per validation: bounded work on junk input
 
 
 class _Node:
@@ -218,10 +219,11 @@ class _Scope:
 class _Run:
     """One validation: the issues found so far and the reference scope."""
 
-    __slots__ = ("conditional", "issues", "model", "scope")
+    __slots__ = ("conditional", "issues", "model", "scope", "suggestions")
 
     def __init__(self) -> None:
         self.issues: list[Issue] = []
+        self.suggestions = 0
         self.model = _model()
         self.scope = _Scope({}, False)
         self.conditional = False
@@ -371,7 +373,8 @@ class _Run:
         else:
             if key.startswith("_") and bare in node.props:
                 hint = f": '{bare}' is not a primitive element, so it has no '_{bare}'"
-            else:
+            elif self.suggestions < _MAX_SUGGESTIONS and len(key) <= 64:
+                self.suggestions += 1
                 close = difflib.get_close_matches(key, list(node.props), n=1)
                 if close:
                     hint = f" (did you mean '{close[0]}'?)"
