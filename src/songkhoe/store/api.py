@@ -98,10 +98,13 @@ class Operations:
     from a query string or form body (repeats are AND, commas inside a value are OR).
     """
 
-    def create(self, resource: dict[str, Any], *, if_none_exist: str | None = None) -> WriteResult:
+    def create(self, resource: dict[str, Any], *, if_none_exist: str | None = None,
+               id: str | None = None) -> WriteResult:
         """Store a new resource under a server-assigned id (any client id is replaced).
         ``if_none_exist`` is a query string (``identifier=a|b``): when exactly one resource
-        matches, nothing is written and that one is returned as ``unchanged``; several → 412."""
+        matches, nothing is written and that one is returned as ``unchanged``; several → 412.
+        ``id``: a server id reserved beforehand with ``songkhoe.store.ids.new_id()`` (a
+        transaction Bundle assigns ids before it rewrites references)."""
         raise NotImplementedError
 
     def update(self, type: str, id: str, resource: dict[str, Any], *,

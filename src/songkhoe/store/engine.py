@@ -194,7 +194,8 @@ class Tx(Operations):
 
     # -- writes ----------------------------------------------------------------------------
 
-    def create(self, resource: dict[str, Any], *, if_none_exist: str | None = None) -> WriteResult:
+    def create(self, resource: dict[str, Any], *, if_none_exist: str | None = None,
+               id: str | None = None) -> WriteResult:
         resource = checked(resource)
         rtype = resource["resourceType"]
         if if_none_exist:
@@ -204,7 +205,7 @@ class Tx(Operations):
                                           f"{rtype}")
             if found:
                 return WriteResult("unchanged", found[0])
-        resource["id"] = new_id()
+        resource["id"] = id or new_id()
         return self._write(resource, None, "POST", fresh_id=True)
 
     def update(self, type: str, id: str, resource: dict[str, Any], *,
@@ -452,9 +453,10 @@ class Store(Operations):
     def close(self) -> None:
         self.backend.close()
 
-    def create(self, resource: dict[str, Any], *, if_none_exist: str | None = None) -> WriteResult:
+    def create(self, resource: dict[str, Any], *, if_none_exist: str | None = None,
+               id: str | None = None) -> WriteResult:
         with self.transaction() as tx:
-            return tx.create(resource, if_none_exist=if_none_exist)
+            return tx.create(resource, if_none_exist=if_none_exist, id=id)
 
     def update(self, type: str, id: str, resource: dict[str, Any], *,
                if_match: int | None = None, method: str = "PUT") -> WriteResult:
