@@ -173,3 +173,13 @@ def test_aggregate_and_utility() -> None:
     assert ev("name.trace('names').given.first()") == ["Thị"]
     assert ev("today() < now() + 1 day") == [True]
     assert ev("now() is DateTime and today() is Date and timeOfDay() is Time") == [True]
+
+
+def test_type_reflection() -> None:
+    assert ev("1.type()") == [{"namespace": "System", "name": "Integer"}]
+    assert ev("'a'.type().name") == ["String"]
+    assert ev("@2020-01.type().name") == ["Date"]
+    assert ev("Patient.type()") == [{"namespace": "FHIR", "name": "Patient"}]
+    assert ev("Patient.name[0].type().namespace") == ["FHIR"]
+    obs = {"resourceType": "Observation", "valueQuantity": {"value": 1}}
+    assert ev("Observation.value.type().name", obs) == ["Quantity"]

@@ -10,7 +10,7 @@ Member navigation follows FHIR JSON (http://hl7.org/fhir/R4/json.html): arrays a
 a missing ``name`` falls back to the choice element ``name[x]`` (``valueQuantity`` → a
 :class:`.model.Node` typed ``Quantity``) and to a primitive that has only a ``_name``
 extension. A path that starts with a type name (``Patient.name``) filters the focus by that
-resource type (N1 §3.? "the first identifier may be a type name"; ``Resource`` and
+resource type (N1 "Path selection": a path may start with a type name; ``Resource`` and
 ``DomainResource`` match every resource of that kind). Chains of member steps are fused into one
 closure. The compile-time ("static") FHIR type of each sub-expression is tracked where a
 :class:`.model.TypeModel` or the expression itself tells it, at no run-time cost.
@@ -236,7 +236,8 @@ class Compiler:
         v = node.value
         if v is None:
             return (lambda scope, ctx: []), None
-        return (lambda scope, ctx: [v]), m.fhir_type(v)
+        # a literal is a System value: no FHIR static type (its Python type says what it is)
+        return (lambda scope, ctx: [v]), None
 
     def c_External(self, node: s.External, static: str | None) -> tuple[Fn, str | None]:
         name = node.name

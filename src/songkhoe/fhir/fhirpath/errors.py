@@ -1,7 +1,7 @@
 """The one exception the FHIRPath engine raises.
 
 FHIRPath N1 §3 (http://hl7.org/fhirpath/N1/#path-selection) and §4.5 (singleton evaluation) say
-where evaluation "signals an error to the calling environment"; syntax errors (§9 grammar,
+where evaluation "signals an error to the calling environment"; syntax errors (N1 grammar,
 http://hl7.org/fhirpath/N1/grammar.html) are raised by the lexer and parser. Both kinds are a
 :class:`FHIRPathError` carrying the expression text and the 0-based character position at
 fault, when known.

@@ -1,9 +1,9 @@
 """Compiled FHIRPath expressions: the public call interface, result conversion and the cache.
 
-An :class:`Expression` is compiled once (FHIRPath N1 §9 grammar → closures, see
+An :class:`Expression` is compiled once (FHIRPath N1 grammar → closures, see
 :mod:`.compiler`) and cached by its text; calling it evaluates it on a resource (N1 §3: the
 initial focus is the resource, ``%resource``/``%context``/``%rootResource`` per R4 FHIRPath
-§2.1.9.3 http://hl7.org/fhir/R4/fhirpath.html#variables).
+"Variables", http://hl7.org/fhir/R4/fhirpath.html#variables).
 
 Three views of a result:
 

@@ -2,9 +2,10 @@
 
 FHIRPath N1 §5 Functions (http://hl7.org/fhirpath/N1/#functions): §5.1 existence, §5.2
 filtering and projection, §5.3 subsetting, §5.4 combining, §5.5 conversion, §5.6 string
-manipulation, §5.7 math, §5.8 tree navigation, §5.9 utility; N1 §6.5.? ``not()``, §6.3 ``is()``,
+manipulation, §5.7 math, §5.8 tree navigation, §5.9 utility; N1 §6.5 ``not()``, §6.3 ``is()``,
 ``as()``; §7 ``aggregate()``. FHIR R4 additions (http://hl7.org/fhir/R4/fhirpath.html#functions):
-``extension(url)``, ``hasValue()``, ``getValue()``, ``resolve()``, ``htmlChecks()``.
+``extension(url)``, ``hasValue()``, ``getValue()``, ``resolve()``, ``htmlChecks()``; N1
+reflection ``type()`` (as ``{namespace, name}``).
 FHIRPath 2.0 additions used by SQL-on-FHIR v2 (https://build.fhir.org/ig/FHIR/sql-on-fhir-v2/
 StructureDefinition-ViewDefinition.html#required-additional-functions): ``join()``,
 ``lowBoundary()``, ``highBoundary()``, ``precision()``, ``getResourceKey()``,
@@ -1067,6 +1068,26 @@ def _get_value(items: list[Any], st: str | None) -> list[Any]:
     return [v]
 
 
+@simple("type")
+def _type(items: list[Any], st: str | None) -> list[Any]:
+    """N1 "Types and reflection": ``{namespace, name}`` of each item (FHIR types in namespace
+    FHIR, values the engine computed in System; unknown types are left out)."""
+    out: list[Any] = []
+    for it in items:
+        v = it.value if type(it) is Node else it
+        computed = type(it) is not Node and (isinstance(it, (tm.Temporal, Quantity, Decimal))
+                                             or type(it) is not dict and st is None)
+        if computed:
+            name = m.system_type(it)
+            if name is not None:
+                out.append({"namespace": "System", "name": name})
+            continue
+        t = m.fhir_type(it, st) if v is not None else (it.type or st)
+        if t is not None:
+            out.append({"namespace": "FHIR", "name": t})
+    return out
+
+
 @simple("htmlChecks", static="boolean")
 def _html_checks(items: list[Any], st: str | None) -> list[Any]:
     return [True]  # xhtml content rules are the validator's job, not FHIRPath's
@@ -1105,7 +1126,7 @@ def _find_in_bundle(root: Any, ref: str, parsed: tuple[str, str] | None) -> Any:
 
 
 def resolve_reference(item: Any, ctx: Context) -> Any:
-    """What ``resolve()`` yields for one item (R4 FHIRPath §2.1.9.2): the contained resource for
+    """What ``resolve()`` yields for one item (R4 FHIRPath "Functions"): the contained resource for
     ``#id``, the Bundle entry for a reference within the root Bundle, the caller's resolver's
     answer, else a stub ``{"resourceType": Type, "id": id}`` for ``Type/id`` or an absolute URL
     ending so (or ``{"resourceType": type}`` from ``Reference.type``). None if unresolvable."""

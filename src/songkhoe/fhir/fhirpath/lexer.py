@@ -1,7 +1,7 @@
 """FHIRPath tokens: the lexical rules of the N1 grammar.
 
-FHIRPath N1 §9 Formal specifications / grammar (http://hl7.org/fhirpath/N1/grammar.html) and
-§3 literals (http://hl7.org/fhirpath/N1/#literals): identifiers (plain and `delimited`),
+FHIRPath N1 grammar (http://hl7.org/fhirpath/N1/grammar.html) and
+N1 "Literals" (http://hl7.org/fhirpath/N1/#literals): identifiers (plain and `delimited`),
 'strings' with escapes (\\' \\" \\` \\\\ \\/ \\f \\n \\r \\t \\uXXXX), numbers, @date / @dateTime /
 @Ttime literals, %external constants, $this / $index / $total, comments (// and /* */), and the
 operator punctuation.

@@ -1,7 +1,7 @@
 """The FHIR R4 model as FHIRPath sees it: typed nodes, type names, subtyping, type tests.
 
-FHIR R4 FHIRPath §2.1.9.1 "FHIRPath types" (http://hl7.org/fhir/R4/fhirpath.html#types) and
-FHIRPath N1 §10 Types and reflection (http://hl7.org/fhirpath/N1/#types-and-reflection):
+FHIR R4 FHIRPath "FHIRPath types" (http://hl7.org/fhir/R4/fhirpath.html#types) and
+FHIRPath N1 "Types and reflection" (http://hl7.org/fhirpath/N1/#types-and-reflection):
 FHIR primitives map to System types (boolean→Boolean, string/code/id/uri/…→String,
 integer/positiveInt/unsignedInt→Integer, decimal→Decimal, date→Date, dateTime/instant→DateTime,
 time→Time), ``Quantity`` (and Age, Duration, …) → Quantity.

@@ -140,7 +140,7 @@ def _decimal_places(d: Decimal) -> int:
 
 
 def equivalent_values(a: Any, b: Any) -> bool:
-    """N1 §6.1.3 ``~`` on two System values."""
+    """N1 §6.1.2 ``~`` on two System values."""
     if a is None or b is None:
         return a is None and b is None
     ta, tb = type(a), type(b)

@@ -1,12 +1,12 @@
 """FHIRPath parser: text → :mod:`.syntax` tree, by precedence climbing.
 
-Grammar: FHIRPath N1 §9 (http://hl7.org/fhirpath/N1/grammar.html); operator precedence N1 §6.13
-(http://hl7.org/fhirpath/N1/#operator-precedence), highest first:
+Grammar: FHIRPath N1 grammar (http://hl7.org/fhirpath/N1/grammar.html); operator precedence: N1
+"Operator precedence" (http://hl7.org/fhirpath/N1/#operator-precedence), highest first:
 
     . (invocation) and [] (indexer) · unary + - · * / div mod · + - & · is as · | ·
     > < >= <= · = ~ != !~ · in contains · and · xor or · implies
 
-All binary operators are left-associative. Literals (N1 §3.1 / §5): ``{}``, ``true``/``false``,
+All binary operators are left-associative. Literals (N1 "Literals"): ``{}``, ``true``/``false``,
 strings, numbers (integer or decimal), ``@`` date/dateTime/time, quantities (``4 'mg'``,
 ``3 days``). Keywords usable as identifiers after '.' (N1 grammar ``identifier``): any name.
 """

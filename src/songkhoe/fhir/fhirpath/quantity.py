@@ -1,11 +1,10 @@
 """FHIRPath Quantity: a Decimal value with a UCUM unit or a calendar duration keyword.
 
-FHIRPath N1 §2.1.23 Quantity (http://hl7.org/fhirpath/N1/#quantity), §5.1.? quantity literals
-with calendar duration keywords (http://hl7.org/fhirpath/N1/#time-valued-quantities), §6.1
-equality/equivalence of quantities and §6.2 comparison. FHIR's ``Quantity`` datatype (and its
+FHIRPath N1 "Literals: Quantity" (http://hl7.org/fhirpath/N1/#quantity) with calendar duration
+keywords (http://hl7.org/fhirpath/N1/#time-valued-quantities), §6.1 equality/equivalence of quantities and §6.2 comparison. FHIR's ``Quantity`` datatype (and its
 profiles Age, Distance, Duration, Count, SimpleQuantity, MoneyQuantity) maps to it
-(R4 FHIRPath §2.1.9.1, http://hl7.org/fhir/R4/fhirpath.html#types), unit from ``code``, else
-``unit``; the string ``%ucum`` names the UCUM system.
+(R4 FHIRPath "FHIRPath types", http://hl7.org/fhir/R4/fhirpath.html#types), unit from
+``code``, else ``unit``; the string ``%ucum`` names the UCUM system.
 
 Unit conversion covers a practical subset of UCUM (:data:`_UCUM`): mass, length, volume, time
 and a few clinical units, with metric prefixes on g, m, L, s, mol, eq. Quantities whose units

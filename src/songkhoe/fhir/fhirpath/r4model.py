@@ -1,6 +1,6 @@
 """The FHIR R4 type model for FHIRPath static typing, read from :mod:`songkhoe.fhir.definitions`.
 
-Implements :class:`.model.TypeModel` (R4 FHIRPath §2.1.9.1 "FHIRPath types": the FHIR model
+Implements :class:`.model.TypeModel` (R4 FHIRPath "FHIRPath types": the FHIR model
 types are in namespace FHIR, http://hl7.org/fhir/R4/fhirpath.html#types) over the generated R4
 element table: ``child_type('Patient', 'birthDate')`` → ``'date'``, ``child_type('Patient',
 'contact')`` → ``'Patient.contact'`` (backbone elements are named by their path, content

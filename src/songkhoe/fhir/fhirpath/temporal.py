@@ -1,11 +1,11 @@
 """FHIRPath Date, DateTime and Time values with precision.
 
-FHIRPath N1 §2.1.20–22 System types (http://hl7.org/fhirpath/N1/#date, #datetime, #time),
+FHIRPath N1 "Literals" Date, DateTime, Time (http://hl7.org/fhirpath/N1/#date, #datetime, #time),
 §6.1 equality (date/time equality is precision-aware: comparing values of different precision
-gives empty), §6.2 comparison (http://hl7.org/fhirpath/N1/#comparison) and §6.6.5 date/time
+gives empty), §6.2 comparison (http://hl7.org/fhirpath/N1/#comparison) and date/time
 arithmetic (http://hl7.org/fhirpath/N1/#datetime-arithmetic). FHIR's ``date``, ``dateTime``,
 ``instant`` and ``time`` primitives (http://hl7.org/fhir/R4/datatypes.html#primitive) map onto
-these (R4 FHIRPath §2.1.9.1 http://hl7.org/fhir/R4/fhirpath.html#types).
+these (R4 FHIRPath "FHIRPath types", http://hl7.org/fhir/R4/fhirpath.html#types).
 
 Every value keeps ``text``, the string as written (FHIR JSON form, without the ``@`` of a
 FHIRPath literal), and ``precision``: the number of components present
@@ -224,7 +224,7 @@ def compare(a: _Temporal, b: _Temporal) -> int | None:
     return 0
 
 
-# -- boundaries (FHIRPath 2.0 §5.?, used by SQL-on-FHIR lowBoundary()/highBoundary()) ----------
+# -- boundaries (FHIRPath 2.0 lowBoundary()/highBoundary(), required by SQL-on-FHIR v2) -------
 
 def _pad_ms(ms: int) -> str:
     return f"{ms:03d}"
@@ -293,7 +293,7 @@ def digits_precision(value: _Temporal) -> int:
     return (4, 6, 8, 10, 12, 14, 17)[value.precision - 1]
 
 
-# -- arithmetic (N1 §6.6.5) --------------------------------------------------------------------
+# -- arithmetic (N1 "Date/Time Arithmetic") ----------------------------------------------------
 
 _COMPONENT = {"year": 0, "month": 1, "week": 2, "day": 2, "hour": 3, "minute": 4, "second": 5,
               "millisecond": 6}
