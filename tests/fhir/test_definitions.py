@@ -259,3 +259,11 @@ def test_patient_compartment() -> None:
         for code in params:
             assert code == "{def}" or d.search_parameter(resource_type, code) is not None, (
                 resource_type, code)
+
+
+def test_shapes_the_validator_relies_on() -> None:
+    """R4 has no finite max above 1 and binds no Coding element with strength required."""
+    for path, el in d._elements().items():
+        assert el.max in (0, 1, d.UNBOUNDED), path
+        if el.binding:
+            assert set(el.types) <= {"code", "CodeableConcept"}, path

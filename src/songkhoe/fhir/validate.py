@@ -11,8 +11,9 @@ Checks a resource against the R4 definitions (``songkhoe.fhir.definitions``):
 - Cardinality and required elements (http://hl7.org/fhir/R4/elementdefinition.html).
 - Primitive values (``songkhoe.fhir.primitives``, http://hl7.org/fhir/R4/datatypes.html).
 - Required bindings (http://hl7.org/fhir/R4/terminologies.html#required): ``code`` values,
-  ``Coding``, and the codings of a ``CodeableConcept`` whose system the value set uses;
-  value sets that cannot be enumerated (mime types, languages, UCUM) are not checked.
+  and the codings of a ``CodeableConcept`` whose system the value set uses (R4 binds no
+  ``Coding`` element with strength required); value sets that cannot be enumerated (mime
+  types, languages, UCUM) are not checked.
 - References (http://hl7.org/fhir/R4/references.html): ``Type/id``,
   ``Type/id/_history/vid``, ``#id`` of a contained resource, an absolute URL, ``urn:uuid:``
   or ``urn:oid:`` (and ``Type?query`` inside a transaction or batch Bundle); the type must be
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any
 
@@ -88,8 +89,6 @@ class _Prop:
         "extra",
         "key",
         "kind",
-        "max",
-        "min",
         "name",
         "node",
         "post",
@@ -105,15 +104,13 @@ class _Prop:
         self.key = key
         self.name = name  # the name in FHIRPath expressions: given, valueQuantity
         self.kind = kind
-        self.array = el.repeats
-        self.min = el.min
-        self.max = 0 if el.max == defs.UNBOUNDED else el.max  # 0: no limit
+        self.array = el.repeats  # R4 has no finite max above 1: an array is unbounded
         self.type = type_code
         self.check: Callable[[Any], str | None] = _unchecked
         self.node = node
         self.codes: frozenset[str] | None = None
         self.binding = el.binding
-        self.systems: Any = None  # Mapping[str, frozenset[str]] of a bound Coding/CodeableConcept
+        self.systems: Mapping[str, frozenset[str]] | None = None  # bound CodeableConcept
         self.targets = el.targets.get("Reference")  # None: any resource type
         self.choice: str | None = el.name[:-3] if el.is_choice else None
         self.value_key: str = ""  # for a primitive extension "_given": "given"
@@ -141,8 +138,9 @@ class _Model:
             if el.max == 0:  # SimpleQuantity.comparator
                 node.forbidden.update((name, "_" + name))
             elif el.content_reference:
-                target = self.node(el.content_reference.lstrip("#"))
-                keys.append(self._add(node, _Prop(name, name, _COMPLEX, el, "", target)))
+                target = el.content_reference.lstrip("#")
+                prop = _Prop(name, name, _COMPLEX, el, target, self.node(target))
+                keys.append(self._add(node, prop))
             elif el.is_choice:
                 base = name[:-3]
                 for code in el.types:
@@ -178,10 +176,10 @@ class _Model:
             prop.post = _Run.reference
         elif code == "Extension":
             prop.post = _Run.extension
-        elif el.binding and code in ("Coding", "CodeableConcept"):
+        elif el.binding and code == "CodeableConcept":  # R4 binds no Coding element required
             prop.systems = defs.valueset_systems(el.binding)
             if prop.systems is not None:
-                prop.post = _Run.coding if code == "Coding" else _Run.codeable_concept
+                prop.post = _Run.codeable_concept
         return [self._add(node, prop)]
 
     @staticmethod
@@ -206,13 +204,12 @@ def _model() -> _Model:
 class _Scope:
     """What a top-level resource (not a contained one) knows about its contained resources."""
 
-    __slots__ = ("conditional", "contained", "current", "referenced", "refers_back")
+    __slots__ = ("contained", "current", "referenced", "refers_back")
 
-    def __init__(self, contained: dict[str, tuple[str, int]], conditional: bool) -> None:
+    def __init__(self, contained: dict[str, tuple[str, int]]) -> None:
         self.contained = contained  # id -> (resourceType, index in contained)
         self.referenced: set[str] = set()  # ids named by "#id"
         self.refers_back: set[str] = set()  # contained ids whose resource refers to "#"
-        self.conditional = conditional  # Type?query references allowed (transaction Bundle)
         self.current: str | None = None  # the contained resource being walked
 
 
@@ -225,8 +222,8 @@ class _Run:
         self.issues: list[Issue] = []
         self.suggestions = 0
         self.model = _model()
-        self.scope = _Scope({}, False)
-        self.conditional = False
+        self.scope = _Scope({})
+        self.conditional = False  # inside a transaction or batch: Type?query references
 
     def issue(self, code: str, diagnostics: str, expression: str | None) -> None:
         self.issues.append(Issue(code, diagnostics, expression))
@@ -249,7 +246,7 @@ class _Run:
             self.object(res, node, path)
             self.scope.current = outer_current
             return
-        outer, self.scope = self.scope, _Scope(self.contained_ids(res, path), self.conditional)
+        outer, self.scope = self.scope, _Scope(self.contained_ids(res, path))
         outer_conditional = self.conditional
         if resource_type == "Bundle":
             self.conditional = res.get("type") in ("transaction", "batch")
@@ -320,9 +317,6 @@ class _Run:
                                "an empty array (leave the element out instead)",
                                f"{path}.{prop.name}")
                     continue
-                if prop.max and len(value) > prop.max:
-                    self.issue("structure", f"expected at most {prop.max} '{key}', got "
-                               f"{len(value)}", f"{path}.{prop.name}")
                 if prop.kind == _PRIMITIVE:
                     self.primitive_array(obj, value, prop, path)
                 elif prop.kind == _PRIMITIVE_EXT:
@@ -388,7 +382,7 @@ class _Run:
             elif prop.kind == _PRIMITIVE_EXT:
                 what = f"an object with the id or extensions of '{prop.value_key}'"
             else:
-                what = f"an object ({prop.type or 'element'})"
+                what = f"an object ({prop.type})"
             self.issue("structure", f"expected {what}, got {describe(value)}", path)
             return
         if not value:
@@ -482,7 +476,7 @@ class _Run:
                 self.issue("invalid", f"expected urn:oid: and an OID, got '{target}'", path)
             return
         match = _CONDITIONAL.fullmatch(target)
-        if match is not None and self.scope.conditional:
+        if match is not None and self.conditional:
             self.reference_type(match.group(1), allowed, path, target)
             return
         if _ABSOLUTE.fullmatch(target) is not None:
@@ -527,34 +521,15 @@ class _Run:
             self.issue("invariant", f"ext-1: an extension must have either a value[x] or nested "
                        f"extensions, not both; got {got}", path)
 
-    def coding(self, coding: dict[str, Any], prop: _Prop, path: str) -> None:
-        code, system = coding.get("code"), coding.get("system")
-        if type(code) is not str:
-            return
-        if type(system) is str:
-            allowed = prop.systems.get(system)
-            if allowed is None:
-                self.issue("code-invalid", f"system '{system}' is not in the required value set "
-                           f"{prop.binding}: expected {' or '.join(prop.systems)}",
-                           f"{path}.system")
-            elif code not in allowed:
-                self.issue("code-invalid", _not_in_valueset(code, prop.binding, allowed),
-                           f"{path}.code")
-        else:
-            codes = frozenset().union(*prop.systems.values())
-            if code not in codes:
-                self.issue("code-invalid", _not_in_valueset(code, prop.binding, codes),
-                           f"{path}.code")
-
     def codeable_concept(self, concept: dict[str, Any], prop: _Prop, path: str) -> None:
-        codings = concept.get("coding")
-        if type(codings) is not list:
+        codings, systems = concept.get("coding"), prop.systems
+        if type(codings) is not list or systems is None:
             return
         for i, coding in enumerate(codings):
             if type(coding) is not dict:
                 continue
             system, code = coding.get("system"), coding.get("code")
-            allowed = prop.systems.get(system) if type(system) is str else None
+            allowed = systems.get(system) if type(system) is str else None
             if allowed is not None and type(code) is str and code not in allowed:
                 self.issue("code-invalid", _not_in_valueset(code, prop.binding, allowed),
                            f"{path}.coding[{i}].code")
