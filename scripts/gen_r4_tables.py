@@ -29,8 +29,10 @@ Medplum's own ``Meta`` elements, extra reference targets). Those are dropped: on
 definitions stamped 4.0.1 are read, elements come from each StructureDefinition's
 differential (the HL7 text) plus what it inherits, a differential binding pinned to a
 non-4.0.1 value set falls back to the snapshot's, and the one back-ported element that
-carries no such mark is listed in ``R5_BACKPORTS``. The result was checked element by
-element against the R4 model of the FHIR.js package. The FHIR content is CC0.
+carries no such mark is listed in ``R5_BACKPORTS``; the result was checked element by
+element against the R4 model of the FHIR.js package. The Patient compartment is checked
+against the definition's own narrative table (``COMPARTMENT_FIXES``). The FHIR content is
+CC0.
 """
 
 from __future__ import annotations
@@ -315,7 +317,9 @@ class Expander:
         self.valuesets: dict[str, Json] = {}
         self.codesystems: dict[str, Json] = {}
         for r in resources:
-            if r["resourceType"] == "ValueSet" and not str(r.get("version", "")).startswith("5."):
+            if str(r.get("version", "")).startswith("5."):
+                continue  # Medplum's R5 detectedissue-status
+            if r["resourceType"] == "ValueSet":
                 self.valuesets.setdefault(r["url"], r)
             elif r["resourceType"] == "CodeSystem":
                 self.codesystems.setdefault(r["url"], r)
@@ -366,6 +370,9 @@ class Expander:
                 self._unexpandable(url, reason)
                 return None
             parts.append(sub)
+        if not parts:
+            self._unexpandable(url, "an include with neither system nor valueSet")
+            return None
         result = parts[0]
         for other in parts[1:]:  # include.system and include.valueSet intersect
             result = {s: c & other.get(s, set()) for s, c in result.items()}
