@@ -220,3 +220,16 @@ def test_date_arithmetic() -> None:
     assert ev("@T23:00 + 2 hours") == [evaluate({}, "@T01:00")[0]]
     with pytest.raises(FHIRPathError, match="calendar"):
         ev("@2020-01-01 + 1 'a'")
+
+
+def test_union_of_many_objects_is_linear_and_deduplicates_by_value() -> None:
+    import time
+
+    bundle = {"resourceType": "Bundle", "entry": [
+        {"resource": {"resourceType": "Patient", "id": str(i)}} for i in range(5000)]}
+    start = time.perf_counter()
+    result = ev("Bundle.entry.resource | Bundle.entry.resource", bundle)
+    assert len(result) == 5000
+    assert time.perf_counter() - start < 2.0  # quadratic comparison would take minutes
+    names = {"resourceType": "Patient", "name": [{"family": "a"}, {"family": "a"}]}
+    assert ev("Patient.name | Patient.name", names) == [{"family": "a"}]

@@ -18,6 +18,8 @@ import unicodedata
 from decimal import ROUND_FLOOR, Decimal, DivisionByZero, InvalidOperation
 from typing import Any
 
+import orjson
+
 from . import quantity as q
 from . import temporal as tm
 from .errors import FHIRPathError
@@ -254,12 +256,18 @@ def compare(left: list[Any], right: list[Any], op: str, ls: str | None = None,
 # -- collections ------------------------------------------------------------------------------
 
 def _hash_key(v: Any) -> Any:
-    """A hashable identity for distinct(): (type tag, value), or None for unhashable items."""
+    """A hashable identity for distinct(): (type tag, value); for JSON objects their canonical
+    JSON text (so that unions of many elements stay linear); None when there is none."""
     tp = type(v)
     if tp is str or tp is bool:
         return (tp, v)
     if tp is int or tp is Decimal or tp is float:
         return ("num", Decimal(repr(v)) if tp is float else v)
+    if tp is dict:
+        try:
+            return ("obj", orjson.dumps(v, option=orjson.OPT_SORT_KEYS))
+        except TypeError:  # e.g. Decimal values from a parse_float=Decimal reader
+            return None
     return None
 
 

@@ -400,19 +400,30 @@ def time_of_day() -> Time:
     return Time(dt.strftime("%H:%M:%S.") + f"{dt.microsecond // 1000:03d}")
 
 
+_parsed: dict[tuple[str, str], _Temporal | None] = {}
+
+
 def from_fhir(text: str, fhir_type: str) -> _Temporal | None:
     """The temporal value of a FHIR primitive string of type ``fhir_type`` (date, dateTime,
-    instant, time), or None if it does not parse."""
+    instant, time), or None if it does not parse. Values are immutable, so parses are cached."""
+    key = (text, fhir_type)
+    hit = _parsed.get(key, False)
+    if hit is not False:
+        return hit  # type: ignore[return-value]
+    value: _Temporal | None = None
     try:
         if fhir_type == "date":
-            return Date(text)
-        if fhir_type in ("dateTime", "instant"):
-            return DateTime(text)
-        if fhir_type == "time":
-            return Time(text)
+            value = Date(text)
+        elif fhir_type in ("dateTime", "instant"):
+            value = DateTime(text)
+        elif fhir_type == "time":
+            value = Time(text)
     except ValueError:
-        return None
-    return None
+        value = None
+    if len(_parsed) >= 20000:
+        _parsed.clear()
+    _parsed[key] = value
+    return value
 
 
 def coerce_like(text: str, like: _Temporal) -> _Temporal | None:
