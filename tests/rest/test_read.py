@@ -131,3 +131,34 @@ def test_method_not_allowed(client):
                         headers={"content-type": FHIR_JSON}), 405, code="not-supported")
     outcome(client.delete(f"/fhir/Patient/{p['id']}/_history/1"), 405)
     outcome(client.put("/fhir/metadata"), 405)
+
+
+def test_lean_read_path_answers_like_the_general_path(client):
+    """A plain read takes a lean path; with a query it goes the general way. Same answer."""
+    p = created(client, patient(family="Hồ"))
+    lean = client.get(f"/fhir/Patient/{p['id']}")
+    general = client.get(f"/fhir/Patient/{p['id']}", params={"_pretty": "false"})
+    assert lean.content == general.content
+    for header in ("content-type", "etag", "last-modified", "content-length"):
+        assert lean.headers[header] == general.headers[header], header
+    # errors on the lean path are the same OperationOutcomes
+    missing = client.get("/fhir/Patient/nobody")
+    assert missing.status_code == 404
+    assert missing.json() == client.get("/fhir/Patient/nobody", params={"_pretty": "false"}).json()
+    client.delete(f"/fhir/Patient/{p['id']}")
+    outcome(client.get(f"/fhir/Patient/{p['id']}"), 410, code="deleted")
+    # an Accept the lean path does not serve goes the general way
+    assert client.get(f"/fhir/Patient/{p['id']}/_history/1",
+                      headers={"Accept": "application/json"}).headers["content-type"].startswith(
+        "application/json;")
+
+
+def test_last_modified_matches_meta(client):
+    from email.utils import parsedate_to_datetime
+    from datetime import datetime
+
+    p = created(client, patient())
+    r = client.get(f"/fhir/Patient/{p['id']}")
+    header = parsedate_to_datetime(r.headers["last-modified"])
+    meta = datetime.fromisoformat(p["meta"]["lastUpdated"].replace("Z", "+00:00"))
+    assert header == meta.replace(microsecond=0)

@@ -35,12 +35,13 @@ from songkhoe.rest import (bundle, capabilities, create, delete, everything, his
 from songkhoe.rest.errors import error_response, internal_error_response
 from songkhoe.rest.exchange import (FORMAT_PARAMS, RETURN_MINIMAL, RETURN_OUTCOME, Answer,
                                     Call, dumps, http_date)
-from songkhoe.rest.negotiation import (DEFAULT, FORM, JSON_PATCH, RESOURCE_TYPES, Format,
-                                       check_content_type, parse_patch, parse_prefer,
-                                       parse_resource, response_format)
-from songkhoe.rest.routing import resolve
+from songkhoe.rest.negotiation import (DEFAULT, FHIR_JSON, FORM, JSON_PATCH, RESOURCE_TYPES,
+                                       Format, accept_media, check_content_type, parse_patch,
+                                       parse_prefer, parse_resource, response_format)
+from songkhoe.rest.routing import ID_PATTERN, resolve
 
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
+_FHIR_JSON_UTF8 = f"{FHIR_JSON}; charset=utf-8".encode()
 
 #: How each interaction's request body is decoded (None: the body is ignored).
 _RESOURCE_BODY = frozenset({"create", "update", "conditional-update", "batch-transaction",
@@ -235,14 +236,57 @@ class FhirApi:
 
 
 class _Endpoint:
-    """The FHIR endpoint as a plain ASGI app behind Starlette's router."""
+    """The FHIR endpoint as a plain ASGI app behind Starlette's router (and any middleware).
+
+    A plain read by id (``GET [type]/[id]``, no query, no conditional headers) takes a lean
+    path: one store call and the stored bytes out as raw ASGI messages, without building
+    Starlette request/response objects. Anything else, and every error, goes the general way
+    through ``FhirApi.endpoint``; the tests check both give the same answer.
+    """
 
     def __init__(self, api: FhirApi) -> None:
         self.api = api
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["method"] == "GET" and not scope["query_string"] and self._plain_read(scope):
+            type_, id_ = scope["path_params"]["path"].split("/")
+            try:
+                if self.api.direct_reads:
+                    stored = self.api.store.read(type_, id_)
+                else:
+                    stored = await run_in_threadpool(self.api.store.read, type_, id_)
+            except FhirError as err:  # 404/410
+                await error_response(err)(scope, receive, send)
+                return
+            except Exception as exc:
+                await internal_error_response(exc, f"GET {scope['path']}")(scope, receive, send)
+                return
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", _FHIR_JSON_UTF8),
+                (b"content-length", str(len(stored.content)).encode()),
+                (b"etag", stored.etag.encode()),
+                (b"last-modified", http_date(stored.last_updated).encode())]})
+            await send({"type": "http.response.body", "body": stored.content})
+            return
         response = await self.api.endpoint(Request(scope, receive))
         await response(scope, receive, send)
+
+    def _plain_read(self, scope: Any) -> bool:
+        """Whether a GET without query is a plain read that may take the lean path."""
+        api = self.api
+        type_, slash, id_ = scope.get("path_params", {}).get("path", "").partition("/")
+        if not slash or type_ not in api.types or not ID_PATTERN.fullmatch(id_):
+            return False
+        for name, value in scope["headers"]:
+            if name == b"accept":
+                try:
+                    if accept_media(value.decode("latin-1")) != FHIR_JSON:
+                        return False
+                except FhirError:
+                    return False
+            elif name in (b"if-none-match", b"if-modified-since"):
+                return False
+        return True
 
 
 def _too_large(size: int, limit: int) -> FhirError:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
@@ -179,9 +179,16 @@ def not_modified(stored: Stored, call: Call) -> bool:
 # --- time formats ---------------------------------------------------------------------------
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def http_date(dt: datetime) -> str:
-    """RFC 7231 date for ``Last-Modified``."""
-    return format_datetime(dt.astimezone(timezone.utc), usegmt=True)
+    """RFC 7231 IMF-fixdate for ``Last-Modified`` (``email.utils`` is several times slower)."""
+    if dt.utcoffset():
+        dt = dt.astimezone(timezone.utc)
+    return (f"{_DAYS[dt.weekday()]}, {dt.day:02d} {_MONTHS[dt.month - 1]} {dt.year:04d} "
+            f"{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d} GMT")
 
 
 def instant(dt: datetime) -> str:

@@ -15,6 +15,7 @@ Content (http://hl7.org/fhir/R4/http.html#ins).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -81,7 +82,9 @@ def _media_ranges(header: str) -> list[tuple[float, int, str]]:
     return ranges
 
 
-def _from_accept(header: str) -> str:
+@lru_cache(maxsize=256)
+def accept_media(header: str) -> str:
+    """The media type to answer in for an ``Accept`` header (406 when JSON is not acceptable)."""
     for _, _, media in _media_ranges(header):
         if media in (FHIR_JSON, "application/json+fhir", "*/*", "application/*"):
             return FHIR_JSON
@@ -114,7 +117,7 @@ def response_format(fmt_param: str | None, pretty_param: str | None, accept: str
                             code="not-supported", expression="_format")
         return Format(media, pretty)
     if accept:
-        return Format(_from_accept(accept), pretty)
+        return Format(accept_media(accept), pretty)
     return Format(FHIR_JSON, pretty) if pretty else DEFAULT
 
 
