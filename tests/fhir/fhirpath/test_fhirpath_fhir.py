@@ -224,3 +224,10 @@ def test_nodes_are_plain_objects() -> None:
     n = Node("x", "string")
     assert n == Node("x", "string") and n != Node("x", "code")
     assert repr(n) == "Node('x', type='string')"
+
+
+def test_runtime_errors_name_the_expression() -> None:
+    with pytest.raises(FHIRPathError) as info:
+        evaluate(PAT, "Patient.name.given.upper()")
+    assert info.value.expression == "Patient.name.given.upper()"
+    assert "single item" in str(info.value)

@@ -72,7 +72,12 @@ class Expression:
             start = focus
         else:
             start = [focus]
-        return self._fn(start, ctx)
+        try:
+            return self._fn(start, ctx)
+        except FHIRPathError as exc:
+            if exc.expression is None:  # say which expression failed
+                raise FHIRPathError(exc.message, self.text, exc.position) from None
+            raise
 
     def __call__(self, resource: Any, variables: dict[str, Any] | None = None, *,
                  focus: Any = None, resolver: Callable[[str], Any] | None = None,
