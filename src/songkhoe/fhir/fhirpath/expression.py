@@ -47,13 +47,16 @@ from .quantity import Quantity
 class Expression:
     """A compiled FHIRPath expression. Thread-safe: calls share no mutable state."""
 
-    __slots__ = ("_fn", "base_type", "static_type", "text")
+    __slots__ = ("_fn", "_plain", "base_type", "static_type", "text")
 
     def __init__(self, text: str, base_type: str | None = None) -> None:
         self.text = text
         self.base_type = base_type
         tree = parse(text)
         self._fn, self.static_type = Compiler(text).expr(tree, base_type)
+        # results need no conversion unless they hold nodes, floats, or typed strings
+        self._plain = self.static_type not in m.TEMPORAL_FHIR_TYPES and \
+            self.static_type != "decimal"
 
     def __repr__(self) -> str:
         return f"Expression({self.text!r})"
@@ -83,7 +86,22 @@ class Expression:
                  focus: Any = None, resolver: Callable[[str], Any] | None = None,
                  root: Any = None) -> list[Any]:
         """The result as Python values (see the module docstring)."""
-        items = self.raw(resource, variables, focus=focus, resolver=resolver, root=root)
+        if focus is None and resolver is None and root is None:  # the hot path, inlined
+            try:
+                items = self._fn([resource], Context(resource, variables))
+            except FHIRPathError as exc:
+                if exc.expression is None:
+                    raise FHIRPathError(exc.message, self.text, exc.position) from None
+                raise
+        else:
+            items = self.raw(resource, variables, focus=focus, resolver=resolver, root=root)
+        if self._plain:
+            for it in items:
+                tp = type(it)
+                if tp is Node or tp is float:
+                    break
+            else:
+                return items
         st = self.static_type
         convert = st in m.TEMPORAL_FHIR_TYPES or st == "decimal"
         out: list[Any] = []
