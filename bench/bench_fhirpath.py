@@ -43,7 +43,7 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 
-def rate(fn: Callable[[], Any], seconds: float = 0.5, rounds: int = 3) -> tuple[float, int]:
+def rate(fn: Callable[[], Any], seconds: float = 0.2, rounds: int = 9) -> tuple[float, int]:
     """Calls per second: the best of ``rounds`` timed runs (other load only slows a run down)."""
     best, total = 0.0, 0
     for _ in range(rounds):
