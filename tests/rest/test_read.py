@@ -162,3 +162,17 @@ def test_last_modified_matches_meta(client):
     header = parsedate_to_datetime(r.headers["last-modified"])
     meta = datetime.fromisoformat(p["meta"]["lastUpdated"].replace("Z", "+00:00"))
     assert header == meta.replace(microsecond=0)
+
+
+def test_reads_through_the_thread_pool(store):
+    """``direct_reads=False`` (database across a network) answers the same way."""
+    from starlette.testclient import TestClient
+
+    from songkhoe.rest import create_app
+
+    with TestClient(create_app(store, direct_reads=False)) as pooled:
+        p = created(pooled, patient())
+        r = pooled.get(f"/fhir/Patient/{p['id']}")
+        assert r.status_code == 200 and r.json() == p and r.headers["etag"] == 'W/"1"'
+        assert pooled.get(f"/fhir/Patient/{p['id']}/_history/1").json() == p
+        outcome(pooled.get("/fhir/Patient/nobody"), 404)
