@@ -40,17 +40,17 @@ BAD_REQUESTS = [
      b'[{"op":"replace","path":"/id","value":"z"}]'),
     ("POST", "/fhir", {"content-type": FHIR_JSON}, b'{"resourceType":"Bundle"}'),
     ("POST", "/fhir", {"content-type": FHIR_JSON},
-     b'{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"POST",'
-     b'"url":"Patient"},"resource":{"resourceType":"Patient","gender":"nope"}}]}'),
+     (b'{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"POST",'
+     b'"url":"Patient"},"resource":{"resourceType":"Patient","gender":"nope"}}]}')),
     ("POST", "/fhir", {"content-type": FHIR_JSON},
-     b'{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"POST",'
+     (b'{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"POST",'
      b'"url":"Patient"},"resource":{"resourceType":"Patient"}},{"request":{"method":"GET",'
-     b'"url":"Patient?birthdate=notadate"}}]}'),
+     b'"url":"Patient?birthdate=notadate"}}]}')),
     ("POST", "/fhir", {"content-type": FHIR_JSON},
-     b'{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"POST",'
+     (b'{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"POST",'
      b'"url":"Patient"},"resource":{"resourceType":"Patient"}},{"request":{"method":"PATCH",'
      b'"url":"Patient/none"},"resource":{"resourceType":"Binary","contentType":'
-     b'"application/json-patch+json","data":"!!!"}}]}'),
+     b'"application/json-patch+json","data":"!!!"}}]}')),
     ("GET", "/fhir/Patient/%00", {}, b""),
     ("GET", "/fhir/Patient?_count=-5", {}, b""),
     ("GET", "/fhir/Patient?_lastUpdated=gt20x", {}, b""),

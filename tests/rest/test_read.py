@@ -78,6 +78,7 @@ def test_head_read_has_headers_no_body(client):
 
 def test_elements_and_summary_shape_a_copy(client):
     p = created(client, patient(gender="male", birthDate="1980-02-03",
+                                maritalStatus={"text": "married"},
                                 text={"status": "generated",
                                       "div": '<div xmlns="http://www.w3.org/1999/xhtml">An</div>'}))
     url = f"/fhir/Patient/{p['id']}"
@@ -90,6 +91,10 @@ def test_elements_and_summary_shape_a_copy(client):
     body = client.get(url, params={"_summary": "data"}).json()
     assert "text" not in body and body["birthDate"] == "1980-02-03"
     assert client.get(url, params={"_summary": "false"}).json() == p
+    body = client.get(url, params={"_summary": "true"}).json()
+    assert {"name", "gender", "birthDate"} <= set(body)
+    assert "text" not in body and "maritalStatus" not in body  # not summary elements
+    assert any(t["code"] == "SUBSETTED" for t in body["meta"]["tag"])
     outcome(client.get(url, params={"_summary": "count"}), 400, expression="_summary")
     outcome(client.get(url, params={"name": "x"}), 400, expression="name")
 
@@ -154,13 +159,13 @@ def test_lean_read_path_answers_like_the_general_path(client):
 
 
 def test_last_modified_matches_meta(client):
-    from email.utils import parsedate_to_datetime
     from datetime import datetime
+    from email.utils import parsedate_to_datetime
 
     p = created(client, patient())
     r = client.get(f"/fhir/Patient/{p['id']}")
     header = parsedate_to_datetime(r.headers["last-modified"])
-    meta = datetime.fromisoformat(p["meta"]["lastUpdated"].replace("Z", "+00:00"))
+    meta = datetime.fromisoformat(p["meta"]["lastUpdated"])
     assert header == meta.replace(microsecond=0)
 
 

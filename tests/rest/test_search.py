@@ -93,6 +93,12 @@ def test_search_elements(client):
     assert any(t["code"] == "SUBSETTED" for t in entry["resource"]["meta"]["tag"])
 
 
+def test_search_summary_true(client):
+    created(client, patient(maritalStatus={"text": "single"}))
+    (entry,) = client.get("/fhir/Patient", params={"_summary": "true"}).json()["entry"]
+    assert "name" in entry["resource"] and "maritalStatus" not in entry["resource"]
+
+
 def test_summary_count(client):
     for _ in range(3):
         created(client, patient())

@@ -59,7 +59,7 @@ def checkup_bundle():
 
 
 def test_transaction_with_urn_uuid_references_lands_whole(client):
-    entries, p_urn, e_urn = checkup_bundle()
+    entries, _p_urn, _e_urn = checkup_bundle()
     r = tx(client, entries)
     assert r.status_code == 200, r.text
     bundle = r.json()

@@ -32,14 +32,43 @@ from starlette.routing import Route
 
 from songkhoe.fhir import definitions
 from songkhoe.fhir.outcome import FhirError, operation_outcome
-from songkhoe.rest import (bundle, capabilities, create, delete, everything, history, patch,
-                           read, search, update, validate_op)
+from songkhoe.rest import (
+    bundle,
+    capabilities,
+    create,
+    delete,
+    everything,
+    history,
+    patch,
+    read,
+    search,
+    update,
+    validate_op,
+)
 from songkhoe.rest.errors import error_response, internal_error_response
-from songkhoe.rest.exchange import (FORMAT_PARAMS, RETURN_MINIMAL, RETURN_OUTCOME, Answer,
-                                    Call, dumps, http_date)
-from songkhoe.rest.negotiation import (DEFAULT, FHIR_JSON, FORM, JSON_PATCH, RESOURCE_TYPES,
-                                       Format, accept_media, check_content_type, parse_patch,
-                                       parse_prefer, parse_resource, response_format)
+from songkhoe.rest.exchange import (
+    FORMAT_PARAMS,
+    RETURN_MINIMAL,
+    RETURN_OUTCOME,
+    Answer,
+    Call,
+    dumps,
+    http_date,
+)
+from songkhoe.rest.negotiation import (
+    DEFAULT,
+    FHIR_JSON,
+    FORM,
+    JSON_PATCH,
+    RESOURCE_TYPES,
+    Format,
+    accept_media,
+    check_content_type,
+    parse_patch,
+    parse_prefer,
+    parse_resource,
+    response_format,
+)
 from songkhoe.rest.routing import ID_PATTERN, resolve
 
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
@@ -163,7 +192,7 @@ class FhirApi:
             return self.render(answer, call, fmt)
         except FhirError as err:
             return error_response(err, fmt)
-        except Exception as exc:  # anything else is a bug: log it, answer 500
+        except Exception as exc:  # noqa: BLE001 - anything else is a bug: log it, answer 500
             return internal_error_response(exc, f"{request.method} {request.url.path}", fmt)
 
     async def _read_body(self, request: Request, call: Call) -> None:
@@ -257,7 +286,7 @@ class _Endpoint:
             except FhirError as err:  # 404/410
                 await error_response(err)(scope, receive, send)
                 return
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a bug: logged, answered 500
                 await internal_error_response(exc, f"GET {scope['path']}")(scope, receive, send)
                 return
             await send({"type": "http.response.start", "status": 200, "headers": [

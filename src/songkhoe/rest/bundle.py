@@ -32,8 +32,8 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass, field, replace
-from http import HTTPStatus
 from functools import partial
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -41,10 +41,18 @@ import orjson
 
 from songkhoe.fhir.outcome import FhirError, Issue, operation_outcome
 from songkhoe.rest.errors import internal_error, rebase_issues
-from songkhoe.rest.exchange import (FORMAT_PARAMS, RETURN_OUTCOME, RETURN_REPRESENTATION,
-                                    Answer, Call, check_criteria, embed, if_none_exist_query,
-                                    instant,
-                                    write_answer)
+from songkhoe.rest.exchange import (
+    FORMAT_PARAMS,
+    RETURN_OUTCOME,
+    RETURN_REPRESENTATION,
+    Answer,
+    Call,
+    check_criteria,
+    embed,
+    if_none_exist_query,
+    instant,
+    write_answer,
+)
 from songkhoe.rest.negotiation import JSON_PATCH
 from songkhoe.rest.routing import Target, resolve
 from songkhoe.store.api import Operations, WriteResult
@@ -57,7 +65,7 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 #: §3.1.0.11.2: the order in which a transaction processes its entries.
 _PHASE = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _LOCAL_URN = ("urn:uuid:", "urn:oid:")
-_CONDITIONAL_REF = re.compile(r"^([A-Z][A-Za-z]+)\?(.*)$", re.S)
+_CONDITIONAL_REF = re.compile(r"^([A-Z][A-Za-z]+)\?(.*)$", re.DOTALL)
 
 
 @dataclass(slots=True)
@@ -154,7 +162,7 @@ def _check(api: FhirApi, call: Call, bundle: Any) -> tuple[str, list[Entry]]:
                                                f"Bundle.entry[{seen_full_urls[full_url]}]",
                                     f"{where}.fullUrl"))
             seen_full_urls[full_url] = i
-        if len(issues) > bad:
+        if len(issues) > bad or not isinstance(method, str) or not isinstance(url, str):
             continue
         entry = Entry(i, method, url.strip(), full_url)
         try:
@@ -197,8 +205,7 @@ def _entry_call(api: FhirApi, outer: Call, entry: Entry, request: dict[str, Any]
                 body: Any) -> Call:
     url = entry.url
     if url.startswith(("http://", "https://")):
-        if url == outer.base or url.startswith(outer.base + "/") or \
-                url.startswith(outer.base + "?"):
+        if url == outer.base or url.startswith((outer.base + "/", outer.base + "?")):
             url = url[len(outer.base):]
         else:
             raise FhirError(400, f"request.url {entry.url!r} is not on this server ({outer.base}); "
@@ -232,7 +239,7 @@ def _batch(api: FhirApi, outer: Call, entries: list[Entry]) -> Answer:
                 entry.answer = api.dispatch(api.store, entry.call, in_transaction=False)
             except FhirError as err:
                 entry.error = err
-            except Exception as exc:  # one broken entry must not lose the others' answers
+            except Exception as exc:  # noqa: BLE001 - one broken entry must not lose the rest
                 entry.error = internal_error(exc, f"{entry.where} ({entry.method} {entry.url})")
         out.append(_response_entry(entry, outer))
     return Answer(200, body={"resourceType": "Bundle", "type": "batch-response", "entry": out})

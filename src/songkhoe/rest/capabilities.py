@@ -11,7 +11,7 @@ composite and special parameters are not offered), ``$validate`` on every type a
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -70,7 +70,7 @@ def _resource(rtype: str) -> dict[str, Any]:
 
 def capability_statement(base: str | None) -> dict[str, Any]:
     """The CapabilityStatement; ``base`` is the service base URL when it is fixed."""
-    now = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     implementation: dict[str, Any] = {"description": "songkhoe FHIR R4 server"}
     if base:
         implementation["url"] = base

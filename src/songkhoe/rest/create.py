@@ -9,15 +9,15 @@ resource and stores nothing, several matches answer 412.
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qsl
 
 from songkhoe.fhir.outcome import FhirError
-from songkhoe.rest.exchange import (Answer, Call, check_criteria, if_none_exist_query,
-                                    write_answer)
+from songkhoe.rest.exchange import Answer, Call, check_criteria, if_none_exist_query, write_answer
 from songkhoe.store.api import Operations
 
 
-def check_body_type(call: Call) -> dict:
+def check_body_type(call: Call) -> dict[str, Any]:
     """The request resource, whose ``resourceType`` must be the type in the URL (400)."""
     body = call.body
     assert isinstance(body, dict)

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from starlette.responses import Response
 
-from songkhoe.fhir.outcome import FhirError, Issue, operation_outcome
+from songkhoe.fhir.outcome import FhirError, Issue
 from songkhoe.rest.exchange import dumps
 from songkhoe.rest.negotiation import DEFAULT, Format
 
@@ -38,10 +38,6 @@ def internal_error(exc: BaseException, what: str) -> FhirError:
 
 def internal_error_response(exc: BaseException, what: str, fmt: Format = DEFAULT) -> Response:
     return error_response(internal_error(exc, what), fmt)
-
-
-def outcome_json(issues: list[Issue]) -> dict:
-    return operation_outcome(issues)
 
 
 def rebase_issues(issues: list[Issue], prefix: str, resource_type: str | None) -> list[Issue]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
@@ -160,7 +160,7 @@ def parse_http_date(value: str, header: str) -> datetime:
     if dt is None:
         raise FhirError(400, f"{header} must be an HTTP date such as "
                              f"'Tue, 15 Nov 1994 08:12:31 GMT'; got {value!r}")
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def not_modified(stored: Stored, call: Call) -> bool:
@@ -186,14 +186,14 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 def http_date(dt: datetime) -> str:
     """RFC 7231 IMF-fixdate for ``Last-Modified`` (``email.utils`` is several times slower)."""
     if dt.utcoffset():
-        dt = dt.astimezone(timezone.utc)
+        dt = dt.astimezone(UTC)
     return (f"{_DAYS[dt.weekday()]}, {dt.day:02d} {_MONTHS[dt.month - 1]} {dt.year:04d} "
             f"{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d} GMT")
 
 
 def instant(dt: datetime) -> str:
     """FHIR ``instant`` (UTC, ``Z``)."""
-    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def parse_instant(value: str, name: str) -> datetime:
@@ -204,7 +204,7 @@ def parse_instant(value: str, name: str) -> datetime:
     text = value.strip().replace(" ", "+")
     try:
         if len(text) == 10:
-            return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+            return datetime.fromisoformat(text).replace(tzinfo=UTC)
         dt = datetime.fromisoformat(text)
     except ValueError:
         dt = None

@@ -4,9 +4,9 @@ FHIR R4 §3.1.0.2 read (http://hl7.org/fhir/R4/http.html#read) and §3.1.0.3 vre
 200 with the resource and its ``ETag``/``Last-Modified``, 404 for an unknown id, 410 for a
 deleted resource. Conditional read (``If-None-Match``, ``If-Modified-Since``; #cread) answers
 304. The stored bytes are sent as they are; ``_elements`` and ``_summary`` (search.html#elements,
-search.html#summary) shape a copy, marked ``SUBSETTED`` as §2.21.1.7 requires. The R4 tables do
-not yet say which elements are summary elements, so ``_summary=true`` returns the whole
-resource (unmarked) for now.
+search.html#summary) shape a copy, marked ``SUBSETTED`` as §2.21.1.7 requires;
+``_summary=true`` keeps the elements R4 marks ``isSummary``
+(``songkhoe.fhir.definitions.summary_elements``).
 """
 
 from __future__ import annotations
@@ -64,8 +64,7 @@ def shape(stored: Stored, call: Call) -> dict[str, Any] | None:
 
 
 def wants_subset(elements: str | None, summary: str | None) -> bool:
-    return elements is not None or summary in ("text", "data") or (
-        summary == "true" and summary_elements_known())
+    return elements is not None or summary in ("text", "data", "true")
 
 
 def subset(resource: dict[str, Any], elements: str | None, summary: str | None
@@ -87,13 +86,7 @@ def subset(resource: dict[str, Any], elements: str | None, summary: str | None
     return out
 
 
-def summary_elements_known() -> bool:
-    """Whether the R4 tables say which elements are summary elements. Until they do,
-    ``_summary=true`` returns whole resources (not marked SUBSETTED, so nothing is hidden)."""
-    return hasattr(definitions, "summary_elements")
-
-
 def summarise(resource: dict[str, Any]) -> dict[str, Any]:
     """The summary elements of a resource (ElementDefinition.isSummary)."""
-    summary = definitions.summary_elements(resource["resourceType"])  # type: ignore[attr-defined]
+    summary = definitions.summary_elements(resource["resourceType"])
     return {k: v for k, v in resource.items() if k in _ALWAYS or k in summary}

@@ -13,8 +13,8 @@ malformed ids 400, an interaction the path does not allow 405 — each with an O
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from songkhoe.fhir.outcome import FhirError
 

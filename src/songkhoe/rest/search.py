@@ -23,12 +23,15 @@ from songkhoe.store.api import Operations, SearchResult, Stored
 
 def search(ops: Operations, call: Call, *, strict: bool = False) -> Answer:
     t = call.target
+    # ``strict`` (Prefer: handling=strict) is a keyword of the store's search that the
+    # ``Operations`` contract in store/api.py does not list yet.
     if t.compartment is not None:
-        result = ops.search(t.type, call.params, compartment=t.compartment, strict=strict)
+        result = ops.search(t.type, call.params, compartment=t.compartment,
+                            strict=strict)  # type: ignore[call-arg]
         ctype, cid = t.compartment
         path = f"{ctype}/{cid}/{t.type or '*'}"
     else:
-        result = ops.search(t.type, call.params, strict=strict)
+        result = ops.search(t.type, call.params, strict=strict)  # type: ignore[call-arg]
         path = t.type or ""
     return Answer(200, body=searchset(result, call, path))
 

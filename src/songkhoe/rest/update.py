@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from songkhoe.fhir.outcome import FhirError
 from songkhoe.rest.create import check_body_type
-from songkhoe.rest.exchange import (Answer, Call, check_criteria, parse_version_tag,
-                                    write_answer)
+from songkhoe.rest.exchange import Answer, Call, check_criteria, parse_version_tag, write_answer
 from songkhoe.store.api import Operations
 
 
