@@ -7,6 +7,7 @@ is case- and accent-insensitive. Đ/đ has no Unicode decomposition, so it is fo
 from __future__ import annotations
 
 import unicodedata
+from functools import lru_cache
 
 _EXTRA_FOLDS = str.maketrans({"đ": "d", "Đ": "d", "ð": "d", "ø": "o", "ł": "l", "ß": "ss"})
 
@@ -16,6 +17,7 @@ def nfc(text: str) -> str:
     return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
 
 
+@lru_cache(maxsize=65536)  # names, displays and units repeat across millions of resources
 def fold(text: str) -> str:
     """A search key: lower case, no diacritics, Đ→d, whitespace collapsed.
 

@@ -101,6 +101,8 @@ def format_instant(us: int) -> str:
 
 def number_range(value: str | int | float | Decimal) -> tuple[float, float]:
     """The implicit range of a decimal given its significant digits."""
+    if type(value) is int:
+        return value - 0.5, value + 0.5
     try:
         number = value if isinstance(value, Decimal) else Decimal(str(value))
     except InvalidOperation:

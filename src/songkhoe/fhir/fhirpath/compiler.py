@@ -56,14 +56,17 @@ class Context:
 
 # -- member navigation ------------------------------------------------------------------------
 
-def _missing(d: dict[str, Any], name: str, out: list[Any]) -> None:
-    """``name`` is not a key of ``d``: a primitive with only ``_name``, or a choice element."""
+def _missing(d: dict[str, Any], name: str, out: list[Any], choice: bool = True) -> None:
+    """``name`` is not a key of ``d``: a primitive with only ``_name``, or (unless the model
+    says ``name`` is no choice element) a choice element such as ``valueQuantity``."""
     ext = d.get("_" + name)
     if ext is not None:
         if type(ext) is list:
             out.extend(Node(None, None, e) for e in ext if e is not None)
         else:
             out.append(Node(None, None, ext))
+        return
+    if not choice:
         return
     n = len(name)
     for key, v in d.items():
@@ -89,8 +92,9 @@ def _primitive_list(values: list[Any], exts: Any, out: list[Any]) -> None:
             out.append(Node(v, None, e))
 
 
-def member_step(name: str) -> Callable[[list[Any]], list[Any]]:
-    """Navigate ``name`` on every item of a collection (FHIR JSON rules)."""
+def member_step(name: str, choice: bool = True) -> Callable[[list[Any]], list[Any]]:
+    """Navigate ``name`` on every item of a collection (FHIR JSON rules). ``choice=False``:
+    the type model knows ``name`` is not a choice element, so absent keys need no scan."""
     uname = "_" + name
 
     def step(items: list[Any]) -> list[Any]:
@@ -105,7 +109,7 @@ def member_step(name: str) -> Callable[[list[Any]], list[Any]]:
                     continue
             v = it.get(name)
             if v is None:
-                _missing(it, name, out)
+                _missing(it, name, out, choice)
                 continue
             tv = type(v)
             if tv is list:
@@ -169,6 +173,12 @@ class Compiler:
             # a model that cannot answer is no model for this step
             return None
 
+    def may_be_choice(self, parent: str | None, name: str) -> bool:
+        """False only when the model knows ``parent.name`` and it is not a choice element."""
+        if parent is None or self.model is None or not hasattr(self.model, "is_choice"):
+            return True
+        return self.model.is_choice(parent, name) is not False
+
     # each method returns (closure, static FHIR type of the result or None)
     def expr(self, node: s.Node, static: str | None) -> tuple[Fn, str | None]:
         method = getattr(self, "c_" + type(node).__name__)
@@ -185,7 +195,7 @@ class Compiler:
                 steps.append(type_filter_step(name))
                 static = name
             else:
-                steps.append(member_step(name))
+                steps.append(member_step(name, self.may_be_choice(static, name)))
                 static = self.child_static(static, name)
         return steps, static
 

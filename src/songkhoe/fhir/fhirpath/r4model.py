@@ -42,6 +42,15 @@ class DefinitionsTypeModel:
         return str(t)
 
 
+    @lru_cache(maxsize=8192)  # noqa: B019 - one long-lived instance
+    def is_choice(self, parent: str, name: str) -> bool | None:
+        """Whether ``parent.name`` is a choice element (``value[x]``); None when unknown."""
+        el = self._defs.element(f"{parent}.{name}")
+        if el is None:
+            return None if self._defs.element(f"{parent}.{name}[x]") is None else True
+        return bool(el.is_choice)
+
+
 def load() -> DefinitionsTypeModel | None:
     """The model over ``songkhoe.fhir.definitions``, or None if that is not available."""
     try:
