@@ -89,6 +89,7 @@ def test_search_elements(client):
     created(client, patient(gender="female"))
     r = client.get("/fhir/Patient", params={"_elements": "gender"})
     (entry,) = r.json()["entry"]
+    assert "_elements=gender" in r.json()["link"][0]["url"]
     assert set(entry["resource"]) == {"resourceType", "id", "meta", "gender"}
     assert any(t["code"] == "SUBSETTED" for t in entry["resource"]["meta"]["tag"])
 
@@ -104,3 +105,20 @@ def test_summary_count(client):
         created(client, patient())
     bundle = client.get("/fhir/Patient", params={"_summary": "count"}).json()
     assert bundle["total"] == 3 and "entry" not in bundle
+
+
+def test_count_zero_answers_the_total_only(client):
+    for _ in range(2):
+        created(client, patient())
+    for url in ("/fhir/Patient", "/fhir"):
+        r = client.get(url, params={"_count": "0"})
+        assert r.status_code == 200, r.text
+        assert r.json()["total"] == 2 and "entry" not in r.json()
+
+
+def test_elements_carry_into_next_links(client):
+    for _ in range(3):
+        created(client, patient(gender="male"))
+    entries, pages = follow(client, f"{BASE}/Patient?_count=2&_elements=gender")
+    assert pages == 2
+    assert all(set(e["resource"]) == {"resourceType", "id", "meta", "gender"} for e in entries)

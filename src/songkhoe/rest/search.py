@@ -23,15 +23,20 @@ from songkhoe.store.api import Operations, SearchResult, Stored
 
 def search(ops: Operations, call: Call, *, strict: bool = False) -> Answer:
     t = call.target
+    params = call.params
+    if call.param("_count") == "0":
+        # _count=0 asks for no matches: answer the total only (as _summary=count does)
+        params = [(k, v) for k, v in params if k not in ("_count", "_summary")]
+        params.append(("_summary", "count"))
     # ``strict`` (Prefer: handling=strict) is a keyword of the store's search that the
     # ``Operations`` contract in store/api.py does not list yet.
     if t.compartment is not None:
-        result = ops.search(t.type, call.params, compartment=t.compartment,
+        result = ops.search(t.type, params, compartment=t.compartment,
                             strict=strict)  # type: ignore[call-arg]
         ctype, cid = t.compartment
         path = f"{ctype}/{cid}/{t.type or '*'}"
     else:
-        result = ops.search(t.type, call.params, strict=strict)  # type: ignore[call-arg]
+        result = ops.search(t.type, params, strict=strict)  # type: ignore[call-arg]
         path = t.type or ""
     return Answer(200, body=searchset(result, call, path))
 
@@ -45,6 +50,9 @@ def searchset(result: SearchResult, call: Call, path: str) -> dict[str, Any]:
     """A ``searchset`` Bundle for one page of ``result``; ``path`` is the searched URL path
     relative to the base (``Patient``, ``Patient/1/Observation``, ``Patient/1/$everything``)."""
     applied = [(k, v) for k, v in result.params if k != "_cursor"]
+    elements = call.param("_elements")
+    if elements is not None and not any(k == "_elements" for k, _ in applied):
+        applied.append(("_elements", elements))  # applied here, not by the store
     cursor = call.param("_cursor")
     links = [{"relation": "self",
               "url": link_url(call.base, path, [*applied, *([("_cursor", cursor)]
