@@ -74,6 +74,7 @@ def test_head_read_has_headers_no_body(client):
     p = created(client, patient())
     r = client.head(f"/fhir/Patient/{p['id']}")
     assert r.status_code == 200 and r.headers["etag"] == 'W/"1"' and r.content == b""
+    assert int(r.headers["content-length"]) == len(client.get(f"/fhir/Patient/{p['id']}").content)
 
 
 def test_elements_and_summary_shape_a_copy(client):

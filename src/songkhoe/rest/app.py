@@ -257,10 +257,11 @@ class FhirApi:
             content = dumps(s.resource, True) if fmt.pretty else s.content
         else:
             content = dumps(operation_outcome(answer.issues), fmt.pretty)
-        if call.method == "HEAD":
-            content = b""
-        return Response(content, status_code=status, headers=headers,
-                        media_type=fmt.content_type)
+        response = Response(content, status_code=status, headers=headers,
+                            media_type=fmt.content_type)
+        if call.method == "HEAD":  # the GET's headers (Content-Length too), no body
+            response.body = b""
+        return response
 
 
 class _Endpoint:
