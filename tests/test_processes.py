@@ -89,7 +89,7 @@ def test_kill_during_transaction_bundle_leaves_nothing(db_url):
         assert kept.status_code == 201
         marker = uuid.uuid4().hex
         entries = []
-        for n in range(4000):
+        for n in range(20000):
             full = f"urn:uuid:{uuid.uuid4()}"
             entries.append({"fullUrl": full, "resource": _patient(f"{marker}-{n}"),
                             "request": {"method": "POST", "url": "Patient"}})

@@ -148,12 +148,18 @@ class PostgresBackend(Backend):
 
         self.url = url
         self.pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True,
-                                   kwargs={"autocommit": False, "prepare_threshold": 2})
+                                   kwargs={"autocommit": True, "prepare_threshold": 2})
 
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[Any]:
-        with self.pool.connection() as conn:  # commits on success, rolls back on error
-            yield conn
+        """A write is one explicit transaction (BEGIN … COMMIT, rolled back on error); a read
+        runs in autocommit, so a read by id costs one round trip instead of three."""
+        with self.pool.connection() as conn:
+            if write:
+                with conn.transaction():
+                    yield conn
+            else:
+                yield conn
 
     def execute(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         return conn.execute(_pg_sql(sql), params)
