@@ -326,13 +326,11 @@ def _run_transaction(api: FhirApi, tx: Operations, entries: list[Entry]) -> None
     # 4. POST
     for e in by_phase[1]:
         call = e.call
-        assert call is not None and call.target.type and e.assigned
+        assert call is not None and e.assigned
         if e.existing is not None:
             e.answer = write_answer(WriteResult("unchanged", e.existing))
         else:
-            body = {**call.body, "id": e.assigned}
-            e.answer = write_answer(_step(e, partial(tx.update, call.target.type, e.assigned,
-                                                     body, method="POST")))
+            e.answer = write_answer(_step(e, partial(tx.create, call.body, id=e.assigned)))
     # 5. PUT and PATCH, in Bundle order
     for e in by_phase[2]:
         call = e.call
