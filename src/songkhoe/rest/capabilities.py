@@ -62,7 +62,7 @@ def _resource(rtype: str) -> dict[str, Any]:
         "conditionalRead": "full-support",
         "conditionalUpdate": True,
         "conditionalDelete": "single",
-        "referencePolicy": ["literal", "logical"],
+        "referencePolicy": ["literal", "local"],
         "searchParam": search_params(rtype),
         "operation": [VALIDATE, EVERYTHING] if rtype == "Patient" else [VALIDATE],
     }
