@@ -156,3 +156,20 @@ def test_reads_inside_a_transaction_see_its_writes(store):
         created = tx.create(patient(family="Trần")).stored
         assert tx.read("Patient", created.id).resource["name"][0]["family"] == "Trần"
         assert [s.id for s in tx.search("Patient", [("name", "tran")]).matches] == [created.id]
+
+
+def test_conditional_criteria_must_be_known_and_selective(store):
+    store.create(patient())
+    for query in ("shoe-size=42", "_count=1", ""):
+        with pytest.raises(FhirError) as err:
+            store.conditional_update("Patient", query, patient())
+        assert err.value.status == 400, query
+    assert store.search("Patient", [("_summary", "count")]).total == 1
+
+
+def test_delete_with_if_match(store):
+    created = store.create(patient()).stored
+    with pytest.raises(FhirError) as err:
+        store.delete("Patient", created.id, if_match=7)
+    assert err.value.status == 412
+    assert store.delete("Patient", created.id, if_match=1).outcome == "deleted"

@@ -148,3 +148,9 @@ def test_system_search(store, people):
     result = store.search(None, [("_id", "a")])
     assert [s.type for s in result.matches] == ["Patient"]
     assert store.search(None, [("_summary", "count")]).total == 4
+
+
+def test_count_zero_returns_no_matches(store, people):
+    result = store.search("Patient", [("_count", "0"), ("_total", "accurate")])
+    assert result.matches == [] and result.total == 3 and result.next_cursor is None
+    assert store.history(count=0).versions == []

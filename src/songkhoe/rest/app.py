@@ -117,7 +117,7 @@ class FhirApi:
         if interaction == "conditional-patch":
             return patch.conditional_patch(ops, call, transaction=txf)
         if interaction == "delete":
-            return delete.delete(ops, call, transaction=txf)
+            return delete.delete(ops, call)
         if interaction == "conditional-delete":
             return delete.conditional_delete(ops, call)
         if interaction in ("history-instance", "history-type", "history-system"):

@@ -47,7 +47,6 @@ from songkhoe.rest.exchange import (
     RETURN_REPRESENTATION,
     Answer,
     Call,
-    check_criteria,
     embed,
     if_none_exist_query,
     instant,
@@ -351,8 +350,7 @@ def _deleted_ids(answer: Answer) -> list[tuple[str, str]]:
 
 def _one_match(tx: Operations, rtype: str, params: list[tuple[str, str]], what: str,
                *, required: bool) -> Any:
-    check_criteria(rtype, params, what)
-    found = tx.search(rtype, [*params, ("_count", "2")]).matches
+    found = tx.match(rtype, params, what)
     if len(found) > 1:
         raise FhirError(412, f"{what} matches more than one {rtype}", code="multiple-matches")
     if not found and required:
@@ -450,8 +448,7 @@ class _Resolver:
             rtype, query = m.group(1), m.group(2)
             params = parse_qsl(query, keep_blank_values=True)
             try:
-                check_criteria(rtype, params, f"Conditional reference {ref!r}")
-                found = self.ops.search(rtype, [*params, ("_count", "2")]).matches
+                found = self.ops.match(rtype, params, f"Conditional reference {ref!r}")
             except FhirError as err:
                 raise FhirError(err.status, [replace(i, expression=path) for i in err.issues])
             if len(found) != 1:

@@ -10,10 +10,9 @@ resource and stores nothing, several matches answer 412.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl
 
 from songkhoe.fhir.outcome import FhirError
-from songkhoe.rest.exchange import Answer, Call, check_criteria, if_none_exist_query, write_answer
+from songkhoe.rest.exchange import Answer, Call, if_none_exist_query, write_answer
 from songkhoe.store.api import Operations
 
 
@@ -32,6 +31,4 @@ def create(ops: Operations, call: Call) -> Answer:
     if_none_exist = None
     if call.if_none_exist is not None:
         if_none_exist = if_none_exist_query(call.if_none_exist)
-        check_criteria(body["resourceType"], parse_qsl(if_none_exist, keep_blank_values=True),
-                       "If-None-Exist")
     return write_answer(ops.create(body, if_none_exist=if_none_exist))

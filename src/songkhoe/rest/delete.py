@@ -11,35 +11,17 @@ only: ``conditionalDelete = single``).
 
 from __future__ import annotations
 
-from typing import Any
 
-from songkhoe.fhir.outcome import FhirError, Issue, precondition_failed
-from songkhoe.rest.exchange import Answer, Call, check_criteria
+from songkhoe.fhir.outcome import FhirError, Issue
+from songkhoe.rest.exchange import Answer, Call
 from songkhoe.rest.update import if_match
 from songkhoe.store.api import Operations, WriteResult
 
 
-def delete(ops: Operations, call: Call, transaction: Any = None) -> Answer:
-    """``transaction``: a factory of transactions (``store.transaction``) used when ``If-Match``
-    must be checked in the same transaction as the delete; None when ``ops`` is one already."""
+def delete(ops: Operations, call: Call) -> Answer:
     t = call.target
     assert t.type and t.id
-    expected = if_match(call)
-    if expected is not None and transaction is not None:
-        with transaction() as tx:
-            return delete(tx, call)
-    if expected is not None:
-        try:
-            current = ops.read(t.type, t.id).version
-        except FhirError as err:
-            if err.status not in (404, 410):
-                raise
-            current = None
-        if current != expected:
-            have = "does not exist" if current is None else f"is at version {current}"
-            raise precondition_failed(f"If-Match expects version {expected} of "
-                                      f"{t.type}/{t.id}, but it {have}")
-    return deleted_answer([ops.delete(t.type, t.id)], f"{t.type}/{t.id}")
+    return deleted_answer([ops.delete(t.type, t.id, if_match=if_match(call))], f"{t.type}/{t.id}")
 
 
 def conditional_delete(ops: Operations, call: Call) -> Answer:
@@ -48,7 +30,6 @@ def conditional_delete(ops: Operations, call: Call) -> Answer:
     if not call.params:
         raise FhirError(400, f"DELETE {t.type} needs an id ({t.type}/[id]) or search "
                              "parameters to say what to delete", code="invalid")
-    check_criteria(t.type, call.params, "The conditional delete")
     results = ops.conditional_delete(t.type, call.query())
     return deleted_answer(results, f"{t.type}?{call.query()}")
 

@@ -122,22 +122,6 @@ def if_none_exist_query(value: str) -> str:
     return value
 
 
-def check_criteria(rtype: str, params: list[tuple[str, str]], what: str) -> None:
-    """Conditional criteria must be understood in full and must select something: an unknown
-    parameter (ignored by a lenient search) would widen the match to every resource of the type.
-    400 otherwise. Parsed by the store's search compiler, without a query."""
-    from songkhoe.store.search import parse
-
-    try:
-        query = parse(rtype, params, strict=True)
-    except FhirError as err:
-        raise FhirError(400, [Issue(i.code, f"{what}: {i.diagnostics}", i.expression)
-                              for i in err.issues]) from None
-    if not query.conditions:
-        raise FhirError(400, f"{what} has no search criteria that select resources "
-                             f"(got {encode_query(params)!r})", code="invalid")
-
-
 # --- version headers (§3.1.0.5, http://hl7.org/fhir/R4/http.html#concurrency) ---------------
 
 _ETAG = re.compile(r'^\s*(?:W/)?"?([0-9]{1,18})"?\s*$')

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from songkhoe.fhir.outcome import FhirError
-from songkhoe.rest.exchange import Answer, Call, check_criteria, write_answer
+from songkhoe.rest.exchange import Answer, Call, write_answer
 from songkhoe.rest.update import if_match
 from songkhoe.store.api import Operations
 
@@ -41,11 +41,10 @@ def conditional_patch(ops: Operations, call: Call, transaction: Any = None) -> A
     if not call.params:
         raise FhirError(400, f"PATCH {t.type} needs an id ({t.type}/[id]) or search parameters "
                              "to say what to patch", code="invalid")
-    check_criteria(t.type, call.params, "The conditional patch")
     if transaction is not None:
         with transaction() as tx:
             return conditional_patch(tx, call)
-    found = ops.search(t.type, [*call.params, ("_count", "2")]).matches
+    found = ops.match(t.type, call.params, "The conditional patch")
     if not found:
         raise FhirError(404, f"No {t.type} matches {call.query()}: nothing to patch",
                         code="not-found")

@@ -28,15 +28,13 @@ def search(ops: Operations, call: Call, *, strict: bool = False) -> Answer:
         # _count=0 asks for no matches: answer the total only (as _summary=count does)
         params = [(k, v) for k, v in params if k not in ("_count", "_summary")]
         params.append(("_summary", "count"))
-    # ``strict`` (Prefer: handling=strict) is a keyword of the store's search that the
-    # ``Operations`` contract in store/api.py does not list yet.
     if t.compartment is not None:
         result = ops.search(t.type, params, compartment=t.compartment,
-                            strict=strict)  # type: ignore[call-arg]
+                            strict=strict)
         ctype, cid = t.compartment
         path = f"{ctype}/{cid}/{t.type or '*'}"
     else:
-        result = ops.search(t.type, params, strict=strict)  # type: ignore[call-arg]
+        result = ops.search(t.type, params, strict=strict)
         path = t.type or ""
     return Answer(200, body=searchset(result, call, path))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from songkhoe.fhir.outcome import FhirError
 from songkhoe.rest.create import check_body_type
-from songkhoe.rest.exchange import Answer, Call, check_criteria, parse_version_tag, write_answer
+from songkhoe.rest.exchange import Answer, Call, parse_version_tag, write_answer
 from songkhoe.store.api import Operations
 
 
@@ -42,6 +42,5 @@ def conditional_update(ops: Operations, call: Call) -> Answer:
     if not call.params:
         raise FhirError(400, f"PUT {t.type} needs an id ({t.type}/[id]) or search parameters "
                              f"({t.type}?identifier=…) to say what to update", code="invalid")
-    check_criteria(t.type, call.params, "The conditional update")
     return write_answer(ops.conditional_update(t.type, call.query(), body,
                                                if_match=if_match(call)))

@@ -123,8 +123,15 @@ class Operations:
         """Apply a JSON Patch (RFC 6902) and store the result as a new, validated version."""
         raise NotImplementedError
 
-    def delete(self, type: str, id: str) -> WriteResult:
-        """Logically delete: a tombstone version is added, later reads answer 410."""
+    def delete(self, type: str, id: str, *, if_match: int | None = None) -> WriteResult:
+        """Logically delete: a tombstone version is added, later reads answer 410.
+        ``if_match``: the version the client last saw (412 if stale or absent)."""
+        raise NotImplementedError
+
+    def match(self, type: str, params: list[tuple[str, str]], what: str, *,
+              limit: int = 2) -> list[Stored]:
+        """Up to ``limit`` resources matching conditional criteria, parsed strictly: criteria
+        that are unknown or select nothing answer 400 naming ``what``."""
         raise NotImplementedError
 
     def conditional_delete(self, type: str, query: str, *, multiple: bool = False) -> list[WriteResult]:
@@ -140,10 +147,11 @@ class Operations:
         raise NotImplementedError
 
     def search(self, type: str | None, params: list[tuple[str, str]], *,
-               compartment: tuple[str, str] | None = None) -> SearchResult:
+               compartment: tuple[str, str] | None = None, strict: bool = False) -> SearchResult:
         """Search one type (``None``: all types). ``compartment`` = ("Patient", id) restricts to
         that compartment. Paging, counting, includes and sorting come from ``params``
-        (``_count``, ``_cursor``, ``_total``, ``_summary``, ``_include``, ``_revinclude``, ``_sort``)."""
+        (``_count``, ``_cursor``, ``_total``, ``_summary``, ``_include``, ``_revinclude``, ``_sort``).
+        ``strict``: an unknown parameter is a 400 (``Prefer: handling=strict``), not ignored."""
         raise NotImplementedError
 
     def history(self, type: str | None = None, id: str | None = None, *,

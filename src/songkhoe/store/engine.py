@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import jsonpatch
 import orjson
@@ -186,11 +186,26 @@ class Tx(Operations):
                         (rid, rtype, id, self.now, False)).fetchone()
         return row[0] if row else None
 
-    def _matches(self, rtype: str, query: str) -> list[Stored]:
-        params = parse_qsl(query, keep_blank_values=True)
-        if not params:
-            raise FhirError(400, Issue("invalid", "a conditional interaction needs search criteria"))
-        return self.search(rtype, [*params, ("_count", "2")]).matches
+    def match(self, type: str, params: list[tuple[str, str]], what: str, *,
+              limit: int = 2) -> list[Stored]:
+        """Up to ``limit`` resources matching conditional criteria (If-None-Exist, conditional
+        update/delete/patch, conditional references). The criteria must be understood in full
+        and must select something — a parameter a lenient search would ignore could otherwise
+        widen the match to every resource of the type — else 400 naming ``what``."""
+        check_type(type)
+        try:
+            query = parse(type, params, strict=True)
+        except FhirError as err:
+            raise FhirError(400, [Issue(i.code, f"{what}: {i.diagnostics}", i.expression)
+                                  for i in err.issues]) from None
+        if not query.conditions:
+            raise FhirError(400, Issue("invalid", f"{what} has no search criteria that select "
+                                       f"resources (got {urlencode(params)!r})"))
+        return self.search(type, [*params, ("_count", str(limit))]).matches
+
+    def _matches(self, rtype: str, query: str, what: str, limit: int = 2) -> list[Stored]:
+        return self.match(rtype, parse_qsl(query, keep_blank_values=True), f"{what} {query!r}",
+                          limit=limit)
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -199,7 +214,7 @@ class Tx(Operations):
         resource = checked(resource)
         rtype = resource["resourceType"]
         if if_none_exist:
-            found = self._matches(rtype, if_none_exist)
+            found = self._matches(rtype, if_none_exist, "If-None-Exist")
             if len(found) > 1:
                 raise precondition_failed(f"If-None-Exist {if_none_exist!r} matches more than one "
                                           f"{rtype}")
@@ -221,7 +236,7 @@ class Tx(Operations):
     def conditional_update(self, type: str, query: str, resource: dict[str, Any], *,
                            if_match: int | None = None) -> WriteResult:
         check_type(type)
-        found = self._matches(type, query)
+        found = self._matches(type, query, "The conditional update")
         if len(found) > 1:
             raise precondition_failed(f"conditional update {query!r} matches more than one {type}")
         if not found:
@@ -251,10 +266,14 @@ class Tx(Operations):
             raise FhirError(422, Issue("processing", "a patch may not change resourceType or id"))
         return self.update(type, id, patched, if_match=if_match, method="PATCH")
 
-    def delete(self, type: str, id: str) -> WriteResult:
+    def delete(self, type: str, id: str, *, if_match: int | None = None) -> WriteResult:
         check_type(type)
         check_id(id)
         current = self._current(type, id, lock=True)
+        if if_match is not None and (current is None or current[1] != if_match):
+            have = "does not exist" if current is None else f"is at version {current[1]}"
+            raise precondition_failed(f"If-Match expects version {if_match} of {type}/{id}, "
+                                      f"but it {have}")
         if current is None or current[2]:
             return WriteResult("unchanged", None)
         rid, version = current[0], current[1] + 1
@@ -265,10 +284,7 @@ class Tx(Operations):
         return WriteResult("deleted", Stored(type, id, version, from_us(self.now), None, "DELETE"))
 
     def conditional_delete(self, type: str, query: str, *, multiple: bool = False) -> list[WriteResult]:
-        check_type(type)
-        params = parse_qsl(query, keep_blank_values=True)
-        found = self._matches(type, query) if not multiple else \
-            self.search(type, [*params, ("_count", "1000")]).matches
+        found = self._matches(type, query, "The conditional delete", limit=1000 if multiple else 2)
         if len(found) > 1 and not multiple:
             raise precondition_failed(f"conditional delete {query!r} matches more than one {type}")
         return [self.delete(type, s.id) for s in found]
@@ -329,7 +345,8 @@ class Tx(Operations):
             f"WHERE {' AND '.join(where)} ORDER BY r.rid LIMIT ?", [*args, q.count + 1]).fetchall()
         if len(rows) > q.count:
             rows = rows[:q.count]
-            result.next_cursor = str(rows[-1][0])
+            if rows:
+                result.next_cursor = str(rows[-1][0])
         result.matches = [Stored(t, i, v, from_us(lu), bytes(c)) for _, t, i, v, lu, c in rows]
         return result
 
@@ -385,8 +402,9 @@ class Tx(Operations):
         next_cursor = None
         if len(rows) > count:
             rows = rows[:count]
-            last = rows[-1]
-            next_cursor = f"{last[4]}.{last[0]}.{last[3]}"
+            if rows:
+                last = rows[-1]
+                next_cursor = f"{last[4]}.{last[0]}.{last[3]}"
         versions = [Stored(t, i, v, from_us(lu), bytes(c) if c is not None else None, m)
                     for _, t, i, v, lu, c, m in rows]
         return HistoryPage(versions, total, next_cursor)
@@ -425,7 +443,8 @@ class Tx(Operations):
             f"WHERE {' AND '.join(where)} ORDER BY r.rid LIMIT ?", [*args, count + 1]).fetchall()
         if len(rows) > count:
             rows = rows[:count]
-            result.next_cursor = str(rows[-1][0])
+            if rows:
+                result.next_cursor = str(rows[-1][0])
         result.matches = [Stored(t, i, v, from_us(lu), bytes(c)) for _, t, i, v, lu, c in rows]
         return result
 
@@ -473,9 +492,14 @@ class Store(Operations):
         with self.transaction() as tx:
             return tx.patch(type, id, operations, if_match=if_match)
 
-    def delete(self, type: str, id: str) -> WriteResult:
+    def delete(self, type: str, id: str, *, if_match: int | None = None) -> WriteResult:
         with self.transaction() as tx:
-            return tx.delete(type, id)
+            return tx.delete(type, id, if_match=if_match)
+
+    def match(self, type: str, params: list[tuple[str, str]], what: str, *,
+              limit: int = 2) -> list[Stored]:
+        with self._reading() as tx:
+            return tx.match(type, params, what, limit=limit)
 
     def conditional_delete(self, type: str, query: str, *, multiple: bool = False) -> list[WriteResult]:
         with self.transaction() as tx:
