@@ -126,6 +126,27 @@ def member_step(name: str, choice: bool = True) -> Callable[[list[Any]], list[An
     return step
 
 
+def choice_step(name: str, type_codes: tuple[str, ...]) -> Callable[[list[Any]], list[Any]]:
+    """``name as T`` on a choice element: read ``nameT`` (``valueQuantity``) — and the keys of
+    T's subtypes among the choice's types (``canonical`` for ``as uri``) — directly instead of
+    scanning every key for the element and then testing its type."""
+    keys = [(name + t[0].upper() + t[1:], t) for t in type_codes]
+
+    def step(items: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for it in items:
+            if type(it) is Node:
+                it = it.value if type(it.value) is dict else it.element
+            if type(it) is not dict:
+                continue
+            for key, type_code in keys:
+                v = it.get(key)
+                if v is not None:
+                    out.append(Node(v, type_code, it.get("_" + key)))
+        return out
+    return step
+
+
 def type_filter_step(name: str) -> Callable[[list[Any]], list[Any]]:
     """A leading type name: keep the resources of that type (or a subtype)."""
     def step(items: list[Any]) -> list[Any]:
@@ -309,8 +330,32 @@ class Compiler:
         return minus, st
 
     def c_TypeOp(self, node: s.TypeOp, static: str | None) -> tuple[Fn, str | None]:
+        if node.op == "as":
+            direct = self.choice_cast(node.operand, node.type_name, static)
+            if direct is not None:
+                return direct
         operand, st = self.expr(node.operand, static)
         return self.type_op(node.op, node.type_name, operand, st, node)
+
+    def choice_cast(self, operand: s.Node, type_name: str,
+                    static: str | None) -> tuple[Fn, str | None] | None:
+        """``path.elem as T`` where the model says ``elem`` is a choice element with T among its
+        types (``Observation.value as Quantity``): compiled to a direct key lookup. None when
+        that is not known, and the general ``as`` applies."""
+        idents = _path_names(operand)
+        ns, name = m.split_type(type_name)
+        if not idents or ns == "System" or not hasattr(self.model, "choice_types"):
+            return None
+        head = idents[:-1]
+        steps, parent = self.steps_for(head, static, True) if head else ([], static)
+        if parent is None:
+            return None
+        types = self.model.choice_types(parent, idents[-1].name)  # type: ignore[union-attr]
+        matching = tuple(t for t in types or () if t == name or m.is_subtype(t, name))
+        if not matching:
+            return None
+        steps.append(choice_step(idents[-1].name, matching))
+        return _chain(steps), (name if name not in m.SYSTEM_TYPES else None)
 
     def type_op(self, op: str, type_name: str, operand: Fn, st: str | None,
                 node: s.Node) -> tuple[Fn, str | None]:

@@ -51,6 +51,13 @@ class DefinitionsTypeModel:
         return bool(el.is_choice)
 
 
+    @lru_cache(maxsize=8192)  # noqa: B019 - one long-lived instance
+    def choice_types(self, parent: str, name: str) -> tuple[str, ...] | None:
+        """The type codes of choice element ``parent.name[x]``; None when it is no choice."""
+        el = self._defs.element(f"{parent}.{name}[x]")
+        return tuple(el.types) if el is not None else None
+
+
 def load() -> DefinitionsTypeModel | None:
     """The model over ``songkhoe.fhir.definitions``, or None if that is not available."""
     try:
