@@ -54,7 +54,7 @@ from songkhoe.rest.exchange import (
 )
 from songkhoe.rest.negotiation import JSON_PATCH
 from songkhoe.rest.routing import Target, resolve
-from songkhoe.store.api import Operations, WriteResult
+from songkhoe.store.api import Operations, Prepared, WriteResult
 from songkhoe.store.ids import new_id
 
 if TYPE_CHECKING:
@@ -77,6 +77,7 @@ class Entry:
     error: FhirError | None = None  # why the entry cannot run (batch: reported per entry)
     assigned: str | None = None  # transaction: the id this write will have
     existing: Any = None  # transaction: the resource a conditional create matched
+    prepared: Prepared | None = None  # transaction: a create validated and indexed beforehand
     answer: Answer | None = None
     issues: list[Issue] = field(default_factory=list)
 
@@ -262,6 +263,7 @@ def _transaction(api: FhirApi, outer: Call, entries: list[Entry]) -> Answer:
         if entry.call.target.interaction == "operation":
             raise _failure(entry, FhirError(400, "Operations cannot run inside a transaction; "
                                                  "use a batch", code="not-supported"))
+    _prepare_plain_creates(api, entries)
     try:
         with api.store.transaction() as tx:
             _run_transaction(api, tx, entries)
@@ -270,6 +272,32 @@ def _transaction(api: FhirApi, outer: Call, entries: list[Entry]) -> Answer:
     out = [_response_entry(e, outer) for e in entries]
     return Answer(200, body={"resourceType": "Bundle", "type": "transaction-response",
                              "entry": out})
+
+
+def _prepare_plain_creates(api: FhirApi, entries: list[Entry]) -> None:
+    """Give the plain creates (POST without ifNoneExist) their ids, rewrite their references and
+    validate and index them before the transaction begins, so that it holds the database's
+    write lock only for its SQL. An entry whose references need the database (a conditional
+    reference, a fullUrl of a conditional write) or that is invalid is left to the transaction,
+    which reports its faults in the spec's order."""
+    plain = [e for e in entries if e.method == "POST" and e.call is not None
+             and e.call.target.interaction == "create" and not e.call.if_none_exist
+             and isinstance(e.call.body, dict)
+             and e.call.body.get("resourceType") == e.call.target.type]
+    urns: dict[str, str] = {}
+    for e in plain:
+        e.assigned = new_id()
+        if e.full_url and e.full_url.startswith(_LOCAL_URN):
+            urns[e.full_url] = f"{e.call.target.type}/{e.assigned}"  # type: ignore[union-attr]
+    resolver = _Resolver(urns, None)
+    for e in plain:
+        assert e.call is not None and e.call.target.type
+        try:
+            body = resolver.walk(e.call.body, e.call.target.type)
+            e.prepared = api.store.prepare(body)
+        except FhirError:
+            continue
+        e.call.body = body
 
 
 def _failure(entry: Entry, err: FhirError) -> FhirError:
@@ -321,7 +349,8 @@ def _run_transaction(api: FhirApi, tx: Operations, entries: list[Entry]) -> None
             urns[e.full_url] = f"{t.type}/{e.assigned}"
     # 3. references
     for e in by_phase[1] + by_phase[2]:
-        _step(e, rewrite_call, e, urns, tx)
+        if e.prepared is None:
+            _step(e, rewrite_call, e, urns, tx)
     # 4. POST
     for e in by_phase[1]:
         call = e.call
@@ -329,7 +358,8 @@ def _run_transaction(api: FhirApi, tx: Operations, entries: list[Entry]) -> None
         if e.existing is not None:
             e.answer = write_answer(WriteResult("unchanged", e.existing))
         else:
-            e.answer = write_answer(_step(e, partial(tx.create, call.body, id=e.assigned)))
+            e.answer = write_answer(_step(e, partial(tx.create, e.prepared or call.body,
+                                                     id=e.assigned)))
     # 5. PUT and PATCH, in Bundle order
     for e in by_phase[2]:
         call = e.call
@@ -374,7 +404,7 @@ def _assign_identity(e: Entry, tx: Operations) -> None:
             query = if_none_exist_query(call.if_none_exist)
             e.existing = _one_match(tx, t.type, parse_qsl(query, keep_blank_values=True),
                                     f"ifNoneExist {query!r}", required=False)
-        e.assigned = e.existing.id if e.existing is not None else new_id()
+        e.assigned = e.existing.id if e.existing is not None else (e.assigned or new_id())
     elif t.interaction in ("update", "patch"):
         e.assigned = t.id
     elif t.interaction == "conditional-update":
@@ -414,7 +444,10 @@ def rewrite_call(entry: Entry, urns: dict[str, str], ops: Operations) -> None:
 
 
 class _Resolver:
-    def __init__(self, urns: dict[str, str], ops: Operations) -> None:
+    """Rewrites references; without ``ops`` (before a transaction) a conditional reference or an
+    unknown ``urn:`` raises, as it needs the database or the transaction's identities."""
+
+    def __init__(self, urns: dict[str, str], ops: Operations | None) -> None:
         self.urns = urns
         self.ops = ops
         self.cache: dict[str, str] = {}
@@ -444,6 +477,9 @@ class _Resolver:
         m = _CONDITIONAL_REF.match(ref)
         if m is None:
             return ref
+        if self.ops is None:
+            raise FhirError(412, f"Conditional reference {ref!r} needs the transaction",
+                            expression=path)
         if ref not in self.cache:
             rtype, query = m.group(1), m.group(2)
             params = parse_qsl(query, keep_blank_values=True)

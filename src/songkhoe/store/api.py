@@ -57,6 +57,15 @@ class Stored:
 
 
 @dataclass(frozen=True, slots=True)
+class Prepared:
+    """A resource already validated, NFC-normalised and indexed (``prepare``), so that a write
+    holds its database locks only as long as its SQL takes. Accepted wherever a resource is."""
+
+    resource: dict[str, Any]
+    index: dict[str, list[tuple[Any, ...]]]  # search-index rows without their row id
+
+
+@dataclass(frozen=True, slots=True)
 class WriteResult:
     """What a write did. ``unchanged`` is a conditional create that matched an existing resource
     (``stored`` is then that resource) or a delete of something already absent."""
@@ -94,11 +103,14 @@ class HistoryPage:
 class Operations:
     """The operations of a transaction (``Tx``) and, one transaction each, of a ``Store``.
 
+    A resource argument may be a ``Prepared`` one (``Store.prepare``), validated and indexed
+    beforehand outside any transaction.
+
     ``params`` are search parameters as (name, value) pairs in request order, exactly as decoded
     from a query string or form body (repeats are AND, commas inside a value are OR).
     """
 
-    def create(self, resource: dict[str, Any], *, if_none_exist: str | None = None,
+    def create(self, resource: dict[str, Any] | Prepared, *, if_none_exist: str | None = None,
                id: str | None = None) -> WriteResult:
         """Store a new resource under a server-assigned id (any client id is replaced).
         ``if_none_exist`` is a query string (``identifier=a|b``): when exactly one resource
@@ -107,13 +119,13 @@ class Operations:
         transaction Bundle assigns ids before it rewrites references)."""
         raise NotImplementedError
 
-    def update(self, type: str, id: str, resource: dict[str, Any], *,
+    def update(self, type: str, id: str, resource: dict[str, Any] | Prepared, *,
                if_match: int | None = None, method: str = "PUT") -> WriteResult:
         """Replace ``type/id`` with a new version, or create it with that client id
         (update-as-create). ``if_match`` is the version the client last saw (412 if stale)."""
         raise NotImplementedError
 
-    def conditional_update(self, type: str, query: str, resource: dict[str, Any], *,
+    def conditional_update(self, type: str, query: str, resource: dict[str, Any] | Prepared, *,
                            if_match: int | None = None) -> WriteResult:
         """Update the one resource matching ``query``; create if none matches; 412 if several."""
         raise NotImplementedError

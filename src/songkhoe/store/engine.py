@@ -31,7 +31,7 @@ from songkhoe.fhir.outcome import FhirError, Issue, gone, not_found, preconditio
 from songkhoe.fhir.text import nfc
 from songkhoe.fhir.validate import validate
 
-from .api import HistoryPage, Operations, SearchResult, Stored, WriteResult
+from .api import HistoryPage, Operations, Prepared, SearchResult, Stored, WriteResult
 from .backends import Backend
 from .ids import new_id
 from .indexer import index_rows
@@ -77,6 +77,18 @@ def checked(resource: Any, rtype: str | None = None) -> dict[str, Any]:
     if issues:
         raise FhirError(400, issues)
     return resource
+
+
+def prepare(resource: Any, rtype: str | None = None) -> Prepared:
+    """Validate, normalise and index a resource outside any transaction (pure CPU work)."""
+    if isinstance(resource, Prepared):
+        if rtype is not None and resource.resource["resourceType"] != rtype:
+            raise FhirError(400, Issue("invalid", f"resourceType is "
+                                       f"{resource.resource['resourceType']!r} but the request "
+                                       f"is for {rtype}", "resourceType"))
+        return resource
+    resource = checked(resource, rtype)
+    return Prepared(resource, index_rows(resource))
 
 
 class Tx(Operations):
@@ -136,10 +148,10 @@ class Tx(Operations):
                         + (self._lock if lock else ""), (rtype, id)).fetchone()
         return (row[0], row[1], bool(row[2])) if row else None
 
-    def _write(self, resource: dict[str, Any], current: tuple[int, int, bool] | None,
+    def _write(self, prepared: Prepared, id: str, current: tuple[int, int, bool] | None,
                method: str, if_match: int | None = None, *, fresh_id: bool = False) -> WriteResult:
         """Store a new version; ``fresh_id``: the id was just generated, so no row can exist."""
-        rtype, id = resource["resourceType"], resource["id"]
+        rtype = prepared.resource["resourceType"]
         if if_match is not None and (current is None or current[1] != if_match):
             have = "does not exist" if current is None else f"is at version {current[1]}"
             raise precondition_failed(f"If-Match expects version {if_match} of {rtype}/{id}, "
@@ -151,18 +163,21 @@ class Tx(Operations):
         elif current is None:
             rid = self._insert_resource(rtype, id)
             if rid is None:  # a concurrent writer created it first: update that one instead
-                return self._write(resource, self._current(rtype, id, lock=True), method, if_match)
+                return self._write(prepared, id, self._current(rtype, id, lock=True), method,
+                                   if_match)
         else:
             rid = current[0]
             self._sql("UPDATE resources SET version = ?, last_updated = ?, deleted = ? "
                       "WHERE rid = ?", (version, self.now, False, rid))
             self.unindex(rid)
-        content = self.stage(resource, rid, version, method)
+        content = self.stage({**prepared.resource, "id": id}, rid, version, method, prepared.index)
         stored = Stored(rtype, id, version, from_us(self.now), content, method)
         return WriteResult("updated" if current and not current[2] else "created", stored)
 
-    def stage(self, resource: dict[str, Any], rid: int, version: int, method: str) -> bytes:
-        """Set the version's meta and buffer its history and index rows; returns its JSON."""
+    def stage(self, resource: dict[str, Any], rid: int, version: int, method: str,
+              index: dict[str, list[tuple[Any, ...]]] | None = None) -> bytes:
+        """Set the version's meta and buffer its history and index rows (computed here unless
+        given); returns its JSON."""
         meta = dict(resource.get("meta") or {})
         meta["versionId"] = str(version)
         meta["lastUpdated"] = format_instant(self.now)
@@ -170,7 +185,7 @@ class Tx(Operations):
         content = orjson.dumps(resource)
         self._history.append((rid, version, resource["resourceType"], resource["id"], self.now,
                               method, content))
-        for table, rows in index_rows(resource).items():
+        for table, rows in (index if index is not None else index_rows(resource)).items():
             self._index[table].extend((rid, *row) for row in rows)
         return content
 
@@ -209,10 +224,10 @@ class Tx(Operations):
 
     # -- writes ----------------------------------------------------------------------------
 
-    def create(self, resource: dict[str, Any], *, if_none_exist: str | None = None,
+    def create(self, resource: dict[str, Any] | Prepared, *, if_none_exist: str | None = None,
                id: str | None = None) -> WriteResult:
-        resource = checked(resource)
-        rtype = resource["resourceType"]
+        prepared = prepare(resource)
+        rtype = prepared.resource["resourceType"]
         if if_none_exist:
             found = self._matches(rtype, if_none_exist, "If-None-Exist")
             if len(found) > 1:
@@ -220,36 +235,36 @@ class Tx(Operations):
                                           f"{rtype}")
             if found:
                 return WriteResult("unchanged", found[0])
-        resource["id"] = id or new_id()
-        return self._write(resource, None, "POST", fresh_id=True)
+        return self._write(prepared, id or new_id(), None, "POST", fresh_id=True)
 
-    def update(self, type: str, id: str, resource: dict[str, Any], *,
+    def update(self, type: str, id: str, resource: dict[str, Any] | Prepared, *,
                if_match: int | None = None, method: str = "PUT") -> WriteResult:
         check_type(type)
         check_id(id)
-        resource = checked(resource, type)
-        if resource.get("id") != id:
-            raise FhirError(400, Issue("invalid", f"the resource's id {resource.get('id')!r} "
-                                       f"differs from the id in the URL {id!r}", "id"))
-        return self._write(resource, self._current(type, id, lock=True), method, if_match)
+        prepared = prepare(resource, type)
+        if prepared.resource.get("id") != id:
+            raise FhirError(400, Issue("invalid", f"the resource's id "
+                                       f"{prepared.resource.get('id')!r} differs from the id in "
+                                       f"the URL {id!r}", "id"))
+        return self._write(prepared, id, self._current(type, id, lock=True), method, if_match)
 
-    def conditional_update(self, type: str, query: str, resource: dict[str, Any], *,
+    def conditional_update(self, type: str, query: str, resource: dict[str, Any] | Prepared, *,
                            if_match: int | None = None) -> WriteResult:
         check_type(type)
         found = self._matches(type, query, "The conditional update")
         if len(found) > 1:
             raise precondition_failed(f"conditional update {query!r} matches more than one {type}")
+        prepared = prepare(resource, type)
+        body_id = prepared.resource.get("id")
         if not found:
-            if resource.get("id") if isinstance(resource, dict) else None:
-                return self.update(type, resource["id"], resource, if_match=if_match)
-            resource = checked(resource, type)
-            resource["id"] = new_id()
-            return self._write(resource, None, "PUT", fresh_id=True)
+            if body_id:
+                return self.update(type, body_id, prepared, if_match=if_match)
+            return self._write(prepared, new_id(), None, "PUT", fresh_id=True)
         id = found[0].id
-        if isinstance(resource, dict) and resource.get("id") not in (None, id):
-            raise FhirError(400, Issue("invalid", f"the resource's id {resource['id']!r} differs "
+        if body_id not in (None, id):
+            raise FhirError(400, Issue("invalid", f"the resource's id {body_id!r} differs "
                                        f"from the matching resource {type}/{id}", "id"))
-        return self.update(type, id, {**resource, "id": id}, if_match=if_match)
+        return self._write(prepared, id, self._current(type, id, lock=True), "PUT", if_match)
 
     def patch(self, type: str, id: str, operations: list[dict[str, Any]], *,
               if_match: int | None = None) -> WriteResult:
@@ -472,20 +487,28 @@ class Store(Operations):
     def close(self) -> None:
         self.backend.close()
 
-    def create(self, resource: dict[str, Any], *, if_none_exist: str | None = None,
+    # Writes prepare (validate, normalise, index) before the transaction takes its locks.
+
+    def prepare(self, resource: Any, rtype: str | None = None) -> Prepared:
+        return prepare(resource, rtype)
+
+    def create(self, resource: dict[str, Any] | Prepared, *, if_none_exist: str | None = None,
                id: str | None = None) -> WriteResult:
+        prepared = prepare(resource)
         with self.transaction() as tx:
-            return tx.create(resource, if_none_exist=if_none_exist, id=id)
+            return tx.create(prepared, if_none_exist=if_none_exist, id=id)
 
-    def update(self, type: str, id: str, resource: dict[str, Any], *,
+    def update(self, type: str, id: str, resource: dict[str, Any] | Prepared, *,
                if_match: int | None = None, method: str = "PUT") -> WriteResult:
+        prepared = prepare(resource, type)
         with self.transaction() as tx:
-            return tx.update(type, id, resource, if_match=if_match, method=method)
+            return tx.update(type, id, prepared, if_match=if_match, method=method)
 
-    def conditional_update(self, type: str, query: str, resource: dict[str, Any], *,
+    def conditional_update(self, type: str, query: str, resource: dict[str, Any] | Prepared, *,
                            if_match: int | None = None) -> WriteResult:
+        prepared = prepare(resource, type)
         with self.transaction() as tx:
-            return tx.conditional_update(type, query, resource, if_match=if_match)
+            return tx.conditional_update(type, query, prepared, if_match=if_match)
 
     def patch(self, type: str, id: str, operations: list[dict[str, Any]], *,
               if_match: int | None = None) -> WriteResult:
