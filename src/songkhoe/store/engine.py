@@ -469,7 +469,11 @@ class Store(Operations):
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        backend.migrate()
+        try:
+            backend.migrate()
+        except BaseException:
+            backend.close()
+            raise
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:

@@ -1,0 +1,74 @@
+"""Bulk loading (``songkhoe import``'s path): NDJSON and Bundles, rejections with reasons,
+nothing partial, idempotent re-runs. Both backends."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+
+from songkhoe.store.bulk import load, read_resources
+
+from .conftest import bp, patient
+
+
+def _ndjson(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_ndjson_loads_indexes_and_reports_rejections(store, tmp_path):
+    good = [patient(id=f"p{n}", cccd=f"0010600000{n:02d}") for n in range(5)]
+    bad_date = {**patient(id="bad"), "birthDate": "1960-02-30"}
+    lines = [json.dumps(r, ensure_ascii=False) for r in good]
+    lines[2:2] = ["{not json", json.dumps(bad_date), json.dumps({"resourceType": "Nope"})]
+    lines.append(json.dumps(bp("p1")))
+    summary = load(store, read_resources(_ndjson(tmp_path / "a.ndjson", lines)))
+    assert summary.loaded == 6 and summary.unchanged == 0
+    assert [r.source for r in summary.rejected] == ["a.ndjson:3", "a.ndjson:4", "a.ndjson:5"]
+    assert "not valid JSON" in summary.rejected[0].reason
+    assert "birthDate" in summary.rejected[1].reason
+    assert store.search("Patient", [("_summary", "count")]).total == 5
+    assert [s.id for s in store.search("Patient", [("name", "nguyen"), ("_id", "p3")]).matches] == ["p3"]
+    assert len(store.search("Observation", [("subject", "Patient/p1")]).matches) == 1
+    assert store.read("Patient", "p0").version == 1
+    with_bad = store.search("Patient", [("_id", "bad")])
+    assert with_bad.matches == []
+
+
+def test_rerun_is_idempotent_and_changes_make_versions(store, tmp_path):
+    lines = [json.dumps(patient(id=f"p{n}", cccd=f"0010600000{n:02d}")) for n in range(3)]
+    path = _ndjson(tmp_path / "b.ndjson", lines)
+    first = load(store, read_resources(path))
+    again = load(store, read_resources(path))
+    assert (first.loaded, again.loaded, again.unchanged) == (3, 0, 3)
+    assert store.read("Patient", "p1").version == 1
+    assert len(store.history("Patient", "p1").versions) == 1
+    changed = {**patient(id="p1", cccd="001060000001"), "gender": "female"}
+    _ndjson(path, [lines[0], json.dumps(changed)])
+    third = load(store, read_resources(path))
+    assert (third.loaded, third.unchanged) == (1, 1)
+    assert store.read("Patient", "p1").version == 2
+    assert [s.id for s in store.search("Patient", [("gender", "female")]).matches] == ["p1"]
+
+
+def test_bundle_file_and_resources_without_ids(store, tmp_path):
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"resource": patient(cccd="079090000001")},
+                        {"resource": {**patient(cccd="079090000002"), "gender": "robot"}}]}
+    path = tmp_path / "c.json"
+    path.write_bytes(orjson.dumps(bundle))
+    summary = load(store, read_resources(path))
+    assert summary.loaded == 1
+    assert [r.source for r in summary.rejected] == ["c.json#entry[1]"]
+    assert "gender" in summary.rejected[0].reason
+    assert store.search("Patient", [("identifier", "079090000001")]).matches
+
+
+def test_the_same_id_twice_in_a_file_keeps_the_later(store, tmp_path):
+    first = patient(id="dup")
+    second = {**patient(id="dup"), "gender": "female"}
+    load(store, read_resources(_ndjson(tmp_path / "d.ndjson", [json.dumps(first), json.dumps(second)])))
+    assert store.read("Patient", "dup").resource["gender"] == "female"
+    assert store.read("Patient", "dup").version == 2
