@@ -17,6 +17,7 @@ answers 412 and no update is lost.
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -55,13 +56,20 @@ def check_type(rtype: str) -> None:
 
 
 def normalise(value: Any) -> Any:
-    """A copy of a JSON value with every string in NFC."""
+    """The JSON value with every string in NFC: the value itself when it already is (one C-level
+    check of its serialised text), else a normalised copy."""
+    if unicodedata.is_normalized("NFC", orjson.dumps(value).decode()):
+        return value
+    return _normalised_copy(value)
+
+
+def _normalised_copy(value: Any) -> Any:
     if isinstance(value, str):
         return nfc(value)
     if isinstance(value, dict):
-        return {k: normalise(v) for k, v in value.items()}
+        return {k: _normalised_copy(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [normalise(v) for v in value]
+        return [_normalised_copy(v) for v in value]
     return value
 
 
