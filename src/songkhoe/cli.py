@@ -1,4 +1,5 @@
-"""The ``songkhoe`` command: ``serve`` the FHIR server, ``import`` NDJSON/Bundle files."""
+"""The ``songkhoe`` command: ``serve`` the FHIR server, ``import`` NDJSON/Bundle files,
+``synth`` a synthetic population."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ def serve(args: argparse.Namespace) -> int:
 
     db = args.db or f"sqlite:///{default_sqlite_path()}"
     store = open_store(db)  # create or migrate the schema once, before workers start
+    if args.demo:
+        _load_demo(store, args)
     shown_host = "localhost" if args.host in ("0.0.0.0", "127.0.0.1", "::") else args.host
     print(f"songkhoe: database {db.split('@')[-1] if '@' in db else db}", flush=True)
     print(f"songkhoe: FHIR server at http://{shown_host}:{args.port}/fhir "
@@ -43,6 +46,86 @@ def serve(args: argparse.Namespace) -> int:
 
         uvicorn.run(create_app(store), **common)
     return 0
+
+
+def _load_demo(store: Any, args: argparse.Namespace) -> None:
+    """Load the demo population (a few communes of one province) into an empty store."""
+    from datetime import date
+
+    from songkhoe.store.bulk import load
+    from songkhoe.synth import SynthConfig, items
+    from songkhoe.synth.admin import province
+
+    if store.search(None, [("_count", "1")]).matches:
+        print("songkhoe: the database already holds data; no demo data loaded", flush=True)
+        return
+    config = SynthConfig(people=args.demo_people, seed=1, provinces=(args.demo_province,),
+                         communes_per_province=args.demo_communes, years=2, as_of=date.today())
+    where = province(args.demo_province).name
+    print(f"songkhoe: loading demo data: {config.people:,} people in {args.demo_communes} "
+          f"communes of {where}, {config.years} years of check-ups …", flush=True)
+    started = time.monotonic()
+    progress = _Progress()
+    try:
+        summary = load(store, items(config, workers=1), progress=progress)
+    finally:
+        progress.finish()
+    print(f"songkhoe: demo data loaded: {summary.loaded:,} resources in "
+          f"{time.monotonic() - started:.1f} s", flush=True)
+    for rejection in summary.rejected[:5]:
+        print(f"  rejected {rejection.source}: {rejection.reason}", file=sys.stderr)
+
+
+def synth(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from songkhoe.synth import SynthConfig, items, write_ndjson
+
+    if not args.out and not args.to:
+        print("songkhoe synth: say where to: --out DIR and/or --to DB_URL", file=sys.stderr)
+        return 2
+    try:
+        config = SynthConfig(people=args.people, seed=args.seed, provinces=tuple(args.province),
+                             communes_per_province=args.communes, years=args.years,
+                             coverage=args.coverage, faults=args.faults,
+                             as_of=date.fromisoformat(args.as_of))
+        from songkhoe.synth.admin import select
+
+        select(list(config.provinces))  # unknown province codes fail here, with the list
+    except ValueError as exc:
+        print(f"songkhoe synth: {exc}", file=sys.stderr)
+        return 2
+    status = 0
+    if args.out:
+        progress = _Progress()
+        try:
+            summary = write_ndjson(config, Path(args.out), workers=args.workers, progress=progress)
+        finally:
+            progress.finish()
+        kinds = ", ".join(f"{n:,} {t}" for t, n in summary.counts.items())
+        print(f"wrote {summary.resources:,} resources ({kinds}), {summary.bytes / 1e6:,.1f} MB "
+              f"to {args.out} in {summary.seconds:.1f} s")
+        if config.faults:
+            print(f"  {summary.duplicates:,} duplicate registrations listed in "
+                  f"{Path(args.out) / 'duplicates.csv'}")
+    if args.to:
+        from songkhoe.store import open_store
+        from songkhoe.store.bulk import load
+
+        store = open_store(args.to)
+        progress = _Progress()
+        started = time.monotonic()
+        try:
+            loaded = load(store, items(config, workers=args.workers), progress=progress)
+        finally:
+            progress.finish()
+            store.close()
+        print(f"loaded {loaded.loaded:,}, unchanged {loaded.unchanged:,}, rejected "
+              f"{len(loaded.rejected):,} in {time.monotonic() - started:.1f} s")
+        for rejection in loaded.rejected[:20]:
+            print(f"  rejected {rejection.source}: {rejection.reason}")
+        status = 1 if loaded.rejected else 0
+    return status
 
 
 class _Progress:
@@ -105,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--workers", type=int, default=1, help="server processes")
     p.add_argument("--log-level", default="warning")
+    p.add_argument("--demo", action="store_true",
+                   help="load a synthetic demo population first if the database is empty")
+    p.add_argument("--demo-people", type=int, default=3000, metavar="N")
+    p.add_argument("--demo-province", type=int, default=1, metavar="CODE",
+                   help="province code of the demo population (default 01, Hà Nội)")
+    p.add_argument("--demo-communes", type=int, default=5, metavar="N")
     p.set_defaults(run=serve)
 
     p = commands.add_parser("import", help="load NDJSON files or Bundles into the store")
@@ -112,6 +201,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", help="database URL (default: the embedded file)")
     p.add_argument("--show-rejected", type=int, default=20, help="rejections to list")
     p.set_defaults(run=import_files)
+
+    p = commands.add_parser("synth", help="generate a synthetic Vietnamese population with "
+                                          "check-up records (NDJSON files or straight into a store)")
+    p.add_argument("--people", type=int, required=True, metavar="N")
+    p.add_argument("--seed", type=int, default=1, help="same seed, same output (default 1)")
+    p.add_argument("--province", type=int, nargs="+", default=[], metavar="CODE",
+                   help="province codes after the 2025 reform (default: all 34)")
+    p.add_argument("--communes", type=int, metavar="N", help="only N communes per province")
+    p.add_argument("--years", type=int, default=1, help="years of yearly check-ups (default 1)")
+    p.add_argument("--coverage", type=float, default=0.8,
+                   help="share of adults examined each year (default 0.8)")
+    p.add_argument("--as-of", default="2026-11-01", metavar="DATE",
+                   help="the check-up years end the day before DATE (default 2026-11-01)")
+    p.add_argument("--faults", action="store_true",
+                   help="add data-quality faults and duplicate registrations (ground truth in "
+                        "DIR/duplicates.csv)")
+    p.add_argument("--out", metavar="DIR", help="write DIR/<ResourceType>.ndjson")
+    p.add_argument("--to", metavar="DB_URL", help="load into this database (bulk path)")
+    p.add_argument("--workers", type=int, help="processes (default: one per core)")
+    p.set_defaults(run=synth)
 
     args = parser.parse_args(argv)
     try:
