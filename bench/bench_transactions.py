@@ -48,19 +48,24 @@ def run(backend: str, bundles: int, clients: int, workers: int) -> None:
                         failures.append(r.text[:300])
 
         threads = [threading.Thread(target=client) for _ in range(clients)]
+        server_cpu = server.cpu_seconds()
+        client_cpu = time.process_time()
         start = time.perf_counter()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         seconds = time.perf_counter() - start
+        server_cpu = server.cpu_seconds() - server_cpu
+        client_cpu = time.process_time() - client_cpu
     finally:
         server.stop()
     assert not failures, failures[:3]
     resources = (bundles - 1) * per_bundle
     emit(name="transaction_bundles", backend=backend, resources_per_s=round(resources / seconds),
          bundles=bundles - 1, resources=resources, seconds=round(seconds, 2), clients=clients,
-         workers=workers)
+         workers=workers, server_cpu_us_per_resource=round(server_cpu / resources * 1e6),
+         client_cpu_us_per_resource=round(client_cpu / resources * 1e6))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ connection-like object, ``?``-placeholder SQL (rewritten for psycopg), bulk row 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import threading
@@ -69,6 +70,10 @@ class Backend:
 class SqliteBackend(Backend):
     """SQLite in WAL mode; a small connection pool; writers serialised by BEGIN IMMEDIATE.
 
+    Writers queue on a lock of their own before ``BEGIN IMMEDIATE`` — a thread lock within a
+    process and ``flock`` on ``<db>-writer.lock`` across processes — so a waiting writer wakes
+    the moment the lock is free, instead of SQLite's busy handler polling with growing sleeps.
+
     Durability: ``synchronous=NORMAL`` — a commit survives a crash of the process (the WAL is
     written), and is on disk after the next checkpoint's fsync. Checkpoints run in a background
     thread each second instead of inside whichever commit crosses SQLite's threshold, which
@@ -88,6 +93,8 @@ class SqliteBackend(Backend):
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        self._writer = threading.Lock()
+        self._writer_file = None if path == ":memory:" else open(f"{path}-writer.lock", "a")
         self._checkpointer: threading.Thread | None = None
 
     def _checkpoint_loop(self) -> None:
@@ -119,6 +126,23 @@ class SqliteBackend(Backend):
 
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
+        """BEGIN … COMMIT on a pooled connection; writers one at a time (see the class)."""
+        if not write:
+            with self._begin(write=False) as conn:
+                yield conn
+            return
+        with self._writer:
+            if self._writer_file is not None:
+                fcntl.flock(self._writer_file, fcntl.LOCK_EX)
+            try:
+                with self._begin(write=True) as conn:
+                    yield conn
+            finally:
+                if self._writer_file is not None:
+                    fcntl.flock(self._writer_file, fcntl.LOCK_UN)
+
+    @contextmanager
+    def _begin(self, *, write: bool) -> Iterator[sqlite3.Connection]:
         """A connection from a small LIFO pool (not one per thread: a server's thread pool
         would otherwise keep dozens of cold page caches), inside BEGIN … COMMIT."""
         with self._lock:
@@ -162,6 +186,8 @@ class SqliteBackend(Backend):
                 conn.close()
             self._all.clear()
             self._idle.clear()
+        if self._writer_file is not None:
+            self._writer_file.close()
 
 
 @lru_cache(maxsize=2048)
