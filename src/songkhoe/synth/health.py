@@ -20,9 +20,10 @@ Targets from Vietnamese surveys:
 - Hypertension in men vs women (ages 25+): 28.3% vs 23.1% → odds ratio 1.31 (Son PT et al.,
   J Hum Hypertens 2012;26:268–80).
 - Hypertension cascade, ages 30–79: 47% of people with hypertension diagnosed, 30% treated,
-  13% controlled (WHO, Global report on hypertension 2023, Viet Nam country profile).
+  13% controlled (WHO, Global report on hypertension 2023, Viet Nam country profile; partly
+  verified, see CLINICAL.md).
 - Diabetes: 63.6% of people with diabetes undiagnosed (national survey 2012, Ministry of
-  Health / National Hospital of Endocrinology, reported by VNA 14 Nov 2016); of treated
+  Health / National Hospital of Endocrinology, reported by VNA/VietnamPlus); of treated
   patients 36.1% reach HbA1c < 7% (DiabCare Asia Vietnam, outpatients with type 2 diabetes).
 - HbA1c from glucose: ADAG, estimated average glucose (mmol/L) = 1.59 × HbA1c − 2.59
   (Nathan DM et al., Diabetes Care 2008;31:1473–8), applied to the person's fasting level.
