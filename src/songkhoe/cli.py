@@ -29,10 +29,10 @@ def serve(args: argparse.Namespace) -> int:
 
     db = args.db or f"sqlite:///{default_sqlite_path()}"
     store = open_store(db)  # create or migrate the schema once, before workers start
-    if args.demo:
-        _load_demo(store, args)
     shown_host = "localhost" if args.host in ("0.0.0.0", "127.0.0.1", "::") else args.host
     print(f"songkhoe: database {db.split('@')[-1] if '@' in db else db}", flush=True)
+    if args.demo:
+        _load_demo(store, args)
     print(f"songkhoe: FHIR server at http://{shown_host}:{args.port}/fhir "
           f"(capability statement: http://{shown_host}:{args.port}/fhir/metadata)", flush=True)
     common = dict(host=args.host, port=args.port, log_level=args.log_level, access_log=False,
