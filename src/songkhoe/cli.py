@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_DB = "SONGKHOE_DB"
+ENV_MAX_BODY = "SONGKHOE_MAX_BODY_BYTES"
 
 
 def _app_from_env() -> Any:
@@ -18,7 +19,8 @@ def _app_from_env() -> Any:
     from songkhoe.rest.app import create_app
     from songkhoe.store import open_store
 
-    return create_app(open_store(os.environ.get(ENV_DB) or None))
+    return create_app(open_store(os.environ.get(ENV_DB) or None),
+                      max_body_bytes=int(os.environ[ENV_MAX_BODY]))
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -37,14 +39,16 @@ def serve(args: argparse.Namespace) -> int:
           f"(capability statement: http://{shown_host}:{args.port}/fhir/metadata)", flush=True)
     common = dict(host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                   http="httptools", loop="uvloop")
+    max_body = int(args.max_body_mb * 1_000_000)
     if args.workers > 1:
         store.close()
         os.environ[ENV_DB] = db
+        os.environ[ENV_MAX_BODY] = str(max_body)
         uvicorn.run("songkhoe.cli:_app_from_env", factory=True, workers=args.workers, **common)
     else:
         from songkhoe.rest.app import create_app
 
-        uvicorn.run(create_app(store), **common)
+        uvicorn.run(create_app(store, max_body_bytes=max_body), **common)
     return 0
 
 
@@ -188,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--workers", type=int, default=1, help="server processes")
     p.add_argument("--log-level", default="warning")
+    p.add_argument("--max-body-mb", type=float, default=16.0,
+                   help="largest request body accepted, in MB (larger: 413); default 16")
     p.add_argument("--demo", action="store_true",
                    help="load a synthetic demo population first if the database is empty")
     p.add_argument("--demo-people", type=int, default=3000, metavar="N")
@@ -223,8 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(run=synth)
 
     args = parser.parse_args(argv)
+    from songkhoe.store.schema import SchemaTooNew
+
     try:
         return int(args.run(args))
+    except SchemaTooNew as exc:
+        print(f"songkhoe: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 
