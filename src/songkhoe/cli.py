@@ -153,24 +153,26 @@ class _Progress:
 
 
 def import_files(args: argparse.Namespace) -> int:
+    from itertools import chain
+
     from songkhoe.store import open_store
-    from songkhoe.store.bulk import LoadSummary, load, read_resources
+    from songkhoe.store.backends import default_sqlite_path
+    from songkhoe.store.bulk import load_parallel, read_resources
 
     paths = [Path(p) for p in args.files]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         print(f"songkhoe import: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
-    store = open_store(args.db)
+    db = args.db or f"sqlite:///{default_sqlite_path()}"
+    open_store(db).close()  # create or migrate the schema before the workers start
     progress = _Progress()
-    summary = LoadSummary()
     started = time.monotonic()
     try:
-        for path in paths:
-            summary.add(load(store, read_resources(path), progress=progress))
+        summary = load_parallel(db, chain.from_iterable(read_resources(p) for p in paths),
+                                workers=max(1, args.workers), progress=progress)
     finally:
         progress.finish()
-        store.close()
     seconds = time.monotonic() - started
     print(f"loaded {summary.loaded:,}, unchanged {summary.unchanged:,}, "
           f"rejected {len(summary.rejected):,} in {seconds:.1f} s")
@@ -206,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("files", nargs="+")
     p.add_argument("--db", help="database URL (default: the embedded file)")
     p.add_argument("--show-rejected", type=int, default=20, help="rejections to list")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="processes that parse, validate, index and write (default: one per core)")
     p.set_defaults(run=import_files)
 
     p = commands.add_parser("synth", help="generate a synthetic Vietnamese population with "

@@ -72,3 +72,24 @@ def test_the_same_id_twice_in_a_file_keeps_the_later(store, tmp_path):
     load(store, read_resources(_ndjson(tmp_path / "d.ndjson", [json.dumps(first), json.dumps(second)])))
     assert store.read("Patient", "dup").resource["gender"] == "female"
     assert store.read("Patient", "dup").version == 2
+
+
+def test_parallel_load_matches_sequential_and_keeps_file_order(db_url, tmp_path):
+    from songkhoe.store import open_store
+    from songkhoe.store.bulk import load_parallel
+
+    lines = []
+    for n in range(60):
+        lines.append(json.dumps(patient(id=f"p{n}", cccd=f"0010600{n:05d}")))
+        lines.append(json.dumps({**patient(id=f"p{n}", cccd=f"0010600{n:05d}"), "gender": "female"}))
+    lines.insert(7, "not json")
+    path = _ndjson(tmp_path / "par.ndjson", lines)
+    open_store(db_url).close()
+    summary = load_parallel(db_url, read_resources(path), workers=2, chunk=7)
+    assert summary.loaded == 120 and [r.source for r in summary.rejected] == ["par.ndjson:8"]
+    store = open_store(db_url)
+    try:
+        assert store.search("Patient", [("gender", "female"), ("_summary", "count")]).total == 60
+        assert all(store.read("Patient", f"p{n}").version == 2 for n in range(0, 60, 7))
+    finally:
+        store.close()

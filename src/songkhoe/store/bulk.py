@@ -11,6 +11,7 @@ file is idempotent. Resources without an id get a new server id on every run.
 from __future__ import annotations
 
 import io
+import queue
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,8 @@ import orjson
 
 from songkhoe.fhir.outcome import FhirError
 
-from .engine import Store, Tx, check_id, checked
+from .api import Prepared
+from .engine import Store, Tx, check_id, prepare
 from .ids import new_id
 
 BATCH = 2000
@@ -70,10 +72,10 @@ def _parse(raw: bytes | dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"not valid JSON: {exc}") from None
 
 
-def _write_batch(tx: Tx, batch: list[dict[str, Any]]) -> int:
-    """Write validated resources in bulk; returns how many were unchanged."""
+def _write_batch(tx: Tx, batch: list[Prepared]) -> int:
+    """Write prepared resources in bulk; returns how many were unchanged."""
     backend, conn = tx.backend, tx.conn
-    keys = [(r["resourceType"], r["id"]) for r in batch]
+    keys = [(p.resource["resourceType"], p.resource["id"]) for p in batch]
     existing: dict[tuple[str, str], tuple[int, int, bytes | None]] = {}
     for start in range(0, len(keys), 500):
         chunk = keys[start:start + 500]
@@ -84,30 +86,30 @@ def _write_batch(tx: Tx, batch: list[dict[str, Any]]) -> int:
                                [x for key in chunk for x in key]).fetchall()
         for t, i, rid, version, content in rows:
             existing[(t, i)] = (rid, version, bytes(content) if content is not None else None)
-    fresh: list[dict[str, Any]] = []
-    changed: list[tuple[dict[str, Any], int, int]] = []
+    fresh: list[Prepared] = []
+    changed: list[tuple[Prepared, int, int]] = []
     unchanged = 0
-    for resource in batch:
-        key = (resource["resourceType"], resource["id"])
+    for prepared, key in zip(batch, keys):
         if key not in existing:
-            fresh.append(resource)
+            fresh.append(prepared)
             continue
         rid, version, content = existing[key]
-        if content is not None and _same(orjson.loads(content), resource):
+        if content is not None and _same(orjson.loads(content), prepared.resource):
             unchanged += 1
         else:
-            changed.append((resource, rid, version))
+            changed.append((prepared, rid, version))
     rids = [tx.new_rid() for _ in fresh]
     backend.load_rows(conn, "resources", ("rid", "type", "id", "version", "last_updated", "deleted"),
-                      [(rid, r["resourceType"], r["id"], 1, tx.now, False) for r, rid in zip(fresh, rids)])
-    for resource, rid in zip(fresh, rids):
-        tx.stage(resource, rid, 1, "PUT")
+                      [(rid, p.resource["resourceType"], p.resource["id"], 1, tx.now, False)
+                       for p, rid in zip(fresh, rids)])
+    for prepared, rid in zip(fresh, rids):
+        tx.stage(prepared.resource, rid, 1, "PUT", prepared.index)
     if changed:
         backend.executemany(conn, "UPDATE resources SET version = ?, last_updated = ?, deleted = ? "
                             "WHERE rid = ?", [(v + 1, tx.now, False, rid) for _, rid, v in changed])
-        for resource, rid, version in changed:
+        for prepared, rid, version in changed:
             tx.unindex(rid)
-            tx.stage(resource, rid, version + 1, "PUT")
+            tx.stage(prepared.resource, rid, version + 1, "PUT", prepared.index)
     tx.flush()
     return unchanged
 
@@ -121,11 +123,28 @@ def _same(stored: dict[str, Any], incoming: dict[str, Any]) -> bool:
     return strip(stored) == strip(incoming)
 
 
+def _prepared(source: str, raw: bytes | dict[str, Any]) -> Prepared | Rejection:
+    """Parse, validate, normalise and index one item, or say why it is rejected."""
+    try:
+        prepared = prepare(_parse(raw))
+        resource = prepared.resource
+        if "id" in resource:
+            check_id(resource["id"])
+        else:
+            resource["id"] = new_id()
+        return prepared
+    except ValueError as exc:
+        return Rejection(source, str(exc))
+    except FhirError as exc:
+        return Rejection(source, "; ".join(f"{i.expression}: {i.diagnostics}" if i.expression
+                                           else i.diagnostics for i in exc.issues))
+
+
 def load(store: Store, items: Iterable[tuple[str, bytes | dict[str, Any]]], *,
          progress: Callable[[int], None] | None = None) -> LoadSummary:
-    """Validate and load (source, raw resource) items in batches."""
+    """Validate and load (source, raw resource) items in batches, one transaction each."""
     summary = LoadSummary()
-    batch: list[dict[str, Any]] = []
+    batch: list[Prepared] = []
     seen: set[tuple[str, str]] = set()
 
     def flush() -> None:
@@ -139,26 +158,110 @@ def load(store: Store, items: Iterable[tuple[str, bytes | dict[str, Any]]], *,
             seen.clear()
 
     for source, raw in items:
-        try:
-            resource = checked(_parse(raw))
-            if "id" in resource:
-                check_id(resource["id"])
-            else:
-                resource["id"] = new_id()
-        except (FhirError, ValueError) as exc:
-            reason = exc.message if isinstance(exc, FhirError) else str(exc)
-            if isinstance(exc, FhirError):
-                reason = "; ".join(f"{i.expression}: {i.diagnostics}" if i.expression else i.diagnostics
-                                   for i in exc.issues)
-            summary.rejected.append(Rejection(source, reason))
+        prepared = _prepared(source, raw)
+        if isinstance(prepared, Rejection):
+            summary.rejected.append(prepared)
             continue
-        key = (resource["resourceType"], resource["id"])
+        key = (prepared.resource["resourceType"], prepared.resource["id"])
         if key in seen:  # the same resource twice in one batch: the later one wins
             flush()
         seen.add(key)
-        batch.append(resource)
+        batch.append(prepared)
         if len(batch) >= BATCH:
             flush()
     flush()
     summary.loaded -= summary.unchanged
     return summary
+
+
+def _route(raw: bytes | dict[str, Any], workers: int, turn: int) -> int:
+    """The worker for an item: by (type, id), so one resource always goes to the same worker
+    and its versions keep file order; items without an id (or not JSON) in turn."""
+    try:
+        doc = raw if isinstance(raw, dict) else orjson.loads(raw)
+        key = (doc["resourceType"], doc["id"]) if isinstance(doc, dict) else None
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        key = None
+    return hash(key) % workers if key is not None else turn % workers
+
+
+def _load_worker(url: str, inbox: Any, outbox: Any, done: Any) -> None:
+    from . import open_store
+
+    store = open_store(url)
+
+    def items() -> Iterator[tuple[str, bytes | dict[str, Any]]]:
+        while (chunk := inbox.get()) is not None:
+            yield from chunk
+
+    def count(n: int) -> None:
+        with done.get_lock():
+            done.value += n
+
+    try:
+        outbox.put(load(store, items(), progress=count))
+    finally:
+        store.close()
+
+
+def load_parallel(url: str, items: Iterable[tuple[str, bytes | dict[str, Any]]], *,
+                  workers: int, progress: Callable[[int], None] | None = None,
+                  chunk: int = 500) -> LoadSummary:
+    """``load`` in ``workers`` processes, each with its own connection and transactions, so that
+    parsing, validation and indexing use every core. Same results as ``load``."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    done = ctx.Value("q", 0)
+    inboxes = [ctx.Queue(maxsize=16) for _ in range(workers)]
+    outbox = ctx.Queue()
+    procs = [ctx.Process(target=_load_worker, args=(url, inbox, outbox, done), daemon=True)
+             for inbox in inboxes]
+    for proc in procs:
+        proc.start()
+    pending: list[list[tuple[str, bytes | dict[str, Any]]]] = [[] for _ in range(workers)]
+    reported = 0
+
+    def report() -> None:
+        nonlocal reported
+        if progress and done.value > reported:
+            progress(done.value - reported)
+            reported = done.value
+
+    try:
+        for turn, (source, raw) in enumerate(items):
+            target = _route(raw, workers, turn)
+            pending[target].append((source, raw))
+            if len(pending[target]) >= chunk:
+                inboxes[target].put(pending[target])
+                pending[target] = []
+                report()
+        for target, rest in enumerate(pending):
+            if rest:
+                inboxes[target].put(rest)
+        for inbox in inboxes:
+            inbox.put(None)
+        summary = LoadSummary()
+        for _ in procs:
+            while True:
+                try:
+                    summary.add(outbox.get(timeout=0.2))
+                    break
+                except queue.Empty:
+                    report()
+                    if not any(p.is_alive() for p in procs) and outbox.empty():
+                        raise RuntimeError("a load worker died: see its error above") from None
+        report()
+    finally:
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+    summary.rejected.sort(key=lambda r: _source_order(r.source))
+    return summary
+
+
+def _source_order(source: str) -> tuple[str, int]:
+    """``a.ndjson:12`` → ('a.ndjson', 12); ``b.json#entry[3]`` → ('b.json', 3)."""
+    name, _, number = source.rstrip("]").replace("#entry[", ":").rpartition(":")
+    return (name, int(number)) if number.isdigit() else (source, 0)
