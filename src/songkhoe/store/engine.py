@@ -38,6 +38,7 @@ from .ids import new_id
 from .indexer import index_rows
 from .ranges import format_instant, from_us, instant_us
 from .schema import INDEX_COLUMNS
+from . import search_exec
 from .search import Query, parse
 
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
@@ -146,8 +147,7 @@ class Tx(Operations):
             self._history = []
         for table, rows in self._index.items():
             if rows:
-                self.backend.load_rows(self.conn, table, ("rid", "type", "param",
-                                       *INDEX_COLUMNS[table]), rows)
+                self.backend.load_rows(self.conn, table, ("rid", *INDEX_COLUMNS[table]), rows)
                 self._index[table] = []
 
     def _current(self, rtype: str, id: str, *, lock: bool = False) -> tuple[int, int, bool] | None:
@@ -217,7 +217,7 @@ class Tx(Operations):
         widen the match to every resource of the type — else 400 naming ``what``."""
         check_type(type)
         try:
-            query = parse(type, params, strict=True)
+            query = parse(type, params, strict=True, backend=self.backend.name)
         except FhirError as err:
             raise FhirError(400, [Issue(i.code, f"{what}: {i.diagnostics}", i.expression)
                                   for i in err.issues]) from None
@@ -345,48 +345,10 @@ class Tx(Operations):
         if type is not None:
             check_type(type)
         self.flush()
-        q = parse(type, params, strict=strict)
-        if compartment is not None:
-            self._restrict_to_compartment(q, compartment)
-        where = ["r.deleted = ?", *q.conditions]
-        args: list[Any] = [False, *q.args]
-        if type is not None:
-            where.insert(0, "r.type = ?")
-            args.insert(0, type)
-        result = SearchResult(matches=[], params=q.applied)
-        if q.total in ("accurate", "estimate") or q.summary_count:
-            result.total = self._sql(f"SELECT COUNT(*) FROM resources r WHERE {' AND '.join(where)}",
-                                     args).fetchone()[0]
-        if q.summary_count:
-            return result
-        if q.cursor is not None:
-            where.append("r.rid > ?")
-            args.append(q.cursor)
-        rows = self._sql(
-            "SELECT r.rid, r.type, r.id, r.version, r.last_updated, h.content FROM resources r "
-            "JOIN history h ON h.rid = r.rid AND h.version = r.version "
-            f"WHERE {' AND '.join(where)} ORDER BY r.rid LIMIT ?", [*args, q.count + 1]).fetchall()
-        if len(rows) > q.count:
-            rows = rows[:q.count]
-            if rows:
-                result.next_cursor = str(rows[-1][0])
-        result.matches = [Stored(t, i, v, from_us(lu), bytes(c)) for _, t, i, v, lu, c in rows]
-        return result
+        return search_exec.search(self, type, params, compartment=compartment, strict=strict)
 
     def _restrict_to_compartment(self, q: Query, compartment: tuple[str, str]) -> None:
-        ctype, cid = compartment
-        if ctype != "Patient":
-            raise FhirError(400, Issue("not-supported", f"only the Patient compartment is supported, "
-                                       f"not {ctype}"))
-        pairs = [(t, p) for t, ps in definitions.patient_compartment().items()
-                 if q.type in (None, t) for p in ps]
-        if not pairs:
-            q.where("1 = 0")
-            return
-        marks = ", ".join("(?, ?)" for _ in pairs)
-        q.where("r.rid IN (SELECT rid FROM idx_reference WHERE target_id = ? AND "
-                f"target_type = 'Patient' AND (type, param) IN (VALUES {marks}))",
-                cid, *[x for pair in pairs for x in pair])
+        q.terms.append(search_exec.compartment_term(q.types, *compartment))
 
     def history(self, type: str | None = None, id: str | None = None, *,
                 since: datetime | None = None, count: int = 50,
@@ -436,40 +398,8 @@ class Tx(Operations):
                    types: list[str] | None = None, count: int = 100,
                    cursor: str | None = None) -> SearchResult:
         self.read("Patient", patient_id)  # 404/410 for an unknown or deleted patient
-        result = SearchResult(matches=[])
-        rtypes = types or [None]  # type: ignore[list-item]
-        where = ["r.deleted = ?"]
-        args: list[Any] = [False]
-        pairs = [(t, p) for t, ps in definitions.patient_compartment().items()
-                 if types is None or t in types for p in ps]
-        marks = ", ".join("(?, ?)" for _ in pairs) or "(NULL, NULL)"
-        include_self = types is None or "Patient" in rtypes
-        member = (f"r.rid IN (SELECT rid FROM idx_reference WHERE target_id = ? AND target_type = "
-                  f"'Patient' AND (type, param) IN (VALUES {marks}))")
-        member_args = [patient_id, *[x for pair in pairs for x in pair]]
-        if include_self:
-            member = f"({member} OR (r.type = 'Patient' AND r.id = ?))"
-            member_args.append(patient_id)
-        where.append(member)
-        args += member_args
-        if since is not None:
-            where.append("r.last_updated >= ?")
-            args.append(instant_us(since))
-        if cursor:
-            if not cursor.isdigit():
-                raise FhirError(400, Issue("invalid", "this paging link is not valid"))
-            where.append("r.rid > ?")
-            args.append(int(cursor))
-        rows = self._sql(
-            "SELECT r.rid, r.type, r.id, r.version, r.last_updated, h.content FROM resources r "
-            "JOIN history h ON h.rid = r.rid AND h.version = r.version "
-            f"WHERE {' AND '.join(where)} ORDER BY r.rid LIMIT ?", [*args, count + 1]).fetchall()
-        if len(rows) > count:
-            rows = rows[:count]
-            if rows:
-                result.next_cursor = str(rows[-1][0])
-        result.matches = [Stored(t, i, v, from_us(lu), bytes(c)) for _, t, i, v, lu, c in rows]
-        return result
+        return search_exec.everything(self, patient_id, since=since, types=types, count=count,
+                                      cursor=cursor)
 
 
 class Store(Operations):

@@ -1,74 +1,66 @@
-"""Search-index rows of a resource: every R4 search parameter of its type, evaluated once.
+"""Search-index rows of a resource: every stored search parameter of its type, evaluated once.
 
-For each SearchParameter of the resource's type (R4 SearchParameter definitions, generated in
-``songkhoe.fhir.definitions``), the FHIRPath ``expression`` selects nodes, and each node
-becomes rows in the table of the parameter's type, following the R4 Search page's table of
-which datatypes each parameter type matches (http://hl7.org/fhir/R4/search.html#ptypes):
+For each parameter the catalog stores (``catalog.stored_params``), the expression selects
+items (``paths``: plain paths are walked directly, the rest go through FHIRPath) and each item
+becomes rows in the table of the parameter's type, following R4 Search's table of which
+datatypes each parameter type matches (http://hl7.org/fhir/R4/search.html#ptypes):
 
-- string: string, HumanName (family, given, prefix, suffix, text and the whole name),
-  Address (line, city, district, state, postalCode, country, text) — keys are diacritic-folded;
-- token: code, boolean, string/uri/id, Coding, CodeableConcept, Identifier, ContactPoint;
-- reference: Reference (``Type/id``, versioned, absolute URLs), canonical and uri;
-- date: date, dateTime, instant, Period, Timing events — as inclusive µs ranges;
-- number, quantity (Quantity, Age, Duration, Money…), uri.
+- string (§3.1.1.4.9): string, markdown, HumanName (family, given, prefix, suffix, text, and
+  the whole name in both orders), Address (line, city, district, state, postalCode, country,
+  text). The key is diacritic-folded (``fold``); the text as written is kept only when it
+  differs, for ``:exact``.
+- token (§3.1.1.4.10): code, boolean, string/uri/id, Coding, CodeableConcept, Identifier,
+  ContactPoint — (system, code, folded display or text for ``:text``), one row per distinct
+  (system, code). An Identifier with a ``type`` also gets a row for ``:of-type``.
+- reference (§3.1.1.4.12): Reference (``Type/id``, versioned, absolute URLs), canonical and uri;
+  a Reference's ``identifier`` gets a token row for ``:identifier``.
+- date (§3.1.1.4.5): date, dateTime, instant, Period (an open end is unbounded), Timing events —
+  inclusive µs ranges (``ranges.date_range``).
+- number (§3.1.1.4.6) and quantity (§3.1.1.4.8): Quantity and its profiles (Age, Duration …),
+  Range, Money — the number as written (``lo``; ``hi`` only for a Range or a comparator), and,
+  when the unit is UCUM, the value in canonical units (``ucum``); for a known analyte a second
+  row in the other dimension (mg/dL ↔ mmol/L).
+- uri (§3.1.1.4.11): uri, url, canonical.
+- composite (§3.1.1.4.7) rooted at a repeating element: one row per component per element,
+  tagged with the element's position (``grp``).
+- ``_text`` (§3.1.1.5.5): the distinct folded words of the narrative.
 
-``_id`` and ``_lastUpdated`` are columns of ``resources``; composite and special parameters are
-not indexed here (see docs/architecture.md).
+``_id`` and ``_lastUpdated`` are columns of ``resources``. Values the validator accepts but a
+range cannot hold (a partial time) are skipped.
 """
 
 from __future__ import annotations
 
+import html
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from songkhoe.fhir import definitions
-from songkhoe.fhir import fhirpath
-from songkhoe.fhir.fhirpath import Node
 from songkhoe.fhir.text import fold
 
-from .ranges import MAX_US, MIN_US, RangeError, date_range, number_range
+from . import ucum
+from .catalog import Param, identifier_sp, of_type_sp, stored_params, system_key
+from .paths import Walk, compile_walk, is_a
+from .ranges import MAX_US, MIN_US, RangeError, date_range
 
-Rows = dict[str, list[tuple[Any, ...]]]  # index table -> rows (type, param, ...) without rid
+Rows = dict[str, list[tuple[Any, ...]]]  # index table -> rows (columns after rid)
 
-INDEXED_TYPES = {"string": "idx_string", "token": "idx_token", "reference": "idx_reference",
-                 "date": "idx_date", "number": "idx_number", "quantity": "idx_quantity",
-                 "uri": "idx_uri"}
-_NOT_INDEXED = {"_id", "_lastUpdated"}
-_MAX_KEY = 512  # long strings are indexed by their first characters
+TABLES = ("idx_string", "idx_token", "idx_reference", "idx_date", "idx_quantity", "idx_uri")
+MAX_KEY = 512  # long strings are indexed by their first characters
+MAX_WORDS = 1000  # narrative words indexed per resource
+BIG = 1e300  # an open end of a quantity range (comparator < or >)
+
+_NAME_PARTS = ("family", "given", "prefix", "suffix", "text", "line", "city", "district", "state",
+               "postalCode", "country")
 
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def token_values(value: Any) -> Iterable[tuple[str | None, str | None, str | None]]:
-    """(system, code, folded display) triples of one node."""
-    if isinstance(value, bool):
-        yield None, "true" if value else "false", None
-    elif isinstance(value, (str, int, float)):
-        yield None, str(value), None
-    elif isinstance(value, dict):
-        if "coding" in value or ("text" in value and "code" not in value and "value" not in value):
-            text = _text(value.get("text"))
-            codings = value.get("coding") or []
-            for coding in codings:
-                display = _text(coding.get("display")) or text
-                yield coding.get("system"), coding.get("code"), fold(display) if display else None
-            if text and not codings:
-                yield None, None, fold(text)
-        elif "code" in value:  # Coding, or a Quantity's unit code
-            display = _text(value.get("display"))
-            yield value.get("system"), value.get("code"), fold(display) if display else None
-        elif "value" in value:  # Identifier or ContactPoint
-            type_text = (value.get("type") or {}).get("text") if isinstance(value.get("type"), dict) else None
-            yield value.get("system"), str(value["value"]), fold(type_text) if type_text else None
-
-
-_NAME_PARTS = ("family", "given", "prefix", "suffix", "text", "line", "city", "district", "state",
-               "postalCode", "country")
+# --- values per parameter type ----------------------------------------------------------------
 
 
 def string_values(value: Any) -> Iterable[str]:
@@ -90,16 +82,58 @@ def string_values(value: Any) -> Iterable[str]:
                 yield f"{given} {family}"
 
 
+def token_values(value: Any, typ: str | None = None
+                 ) -> Iterable[tuple[str | None, str | None, str | None]]:
+    """(system, code, folded display) triples of one node."""
+    if isinstance(value, bool):
+        yield None, "true" if value else "false", None
+    elif isinstance(value, (str, int, float)):
+        yield None, str(value), None
+    elif isinstance(value, dict):
+        if typ == "CodeableConcept" or (typ is None and ("coding" in value or (
+                "text" in value and "code" not in value and "value" not in value))):
+            text = _text(value.get("text"))
+            codings = value.get("coding") or []
+            folded_text = fold(text) if text else None
+            extra_text = False
+            for coding in codings:
+                if not isinstance(coding, dict):
+                    continue
+                display = _text(coding.get("display"))
+                yield coding.get("system"), coding.get("code"), fold(display) if display \
+                    else folded_text
+                extra_text = extra_text or (display is not None and folded_text is not None)
+            if folded_text and (not codings or extra_text):
+                yield None, None, folded_text
+        elif "code" in value:  # Coding, or a Quantity's unit code
+            display = _text(value.get("display"))
+            yield value.get("system"), value.get("code"), fold(display) if display else None
+        elif "value" in value:  # Identifier or ContactPoint
+            kind = value.get("type")
+            type_text = kind.get("text") if isinstance(kind, dict) else None
+            yield value.get("system"), str(value["value"]), fold(type_text) if \
+                isinstance(type_text, str) and type_text else None
+
+
+def of_type_values(value: Any) -> Iterable[tuple[str, str]]:
+    """("type system|type code", value) of an Identifier with a type (``:of-type``)."""
+    if not isinstance(value, dict) or "value" not in value or not isinstance(value.get("type"), dict):
+        return
+    for coding in value["type"].get("coding") or []:
+        if isinstance(coding, dict) and coding.get("code"):
+            yield f"{coding.get('system') or ''}|{coding['code']}", str(value["value"])
+
+
 def reference_values(value: Any) -> Iterable[tuple[str | None, str | None, str | None]]:
     """(target type, target id, url) of a Reference, canonical or uri node."""
     text = value.get("reference") if isinstance(value, dict) else value
     if not isinstance(text, str) or not text or text.startswith("#"):
         return
     parts = text.split("/")
-    if "://" not in text and not text.startswith("urn:") and len(parts) in (2, 4):
+    if "://" not in text and not text.startswith("urn:") and len(parts) in (2, 4) and parts[1]:
         yield parts[0], parts[1], None
     else:
-        yield None, None, text.split("|")[0]
+        yield None, None, text.split("|")[0][:MAX_KEY * 4]
 
 
 def date_values(value: Any) -> Iterable[tuple[int, int]]:
@@ -116,18 +150,75 @@ def date_values(value: Any) -> Iterable[tuple[int, int]]:
                     yield date_range(event)
 
 
-def number_values(value: Any) -> Iterable[tuple[float, float]]:
+def _number(value: Any) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        yield number_range(value)
+        return float(value)
+    return None
 
 
-def quantity_values(value: Any) -> Iterable[tuple[str | None, str | None, float, float]]:
-    if isinstance(value, dict) and isinstance(value.get("value"), (int, float)):
-        lo, hi = number_range(value["value"])
+def quantity_values(value: Any, typ: str | None = None
+                    ) -> Iterable[tuple[str | None, str | None, float, float | None]]:
+    """(system, code or unit, lo, hi) of a Quantity (and profiles), Range or Money; ``hi`` is
+    None for a plain value."""
+    if not isinstance(value, dict):
+        return
+    number = _number(value.get("value"))
+    if number is not None:
         if "currency" in value:  # Money
-            yield "urn:iso:std:iso:4217", value["currency"], lo, hi
-        else:
-            yield value.get("system"), value.get("code") or value.get("unit"), lo, hi
+            yield "urn:iso:std:iso:4217", value["currency"], number, None
+            return
+        comparator = value.get("comparator")
+        top: float | None = None
+        if comparator in ("<", "<="):
+            number, top = -BIG, number
+        elif comparator in (">", ">="):
+            top = BIG
+        yield value.get("system"), value.get("code") or value.get("unit"), number, top
+    elif typ == "Range" or (typ is None and ("low" in value or "high" in value)):
+        low, high = value.get("low") or {}, value.get("high") or {}
+        start, end = _number(low.get("value")), _number(high.get("value"))
+        if start is None and end is None:
+            return
+        unit_of = low if start is not None else high
+        yield unit_of.get("system"), unit_of.get("code") or unit_of.get("unit"), \
+            -BIG if start is None else start, BIG if end is None else end
+
+
+def _analyte(parent: Any) -> float | None:
+    """The molar mass of the analyte the element holding a quantity measures (its ``code``)."""
+    code = parent.get("code") if isinstance(parent, dict) else None
+    if not isinstance(code, dict):
+        return None
+    for coding in code.get("coding") or ():
+        if isinstance(coding, dict):
+            mass = ucum.ANALYTES.get((str(coding.get("system")), str(coding.get("code"))))
+            if mass is not None:
+                return mass
+    return None
+
+
+def quantity_rows(value: Any, typ: str | None, parent: Any
+                  ) -> Iterable[tuple[Any, ...]]:
+    """(system, unit, lo, hi, clo, chi) rows of one quantity node (see the module docstring)."""
+    for system, code, lo, hi in quantity_values(value, typ):
+        if system == ucum.UCUM and code:
+            low = ucum.canonical(lo, code) if abs(lo) < BIG else None
+            high = ucum.canonical(hi, code) if hi is not None and abs(hi) < BIG else None
+            if low is not None or (lo <= -BIG and high is not None):
+                unit = (low or high)[0]  # type: ignore[index]
+                clo = low[1] if low else -BIG
+                chi = None if hi is None else (high[1] if high else BIG)
+                yield ucum.UCUM, unit, lo, hi, clo, chi
+                mass = _analyte(parent)
+                if mass is not None:
+                    swapped_lo = ucum.swap_substance(unit, clo, mass) if low else None
+                    if swapped_lo is not None:
+                        swapped_hi = None if chi is None else (
+                            (ucum.swap_substance(unit, chi, mass) or (None, chi))[1]
+                            if abs(chi) < BIG else BIG)
+                        yield ucum.UCUM, swapped_lo[0], None, None, swapped_lo[1], swapped_hi
+                continue
+        yield system, code, lo, hi, (lo if code else None), (hi if code else None)
 
 
 def uri_values(value: Any) -> Iterable[str]:
@@ -135,101 +226,234 @@ def uri_values(value: Any) -> Iterable[str]:
         yield value
 
 
+_TAG = re.compile(r"<[^>]*>")
+_WORD = re.compile(r"\w+")
+
+
+def narrative_words(resource: dict[str, Any]) -> list[str]:
+    """The distinct folded words of a resource's narrative (``text.div``), for ``_text``."""
+    text = resource.get("text")
+    div = text.get("div") if isinstance(text, dict) else None
+    if not isinstance(div, str):
+        return []
+    words = dict.fromkeys(w[:64] for w in _WORD.findall(fold(html.unescape(_TAG.sub(" ", div)))))
+    return list(words)[:MAX_WORDS]
+
+
+# --- compiled parameters per resource type ----------------------------------------------------
+
+
 @dataclass(frozen=True)
-class _Param:
-    code: str
-    table: str
-    keys: frozenset[str]  # top-level element names the expression can touch
-    evaluate: Callable[[dict[str, Any]], list[Any]]
+class _Plan:
+    param: Param
+    walk: Walk
+    keys: frozenset[str] | None  # top-level keys it reads; None: always evaluate
+    components: tuple[tuple[int, str, Walk], ...] = ()  # composite: (sp, table, walk from root)
 
 
-_TOP_ELEMENT = re.compile(r"(?<![\w.%])([A-Z][A-Za-z]+)\.([a-z][A-Za-z0-9]*)")
-
-
-def _top_keys(resource_type: str, expression: str) -> frozenset[str] | None:
-    """Top-level element names an expression reads, or None when it cannot tell."""
-    names = {elem for typ, elem in _TOP_ELEMENT.findall(expression)
-             if typ in (resource_type, "Resource", "DomainResource")}
-    return frozenset(names) if names else None
-
-
-@lru_cache(maxsize=None)
-def _params(resource_type: str) -> tuple[_Param, ...]:
+def _component_walks(p: Param, root_type: str | None) -> tuple[tuple[int, str, Walk], ...]:
     out = []
-    for code, sp in definitions.search_parameters(resource_type).items():
-        table = INDEXED_TYPES.get(sp.type)
-        if table is None or code in _NOT_INDEXED or not sp.expression:
-            continue
-        compiled = fhirpath.compile(sp.expression)
-        keys = _top_keys(resource_type, sp.expression) or frozenset()
-        out.append(_Param(code, table, keys, compiled.raw))
+    for comp in p.components:
+        walk, _ = compile_walk(comp.expression, root_type or p.rtype, rooted=False)
+        out.append((comp.sources[0].sp, comp.table, walk))
     return tuple(out)
 
 
-class _TypeParams:
-    """The indexed parameters of one resource type and which top-level JSON keys wake them."""
+class _TypePlans:
+    """The stored parameters of one resource type and which top-level JSON keys wake them."""
 
-    def __init__(self, resource_type: str) -> None:
-        self.params = _params(resource_type)
-        self.always = tuple(i for i, p in enumerate(self.params) if not p.keys)
+    def __init__(self, rtype: str) -> None:
+        plans = []
+        for p in stored_params(rtype):
+            if p.kind == "composite":
+                assert p.root is not None
+                walk, keys = compile_walk(p.root, rtype)
+                plans.append(_Plan(p, walk, keys))
+            else:
+                assert p.expression is not None
+                walk, keys = compile_walk(p.expression, rtype)
+                plans.append(_Plan(p, walk, keys))
+        self.plans = tuple(plans)
+        self.always = tuple(i for i, p in enumerate(self.plans) if p.keys is None)
         self._by_key: dict[str, tuple[int, ...]] = {}
+        self._component_walks: dict[tuple[str, str | None], tuple[tuple[int, str, Walk], ...]] = {}
 
     def for_key(self, key: str) -> tuple[int, ...]:
-        """Parameters reading JSON key ``key`` (``valueQuantity`` wakes those reading ``value``)."""
         found = self._by_key.get(key)
         if found is None:
-            found = tuple(i for i, p in enumerate(self.params)
-                          if key in p.keys or any(key.startswith(k) and len(key) > len(k)
-                                                  and key[len(k)].isupper() for k in p.keys))
+            found = tuple(i for i, p in enumerate(self.plans) if p.keys and key in p.keys)
             self._by_key[key] = found
         return found
 
-    def relevant(self, resource: dict[str, Any]) -> list[_Param]:
+    def relevant(self, resource: dict[str, Any]) -> list[_Plan]:
         chosen = set(self.always)
         for key in resource:
             chosen.update(self.for_key(key))
-        return [self.params[i] for i in sorted(chosen)]
+        return [self.plans[i] for i in sorted(chosen)]
+
+    def component_walks(self, p: Param, root_type: str | None) -> tuple[tuple[int, str, Walk], ...]:
+        key = (p.code, root_type)
+        found = self._component_walks.get(key)
+        if found is None:
+            found = self._component_walks[key] = _component_walks(p, root_type)
+        return found
 
 
 @lru_cache(maxsize=None)
-def _type_params(resource_type: str) -> _TypeParams:
-    return _TypeParams(resource_type)
+def _type_plans(rtype: str) -> _TypePlans:
+    return _TypePlans(rtype)
+
+
+# --- rows -------------------------------------------------------------------------------------
 
 
 def index_rows(resource: dict[str, Any]) -> Rows:
     """All search-index rows of ``resource`` (its type taken from ``resourceType``)."""
-    rtype = resource["resourceType"]
-    rows: Rows = {table: [] for table in INDEXED_TYPES.values()}
-    for param in _type_params(rtype).relevant(resource):
-        code, table, out = param.code, param.table, rows[param.table]
-        seen: set[tuple[Any, ...]] = set()
-        for item in param.evaluate(resource):
-            value = item.value if type(item) is Node else item
-            for row in _rows_of(table, value):
-                if row not in seen:
-                    seen.add(row)
-                    out.append((rtype, code, *row))
+    plans = _type_plans(resource["resourceType"])
+    rows: Rows = {table: [] for table in TABLES}
+    for plan in plans.relevant(resource):
+        p = plan.param
+        if p.kind == "composite":
+            _composite_rows(plans, plan, resource, rows)
+            continue
+        _add(p.kind, p.sp, plan.walk(resource, None), rows, None)
+    words = narrative_words(resource) if "text" in resource else ()
+    if words:
+        text_sp = _TEXT_SP
+        rows["idx_string"].extend((text_sp, w, None, None) for w in words)
     return rows
 
 
-def _rows_of(table: str, value: Any) -> Iterable[tuple[Any, ...]]:
-    try:
-        if table == "idx_string":
-            for text in string_values(value):
-                yield fold(text)[:_MAX_KEY], text[:_MAX_KEY]
-        elif table == "idx_token":
-            for system, code, display in token_values(value):
-                yield system, code, display
-        elif table == "idx_reference":
-            yield from reference_values(value)
-        elif table == "idx_date":
-            yield from date_values(value)
-        elif table == "idx_number":
-            yield from number_values(value)
-        elif table == "idx_quantity":
-            yield from quantity_values(value)
-        elif table == "idx_uri":
-            for uri in uri_values(value):
-                yield (uri[:_MAX_KEY * 4],)
-    except RangeError:
-        return  # a value the validator let through but search cannot range (e.g. partial time)
+def _text_sp() -> int:
+    from .catalog import sp_id
+    return sp_id("Resource._text")
+
+
+_TEXT_SP = _text_sp()
+
+
+def _composite_rows(plans: _TypePlans, plan: _Plan, resource: dict[str, Any], rows: Rows) -> None:
+    for grp, (node, node_type, _) in enumerate(plan.walk(resource, None)):
+        parts: list[tuple[str, int, Rows]] = []
+        for sp, table, walk in plans.component_walks(plan.param, node_type):
+            kind = _KIND_OF_TABLE[table]
+            part: Rows = {table: []}
+            _add(kind, sp, walk(resource, node), part, grp)
+            if not part[table]:
+                break
+            parts.append((table, sp, part))
+        else:
+            for table, _, part in parts:
+                rows[table].extend(part[table])
+
+
+_KIND_OF_TABLE = {"idx_string": "string", "idx_token": "token", "idx_reference": "reference",
+                  "idx_date": "date", "idx_quantity": "quantity", "idx_uri": "uri"}
+
+
+Items = list[tuple[Any, str | None, Any]]
+
+
+def _add(kind: str, sp: int, items: Items, rows: Rows, grp: int | None) -> None:
+    """Rows of ``items`` for a parameter of type ``kind`` tagged ``sp``."""
+    if items:
+        try:
+            _BUILDERS[kind](sp, items, rows, grp)
+        except RangeError:
+            return  # a value the validator let through but a range cannot hold
+
+
+def _token_rows(sp: int, items: Items, rows: Rows, grp: int | None) -> None:
+    out = rows["idx_token"]
+    seen: set[tuple[Any, Any]] = set()
+    for value, typ, _ in items:
+        for system, code, display in token_values(value, typ):
+            key = (system, code if code is not None else display)
+            if key not in seen:
+                seen.add(key)
+                out.append((sp, system_key(system), code, display, grp))
+        if typ == "Identifier" or (typ is None and isinstance(value, dict) and "type" in value):
+            for type_key, ident in of_type_values(value):
+                out.append((of_type_sp(sp), system_key(type_key), ident, None, grp))
+
+
+def _reference_rows(sp: int, items: Items, rows: Rows, grp: int | None) -> None:
+    out = rows["idx_reference"]
+    seen: set[tuple[Any, ...]] = set()
+    for value, _, _ in items:
+        for row in reference_values(value):
+            if row not in seen:
+                seen.add(row)
+                out.append((sp, *row, grp))
+        ident = value.get("identifier") if isinstance(value, dict) else None
+        if isinstance(ident, dict) and ident.get("value") is not None:
+            rows["idx_token"].append((identifier_sp(sp), system_key(ident.get("system")),
+                                      str(ident["value"]), None, grp))
+
+
+def _string_rows(sp: int, items: Items, rows: Rows, grp: int | None) -> None:
+    out = rows["idx_string"]
+    seen: set[tuple[str, str | None]] = set()
+    for value, _, _ in items:
+        for text in string_values(value):
+            text = text[:MAX_KEY]
+            key = fold(text)
+            row = (key, None if key == text else text)
+            if row not in seen:
+                seen.add(row)
+                out.append((sp, *row, grp))
+
+
+def _date_rows(sp: int, items: Items, rows: Rows, grp: int | None) -> None:
+    out = rows["idx_date"]
+    seen: set[tuple[int, int]] = set()
+    for value, _, _ in items:
+        try:
+            for row in date_values(value):
+                if row not in seen:
+                    seen.add(row)
+                    out.append((sp, *row, grp))
+        except RangeError:
+            continue
+
+
+def _number_rows(sp: int, items: Items, rows: Rows, grp: int | None) -> None:
+    out = rows["idx_quantity"]
+    seen: set[tuple[float, float | None]] = set()
+    for value, typ, _ in items:
+        number = _number(value)
+        ranges = [(number, None)] if number is not None else [
+            (lo, hi) for _, _, lo, hi in quantity_values(value, typ)]  # a Range
+        for lo, hi in ranges:
+            if (lo, hi) not in seen:
+                seen.add((lo, hi))
+                out.append((sp, None, None, lo, hi, None, None, grp))
+
+
+def _quantity_rows(sp: int, items: Items, rows: Rows, grp: int | None) -> None:
+    out = rows["idx_quantity"]
+    seen: set[tuple[Any, ...]] = set()
+    for value, typ, holder in items:
+        if typ is not None and not (is_a(typ, "Quantity") or typ in ("Range", "Money")):
+            continue  # SampledData and the like: no value to compare
+        for system, *rest in quantity_rows(value, typ, holder):
+            row = (system_key(system), *rest)
+            if row not in seen:
+                seen.add(row)
+                out.append((sp, *row, grp))
+
+
+def _uri_rows(sp: int, items: Items, rows: Rows, grp: int | None) -> None:
+    out = rows["idx_uri"]
+    seen: set[str] = set()
+    for value, _, _ in items:
+        for uri in uri_values(value):
+            uri = uri[:MAX_KEY * 4]
+            if uri not in seen:
+                seen.add(uri)
+                out.append((sp, uri, grp))
+
+
+_BUILDERS = {"token": _token_rows, "reference": _reference_rows, "string": _string_rows,
+             "date": _date_rows, "number": _number_rows, "quantity": _quantity_rows,
+             "uri": _uri_rows}

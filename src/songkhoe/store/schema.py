@@ -39,16 +39,70 @@ SQLITE_TYPES = Types(rid="INTEGER PRIMARY KEY", text="TEXT", bigint="INTEGER", b
 POSTGRES_TYPES = Types(rid="BIGINT PRIMARY KEY DEFAULT nextval('rid_seq')", text='TEXT COLLATE "C"', bigint="BIGINT", blob="BYTEA",
                        boolean="BOOLEAN", real="DOUBLE PRECISION")
 
-# The columns of each search-index table after (rid, type, param), in insert order.
+# The columns of each search-index table after ``rid``, in insert order: ``sp`` names the
+# parameter (``catalog.sp_id``), ``grp`` the position of the element a composite's parts sit in.
 INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
-    "idx_string": ("value", "exact"),
-    "idx_token": ("system", "code", "display"),
-    "idx_reference": ("target_type", "target_id", "url"),
-    "idx_date": ("lo", "hi"),
-    "idx_number": ("lo", "hi"),
-    "idx_quantity": ("system", "code", "lo", "hi"),
-    "idx_uri": ("value",),
+    "idx_string": ("sp", "value", "exact", "grp"),
+    "idx_token": ("sp", "system", "code", "display", "grp"),
+    "idx_reference": ("sp", "target_type", "target_id", "url", "grp"),
+    "idx_date": ("sp", "lo", "hi", "grp"),
+    "idx_quantity": ("sp", "system", "unit", "lo", "hi", "clo", "chi", "grp"),
+    "idx_uri": ("sp", "value", "grp"),
 }
+
+#: Dates spanning at least a day are also indexed by their end (``idx_date_long``), so that
+#: ``gt``/``ge``/``sa`` searches bound ``lo`` for everything shorter (``search_sql``).
+LONG_DATE_US = 86_400_000_000
+
+
+def _index_tables(t: Types) -> list[str]:
+    """The search-index tables (http://hl7.org/fhir/R4/search.html#ptypes). Every table has a
+    key index ending in ``rid`` — equal keys list their resources in ``rid`` order, which keyset
+    paging reads without sorting — and an index on ``rid`` for probes and unindexing.
+
+    - string: ``value`` is the folded key, ``exact`` the text as written when it differs;
+    - token: ``system`` is a 64-bit hash of the system URI (``catalog.system_key``), ``display``
+      the folded Coding.display / CodeableConcept.text (``:text``);
+    - reference: ``target_type``/``target_id`` of a relative reference, else ``url``;
+    - date: inclusive µs range; ``idx_date_long`` holds the long ones by their end;
+    - quantity (and number): ``system`` hashed as for tokens, ``lo``/``hi`` the number as
+      written (``hi`` NULL for a plain value),
+      ``unit`` the canonical UCUM unit (or the code as given) and ``clo``/``chi`` the value in it;
+    - uri.
+    """
+    txt, big, real = t.text, t.bigint, t.real
+    return [
+        f"""CREATE TABLE idx_string (rid {big} NOT NULL, sp INTEGER NOT NULL,
+            value {txt} NOT NULL, exact {txt}, grp INTEGER)""",
+        "CREATE INDEX idx_string_key ON idx_string (sp, value, rid)",
+        "CREATE INDEX idx_string_rid ON idx_string (rid)",
+        f"""CREATE TABLE idx_token (rid {big} NOT NULL, sp INTEGER NOT NULL, system {big},
+            code {txt}, display {txt}, grp INTEGER)""",
+        "CREATE INDEX idx_token_key ON idx_token (sp, code, system, rid)",
+        "CREATE INDEX idx_token_rid ON idx_token (rid)",
+        f"""CREATE TABLE idx_reference (rid {big} NOT NULL, sp INTEGER NOT NULL,
+            target_type {txt}, target_id {txt}, url {txt}, grp INTEGER)""",
+        "CREATE INDEX idx_reference_key ON idx_reference (sp, target_id, target_type, rid)",
+        "CREATE INDEX idx_reference_url ON idx_reference (sp, url, rid) WHERE url IS NOT NULL",
+        "CREATE INDEX idx_reference_rid ON idx_reference (rid)",
+        f"""CREATE TABLE idx_date (rid {big} NOT NULL, sp INTEGER NOT NULL, lo {big} NOT NULL,
+            hi {big} NOT NULL, grp INTEGER)""",
+        "CREATE INDEX idx_date_key ON idx_date (sp, lo, hi, rid)",
+        f"CREATE INDEX idx_date_long ON idx_date (sp, hi, lo, rid) WHERE hi - lo >= {LONG_DATE_US}",
+        "CREATE INDEX idx_date_rid ON idx_date (rid)",
+        f"""CREATE TABLE idx_quantity (rid {big} NOT NULL, sp INTEGER NOT NULL, system {big},
+            unit {txt}, lo {real}, hi {real}, clo {real}, chi {real}, grp INTEGER)""",
+        "CREATE INDEX idx_quantity_key ON idx_quantity (sp, lo, hi, rid)",
+        "CREATE INDEX idx_quantity_unit ON idx_quantity (sp, unit, clo, rid) WHERE unit IS NOT NULL",
+        "CREATE INDEX idx_quantity_range ON idx_quantity (sp, hi, rid) WHERE hi IS NOT NULL",
+        "CREATE INDEX idx_quantity_crange ON idx_quantity (sp, unit, chi, rid) "
+        "WHERE chi IS NOT NULL",
+        "CREATE INDEX idx_quantity_rid ON idx_quantity (rid)",
+        f"""CREATE TABLE idx_uri (rid {big} NOT NULL, sp INTEGER NOT NULL, value {txt} NOT NULL,
+            grp INTEGER)""",
+        "CREATE INDEX idx_uri_key ON idx_uri (sp, value, rid)",
+        "CREATE INDEX idx_uri_rid ON idx_uri (rid)",
+    ]
 
 
 def _v1(t: Types) -> list[str]:
@@ -76,36 +130,7 @@ def _v1(t: Types) -> list[str]:
         "CREATE INDEX history_time ON history (last_updated)",
         "CREATE INDEX history_type_time ON history (type, last_updated)",
         "CREATE INDEX resources_type_updated ON resources (type, last_updated)",
-        f"""CREATE TABLE idx_string (rid {t.bigint} NOT NULL, type {txt} NOT NULL,
-            param {txt} NOT NULL, value {txt} NOT NULL, exact {txt} NOT NULL)""",
-        "CREATE INDEX idx_string_key ON idx_string (type, param, value)",
-        "CREATE INDEX idx_string_rid ON idx_string (rid)",
-        f"""CREATE TABLE idx_token (rid {t.bigint} NOT NULL, type {txt} NOT NULL,
-            param {txt} NOT NULL, system {txt}, code {txt}, display {txt})""",
-        "CREATE INDEX idx_token_key ON idx_token (type, param, code, system)",
-        "CREATE INDEX idx_token_rid ON idx_token (rid)",
-        f"""CREATE TABLE idx_reference (rid {t.bigint} NOT NULL, type {txt} NOT NULL,
-            param {txt} NOT NULL, target_type {txt}, target_id {txt}, url {txt})""",
-        "CREATE INDEX idx_reference_key ON idx_reference (target_id, type, param, target_type)",
-        "CREATE INDEX idx_reference_url ON idx_reference (url)",
-        "CREATE INDEX idx_reference_rid ON idx_reference (rid)",
-        f"""CREATE TABLE idx_date (rid {t.bigint} NOT NULL, type {txt} NOT NULL,
-            param {txt} NOT NULL, lo {t.bigint} NOT NULL, hi {t.bigint} NOT NULL)""",
-        "CREATE INDEX idx_date_key ON idx_date (type, param, lo, hi)",
-        "CREATE INDEX idx_date_rid ON idx_date (rid)",
-        f"""CREATE TABLE idx_number (rid {t.bigint} NOT NULL, type {txt} NOT NULL,
-            param {txt} NOT NULL, lo {t.real} NOT NULL, hi {t.real} NOT NULL)""",
-        "CREATE INDEX idx_number_key ON idx_number (type, param, lo, hi)",
-        "CREATE INDEX idx_number_rid ON idx_number (rid)",
-        f"""CREATE TABLE idx_quantity (rid {t.bigint} NOT NULL, type {txt} NOT NULL,
-            param {txt} NOT NULL, system {txt}, code {txt},
-            lo {t.real} NOT NULL, hi {t.real} NOT NULL)""",
-        "CREATE INDEX idx_quantity_key ON idx_quantity (type, param, code, lo)",
-        "CREATE INDEX idx_quantity_rid ON idx_quantity (rid)",
-        f"""CREATE TABLE idx_uri (rid {t.bigint} NOT NULL, type {txt} NOT NULL,
-            param {txt} NOT NULL, value {txt} NOT NULL)""",
-        "CREATE INDEX idx_uri_key ON idx_uri (type, param, value)",
-        "CREATE INDEX idx_uri_rid ON idx_uri (rid)",
+        *_index_tables(t),
     ]
 
 

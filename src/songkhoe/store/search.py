@@ -1,309 +1,327 @@
-"""FHIR search parameters compiled to one SQL statement.
+"""A FHIR search request parsed into SQL terms and result controls: ``parse`` → ``Query``.
 
-Implements R4 Search (http://hl7.org/fhir/R4/search.html): parameter types string (§3.1.1.4.9,
-starts-with on diacritic-folded keys; ``:exact``, ``:contains``), token (§3.1.1.4.10:
-``code``, ``system|code``, ``|code``, ``system|``; ``:text``, ``:not``), reference
-(§3.1.1.4.12: ``Type/id``, ``id``, absolute URL; ``:Type``), date (§3.1.1.4.5 with prefixes
-eq ne gt lt ge le sa eb ap over implicit ranges), number and quantity (§3.1.1.4.6/§3.1.1.4.8),
-uri (§3.1.1.4.11); ``_id``, ``_lastUpdated``; OR with commas, AND by repetition; ``_count``
-with keyset paging (``_cursor``) and ``_total``/``_summary=count``.
+R4 Search (http://hl7.org/fhir/R4/search.html), as this module reads a request:
 
-Every search becomes one statement: ``resources`` filtered by ``rid IN (index sub-select)``
-per parameter, ordered by ``rid`` for stable keyset pages. Unknown parameters are ignored and
-left out of the ``self`` link (lenient handling, the R4 default); a value of the wrong form is a
-400 naming the parameter.
+- every parameter of every R4 resource type (``catalog``), of types number, date, string,
+  token, reference, quantity, uri and composite (§3.1.1.4), with their modifiers and prefixes
+  (``search_sql``, ``search_values``); ``,`` is OR within a parameter, repetition is AND
+  (§3.1.1.5, #combining);
+- chained parameters ``subject:Patient.organization.name=…`` to any depth and reverse chains
+  ``_has:Observation:patient:code=…``, nested (§3.1.1.4.13/14, #chaining, #has —
+  ``search_chain``);
+- the parameters for all resources (§3.1.1.1): ``_id``, ``_lastUpdated``, ``_tag``,
+  ``_profile``, ``_security``, ``_source``, ``_text``, ``_content``, ``_list``, ``_type``
+  (several types in a system search, §3.1.1.5.10?"#type");
+- result parameters (§3.1.1.5.*): ``_sort`` (``search_sort``), ``_count``, ``_include`` and
+  ``_revinclude`` with ``:iterate`` (``search_include``), ``_total``, ``_summary``;
+  ``_elements`` is applied by the REST layer; ``_cursor`` is this store's keyset paging cursor.
+
+Unknown and unsupported parameters and modifiers (``name:fancy``, ``_query``, ``_filter``,
+``_contained``, token ``:above``/``:below``, Location ``near``) are ignored and left out of
+``Query.applied`` — the ``self`` link — under the default lenient handling, and are a 400 under
+``Prefer: handling=strict`` (§3.1.1.3.1? "#errors"). A value of the wrong form is a 400 naming
+the parameter either way.
 """
 
 from __future__ import annotations
 
-import re
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from songkhoe.fhir import definitions
-from songkhoe.fhir.outcome import FhirError, Issue
-from songkhoe.fhir.text import fold
 
-from .ranges import RangeError, date_range, number_range
+from .catalog import Param, Source, params
+from .search_include import Include, parse_include
+from .search_sort import Cursor, SortKey, decode_cursor, sort_key
+from .search_sql import (
+    Ctx,
+    Term,
+    composite_condition,
+    date_term,
+    missing_term,
+    number_term,
+    quantity_term,
+    range_alt,
+    reference_term,
+    rid_term,
+    string_term,
+    text_words_term,
+    token_term,
+    uri_term,
+)
+from .search_values import alternatives, bad, date_value, unescape
 
 DEFAULT_COUNT = 50
 MAX_COUNT = 1000
-_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
-# Result parameters the store applies itself, and ones the REST layer handles.
-_CONTROL = {"_count", "_cursor", "_total", "_summary"}
-_IGNORED = {"_format", "_pretty", "_elements"}
+MAX_CHAIN = 4  # chained or _has levels
+
+#: Modifiers each parameter type takes (R4 Search §3.1.1.3, #modifiers); ``missing`` for all.
+MODIFIERS = {
+    "string": {"exact", "contains"},
+    "token": {"text", "not", "in", "not-in", "of-type"},
+    "reference": {"identifier"},  # and :[type]
+    "date": set(), "number": set(), "quantity": set(),
+    "uri": {"above", "below"},
+    "composite": set(),
+}
+_SUMMARY = ("true", "text", "data", "count", "false")
+_UNSUPPORTED_RESULT = {"_contained", "_containedType", "_query", "_filter"}
+_REST_ONLY = {"_format", "_pretty", "_elements"}
 
 
 @dataclass
 class Query:
-    """A parsed search: SQL conditions on ``r`` (resources) and how to page and count."""
+    """A parsed search: terms AND-ed on the resource, and how to sort, page, count and include."""
 
     type: str | None
-    conditions: list[str] = field(default_factory=list)
-    args: list[Any] = field(default_factory=list)
+    types: list[str] | None  # None: every type
+    terms: list[Term] = field(default_factory=list)
     applied: list[tuple[str, str]] = field(default_factory=list)
     count: int = DEFAULT_COUNT
-    cursor: int | None = None
+    cursor_text: str | None = None
     total: str = "none"  # none | estimate | accurate
-    summary_count: bool = False
+    summary: str | None = None
+    sort: list[SortKey] = field(default_factory=list)
+    includes: list[Include] = field(default_factory=list)
+    ctx: Ctx = field(default_factory=Ctx)
+
+    @property
+    def sort_spec(self) -> str:
+        return ",".join(k.spec for k in self.sort)
+
+    def cursor(self) -> Cursor | None:
+        return decode_cursor(self.cursor_text, self.sort_spec) if self.cursor_text else None
+
+    @property
+    def summary_count(self) -> bool:
+        return self.summary == "count"
+
+    @property
+    def conditions(self) -> list[Term]:
+        """The terms that select resources (for conditional operations)."""
+        return self.terms
 
     def where(self, condition: str, *args: Any) -> None:
-        self.conditions.append(condition)
-        self.args.extend(args)
+        """Add a condition on the resource alias ``{r}``."""
+        self.terms.append(Term(condition, list(args), None, cost=5))
 
 
-def _bad(name: str, message: str) -> FhirError:
-    return FhirError(400, Issue("invalid", f"search parameter {name}: {message}", name))
+def resolve(types: list[str] | None, code: str) -> list[Param]:
+    """The definitions of parameter ``code`` on ``types`` (None: on every type)."""
+    found = []
+    for rtype in types if types is not None else sorted(definitions.resource_types()):
+        p = params(rtype).get(code)
+        if p is not None:
+            found.append(p)
+    return found
 
 
-def split_or(value: str) -> list[str]:
-    """Comma-separated alternatives, honouring ``\\,`` escapes (§3.1.1.6)."""
-    parts = re.split(r"(?<!\\),", value)
-    return [p.replace("\\,", ",") for p in parts]
+def _unknown(strict: bool, raw_name: str, types: list[str] | None, why: str = "") -> None:
+    if strict:
+        where = ", ".join(types) if types and len(types) < 4 else "this search"
+        raise bad(raw_name, why or f"unknown or unsupported parameter for {where}",
+                  code="not-supported")
 
 
-def _split_pipe(value: str) -> tuple[str | None, str]:
-    match = re.search(r"(?<!\\)\|", value)
-    if not match:
-        return None, value.replace("\\|", "|")
-    return value[:match.start()].replace("\\|", "|"), value[match.end():].replace("\\|", "|")
-
-
-def _prefix(value: str) -> tuple[str, str]:
-    if len(value) > 2 and value[:2] in _PREFIXES and not value[2].isalpha():
-        return value[:2], value[2:]
-    return "eq", value
-
-
-def range_clause(prefix: str, lo_col: str, hi_col: str, lo: Any, hi: Any) -> tuple[str, list[Any]]:
-    """Compare a stored range [lo_col, hi_col] with the search range [lo, hi] under a prefix,
-    as R4 Search §3.1.1.4 words it ("the range above the search value intersects…")."""
-    inside = f"({lo_col} >= ? AND {hi_col} <= ?)"
-    if prefix == "eq":
-        return inside, [lo, hi]
-    if prefix == "ne":
-        return f"NOT {inside}", [lo, hi]
-    if prefix == "gt":
-        return f"{hi_col} > ?", [hi]
-    if prefix == "lt":
-        return f"{lo_col} < ?", [lo]
-    if prefix == "ge":
-        return f"({hi_col} > ? OR {inside})", [hi, lo, hi]
-    if prefix == "le":
-        return f"({lo_col} < ? OR {inside})", [lo, lo, hi]
-    if prefix == "sa":
-        return f"{lo_col} > ?", [hi]
-    if prefix == "eb":
-        return f"{hi_col} < ?", [lo]
-    # ap: within 10% — of the value for numbers, of the distance from now for dates (§3.1.1.4)
-    if isinstance(lo, int):
-        margin = abs(time.time_ns() // 1000 - lo) // 10
-    else:
-        margin = abs(lo + hi) / 2 * 0.1
-    return f"({hi_col} >= ? AND {lo_col} <= ?)", [lo - margin, hi + margin]
-
-
-def _date_search_range(name: str, text: str) -> tuple[int, int]:
-    try:
-        return date_range(text)
-    except RangeError as exc:
-        raise _bad(name, str(exc)) from None
-
-
-def _number_search_range(name: str, text: str) -> tuple[float, float]:
-    try:
-        return number_range(text)
-    except RangeError as exc:
-        raise _bad(name, str(exc)) from None
-
-
-def _index(table: str, rtype: str | None, code: str, condition: str) -> str:
-    type_filter = "type = ? AND " if rtype else ""
-    return f"r.rid IN (SELECT rid FROM {table} WHERE {type_filter}param = ? AND ({condition}))"
-
-
-def _string(q: Query, code: str, modifier: str, values: list[str]) -> None:
-    ors, args = [], []
-    for v in values:
-        if modifier == "exact":
-            ors.append("exact = ?")
-            args.append(v)
-        elif modifier == "contains":
-            ors.append("value LIKE ? ESCAPE '\\'")
-            args.append("%" + re.sub(r"([%_\\])", r"\\\1", fold(v)) + "%")
-        else:
-            key = fold(v)
-            ors.append("(value >= ? AND value < ?)")
-            args += [key, key + "\U0010ffff"]
-    _add(q, "idx_string", code, " OR ".join(ors), args, negate=False)
-
-
-def _token(q: Query, code: str, modifier: str, values: list[str]) -> None:
-    ors, args = [], []
-    for v in values:
-        if modifier == "text":
-            ors.append("(display >= ? AND display < ?)")
-            args += [fold(v), fold(v) + "\U0010ffff"]
+def parse(rtype: str | None, params_in: list[tuple[str, str]], *, strict: bool = False,
+          backend: str = "sqlite") -> Query:
+    """A Query for ``rtype`` (None: a system search) from (name, value) pairs."""
+    q = Query(rtype, [rtype] if rtype else None, ctx=Ctx(backend))
+    for name, value in params_in:
+        if name == "_type":  # several types in one search; repeated: all must hold
+            wanted = {unescape(v).strip() for v in alternatives(value)}
+            for t in sorted(wanted):
+                if not definitions.is_resource_type(t):
+                    raise bad("_type", f"{t!r} is not a resource type")
+            q.types = sorted(wanted) if q.types is None else [t for t in q.types if t in wanted]
+            q.applied.append((name, value))
+    if q.types == []:
+        q.terms.append(Term("1 = 0", [], None, cost=1))
+    sorts: list[tuple[str, str]] = []
+    for raw_name, value in params_in:
+        name, _, modifier = raw_name.partition(":")
+        if name == "_type":
             continue
-        system, value = _split_pipe(v)
-        if system is None:
-            ors.append("code = ?")
-            args.append(value)
-        elif system == "":
-            ors.append("(code = ? AND system IS NULL)")
-            args.append(value)
-        elif value == "":
-            ors.append("system = ?")
-            args.append(system)
-        else:
-            ors.append("(code = ? AND system = ?)")
-            args += [value, system]
-    _add(q, "idx_token", code, " OR ".join(ors), args, negate=modifier == "not")
-
-
-def _reference(q: Query, code: str, modifier: str, values: list[str], targets: tuple[str, ...]) -> None:
-    ors, args = [], []
-    for v in values:
-        if "://" in v or v.startswith("urn:"):
-            ors.append("url = ?")
-            args.append(v)
+        if name in _REST_ONLY:
             continue
-        parts = v.split("/")
-        if len(parts) in (2, 4) and definitions.is_resource_type(parts[0]):
-            ors.append("(target_id = ? AND target_type = ?)")
-            args += [parts[1], parts[0]]
-        elif len(parts) == 1 and parts[0]:
-            target = modifier or (targets[0] if len(targets) == 1 else None)
-            if target:
-                ors.append("(target_id = ? AND target_type = ?)")
-                args += [v, target]
-            else:
-                ors.append("target_id = ?")
-                args.append(v)
+        if name == "_count":
+            if not value.isdigit():
+                raise bad(name, f"expected a whole number, got {value!r}")
+            q.count = min(int(value), MAX_COUNT)
+            q.applied.append((raw_name, value))
+        elif name == "_cursor":
+            q.cursor_text = value or None
+        elif name == "_total":
+            if value not in ("none", "estimate", "accurate"):
+                raise bad(name, f"expected none, estimate or accurate, got {value!r}")
+            q.total = value
+            q.applied.append((raw_name, value))
+        elif name == "_summary":
+            if value not in _SUMMARY:
+                raise bad(name, f"expected one of {', '.join(_SUMMARY)}, got {value!r}")
+            q.summary = value
+            q.applied.append((raw_name, value))
+        elif name == "_sort":
+            sorts.append((raw_name, value))
+        elif name in ("_include", "_revinclude"):
+            if modifier not in ("", "iterate", "recurse"):
+                _unknown(strict, raw_name, q.types)
+                continue
+            rules = parse_include(raw_name, value, name == "_revinclude", bool(modifier), q.types)
+            if rules is None:
+                _unknown(strict, raw_name, q.types, f"{value!r} names no reference parameter")
+                continue
+            q.includes += rules
+            q.applied.append((raw_name, value))
+        elif name in _UNSUPPORTED_RESULT:
+            _unknown(strict, raw_name, q.types)
         else:
-            raise _bad(code, f"expected Type/id, an id or an absolute URL, got {v!r}")
-    _add(q, "idx_reference", code, " OR ".join(ors), args, negate=False)
+            if value == "" and modifier != "missing":
+                raise bad(raw_name, "expected a value")
+            term = compile_param(q.ctx, q.types, raw_name, value, strict=strict)
+            if term is None:
+                _unknown(strict, raw_name, q.types)
+                continue
+            q.terms.append(term)
+            q.applied.append((raw_name, value))
+    for raw_name, value in sorts:
+        keys = []
+        for item in (v.strip() for v in value.split(",")):
+            if not item:
+                continue
+            descending = item.startswith("-")
+            code = item.lstrip("-")
+            found = resolve(q.types, code) if code not in ("_id", "_lastUpdated") else []
+            key = sort_key(raw_name, code, descending, found[0] if len(found) == 1 else None)
+            if key is None:
+                _unknown(strict, raw_name, q.types, f"cannot sort on {code!r}")
+                continue
+            keys.append(key)
+        if keys:
+            q.sort = keys  # the last _sort wins
+            q.applied.append((raw_name, ",".join(k.spec for k in keys)))
+    return q
 
 
-def _ranged(q: Query, code: str, table: str, values: list[str], kind: str) -> None:
-    ors, args = [], []
-    for v in values:
-        prefix, rest = _prefix(v)
-        if kind == "date":
-            lo, hi = _date_search_range(code, rest)
-            extra, extra_args = "", []
-        else:
-            number_text, system, unit = rest, None, None
-            if kind == "quantity":
-                number_text, _, tail = rest.partition("|")
-                if tail:
-                    system, _, unit = tail.partition("|")
-            lo, hi = _number_search_range(code, number_text)
-            if prefix not in ("eq", "ne", "ap"):  # §3.1.1.4.1: precision ignored for these
-                lo = hi = float(number_text)
-            extra, extra_args = "", []
-            if unit:
-                extra, extra_args = " AND code = ?", [unit]
-                if system:
-                    extra, extra_args = " AND code = ? AND system = ?", [unit, system]
-        clause, clause_args = range_clause(prefix, "lo", "hi", lo, hi)
-        ors.append(f"({clause}{extra})")
-        args += [*clause_args, *extra_args]
-    _add(q, table, code, " OR ".join(ors), args, negate=False)
+def compile_param(ctx: Ctx, types: list[str] | None, raw_name: str, value: str, *,
+                  strict: bool = False, depth: int = 0) -> Term | None:
+    """One parameter (all its OR-ed values) as a Term, or None when unknown/unsupported."""
+    from . import search_chain
 
-
-def _uri(q: Query, code: str, modifier: str, values: list[str]) -> None:
-    if modifier == "below":
-        ors = ["value LIKE ? ESCAPE '\\'"] * len(values)
-        args: list[Any] = [re.sub(r"([%_\\])", r"\\\1", v) + "%" for v in values]
-    else:
-        ors, args = ["value = ?"] * len(values), list(values)
-    _add(q, "idx_uri", code, " OR ".join(ors), args, negate=False)
-
-
-def _add(q: Query, table: str, code: str, condition: str, args: list[Any], *, negate: bool) -> None:
-    sql = _index(table, q.type, code, condition)
-    if negate:
-        sql = "NOT " + sql
-    q.where(sql, *([q.type] if q.type else []), code, *args)
-
-
-def _special(q: Query, name: str, values: list[str]) -> bool:
-    """``_id`` and ``_lastUpdated``: columns of ``resources``."""
-    if name == "_id":
-        q.where(f"r.id IN ({', '.join('?' * len(values))})", *values)
-        return True
-    if name == "_lastUpdated":
+    if depth > MAX_CHAIN:
+        raise bad(raw_name, f"chains and _has may nest at most {MAX_CHAIN} levels",
+                  code="too-costly")
+    if raw_name.startswith("_has:"):
+        return search_chain.has_term(ctx, types, raw_name, value, strict, depth)
+    head, dot, rest = raw_name.partition(".")
+    if dot:
+        return search_chain.chain_term(ctx, types, head, rest, raw_name, value, strict, depth)
+    code, _, modifier = raw_name.partition(":")
+    values = alternatives(value)
+    if code == "_id":
+        return _id_term(raw_name, modifier, values)
+    if code == "_lastUpdated":
+        if modifier:
+            return None
         ors, args = [], []
         for v in values:
-            prefix, rest = _prefix(v)
-            lo, hi = _date_search_range(name, rest)
-            clause, clause_args = range_clause(prefix, "r.last_updated", "r.last_updated", lo, hi)
-            ors.append(clause)
-            args += clause_args
-        q.where("(" + " OR ".join(ors) + ")", *args)
-        return True
-    return False
+            d = date_value(raw_name, v)
+            sql, a = range_alt(d.prefix, "{r}.last_updated", "{r}.last_updated", d.lo, d.hi,
+                               now=ctx.now_us)
+            ors.append(f"({sql})")
+            args += a
+        return Term("(" + " OR ".join(ors) + ")", args, None, cost=6)
+    if code == "_list":
+        return _list_term(raw_name, modifier, values, types)
+    found = resolve(types, code)
+    if not found:
+        return None
+    kinds = {p.kind for p in found}
+    if len(kinds) != 1:
+        raise bad(raw_name, f"{code} means different things for {', '.join(p.rtype for p in found)}: "
+                            "search one type at a time")
+    kind = kinds.pop()
+    sources: tuple[Source, ...] = tuple(dict.fromkeys(s for p in found for s in p.sources))
+    p = found[0]
+    if kind == "reference" and len(found) > 1:
+        targets = tuple(dict.fromkeys(t for f in found for t in f.targets))
+        p = Param(p.rtype, p.code, p.kind, p.table, p.sp, p.expression, targets, sources)
+    if modifier == "missing":
+        if kind == "composite":
+            comp = p.components[0] if p.components else None
+            if comp is None:
+                return None
+            return missing_term(raw_name, comp.sources, comp.table, value, False)
+        if p.table is None or not sources:
+            return None
+        return missing_term(raw_name, sources, p.table, value, p.shared)
+    if code in ("_text", "_content"):
+        if modifier:
+            return None
+        return text_words_term(raw_name, sources, values, ctx)
+    if kind == "reference":
+        if modifier and modifier not in MODIFIERS["reference"] and not (
+                definitions.is_resource_type(modifier)):
+            return None
+        return reference_term(raw_name, p, sources, modifier, values)
+    if kind == "special" or kind not in MODIFIERS:
+        return None
+    if modifier and modifier not in MODIFIERS[kind]:
+        return None
+    if kind == "string":
+        return string_term(raw_name, p, sources, modifier, values)
+    if kind == "token":
+        return token_term(raw_name, p, sources, modifier, values)
+    if kind == "date":
+        return date_term(raw_name, p, sources, values, ctx.now_us)
+    if kind == "number":
+        return number_term(raw_name, p, sources, values)
+    if kind == "quantity":
+        return quantity_term(raw_name, p, sources, values)
+    if kind == "uri":
+        return uri_term(raw_name, p, sources, modifier, values)
+    # composite: each value is one tuple; values are OR-ed, several definitions (types) too
+    ors, args = [], []
+    for v in values:
+        for definition in found:
+            members = [params(definition.rtype)[m] for m in definition.members] or [definition]
+            for member in members:
+                if not member.components:
+                    continue
+                sql, a = composite_condition(raw_name, member, v, "{r}", ctx, ctx.now_us)
+                ors.append(sql)
+                args += a
+    if not ors:
+        return None
+    return Term("(" + " OR ".join(ors) + ")", args, None, cost=2)
 
 
-def _control(q: Query, name: str, value: str) -> None:
-    if name == "_count":
-        if not value.isdigit():
-            raise _bad(name, f"expected a whole number, got {value!r}")
-        q.count = min(int(value), MAX_COUNT)
-    elif name == "_cursor":
-        if not value.isdigit():
-            raise _bad(name, "this paging link is not valid: start the search again")
-        q.cursor = int(value)
-    elif name == "_total":
-        if value not in ("none", "estimate", "accurate"):
-            raise _bad(name, f"expected none, estimate or accurate, got {value!r}")
-        q.total = value
-    elif name == "_summary":
-        q.summary_count = value == "count"
+def _id_term(raw_name: str, modifier: str, values: list[str]) -> Term | None:
+    if modifier not in ("", "not", "missing"):
+        return None
+    ids = [unescape(v) for v in values]
+    if modifier == "missing":  # every resource has an id
+        if ids[0] not in ("true", "false"):
+            raise bad(raw_name, "expected true or false")
+        return Term("1 = 0" if ids[0] == "true" else "1 = 1", [], None, cost=9)
+    marks = ", ".join("?" * len(ids))
+    if modifier == "not":
+        return Term(f"{{r}}.id NOT IN ({marks})", ids, None, cost=9)
+    return Term(f"{{r}}.id IN ({marks})", ids, None, cost=1)
 
 
-def parse(rtype: str | None, params: list[tuple[str, str]], *, strict: bool = False) -> Query:
-    """A Query for ``rtype`` (None: every type) from (name, value) pairs."""
-    q = Query(rtype)
-    known = definitions.search_parameters(rtype or "Resource")
-    for raw_name, value in params:
-        name, _, modifier = raw_name.partition(":")
-        if name in _CONTROL:
-            _control(q, name, value)
-            if name not in ("_cursor",):
-                q.applied.append((raw_name, value))
-            continue
-        if name in _IGNORED:
-            continue
-        values = split_or(value)
-        if _special(q, name, values):
-            q.applied.append((raw_name, value))
-            continue
-        sp = known.get(name)
-        if sp is None or sp.type not in ("string", "token", "reference", "date", "number",
-                                         "quantity", "uri"):
-            if strict:
-                raise _bad(raw_name, f"unknown or unsupported for {rtype or 'all types'}")
-            continue
-        if modifier == "missing":
-            if value not in ("true", "false"):
-                raise _bad(raw_name, f"expected true or false, got {value!r}")
-            table = {"string": "idx_string", "token": "idx_token", "reference": "idx_reference",
-                     "date": "idx_date", "number": "idx_number", "quantity": "idx_quantity",
-                     "uri": "idx_uri"}[sp.type]
-            _add(q, table, name, "1 = 1", [], negate=value == "true")
-        elif sp.type == "string":
-            _string(q, name, modifier, values)
-        elif sp.type == "token":
-            _token(q, name, modifier, values)
-        elif sp.type == "reference":
-            _reference(q, name, modifier, values, tuple(sp.targets))
-        elif sp.type in ("date", "number", "quantity"):
-            _ranged(q, name, {"date": "idx_date", "number": "idx_number",
-                              "quantity": "idx_quantity"}[sp.type], values, sp.type)
-        else:
-            _uri(q, name, modifier, values)
-        q.applied.append((raw_name, value))
-    return q
+def _list_term(raw_name: str, modifier: str, values: list[str],
+               types: list[str] | None) -> Term | None:
+    """``_list=id``: the resources List/id has as entries (§3.1.1.5.11? "#list")."""
+    if modifier:
+        return None
+    ids = [unescape(v) for v in values]
+    if any(i.startswith("$") for i in ids):
+        return None  # functional lists ($current-problems …) are not kept
+    item = params("List").get("item")
+    assert item is not None
+    marks = ", ".join("?" * len(ids))
+    return rid_term(f"SELECT t.rid FROM resources l JOIN idx_reference x ON x.rid = l.rid "
+                    f"JOIN resources t ON t.type = x.target_type AND t.id = x.target_id "
+                    f"WHERE l.type = 'List' AND l.id IN ({marks}) AND x.sp = ?",
+                    [*ids, item.sp], cost=2, pure=False)
