@@ -79,7 +79,10 @@ def test_search_errors(client):
 def test_unknown_parameters_lenient_or_strict(client):
     created(client, patient())
     r = client.get("/fhir/Patient", params={"shoe-size": "42"})
-    assert r.status_code == 200 and len(r.json()["entry"]) == 1
+    assert r.status_code == 200
+    match, note = r.json()["entry"]
+    assert match["search"]["mode"] == "match" and note["search"]["mode"] == "outcome"
+    assert note["resource"]["issue"][0]["expression"] == ["shoe-size"]
     assert "shoe-size" not in r.json()["link"][0]["url"]
     outcome(client.get("/fhir/Patient", params={"shoe-size": "42"},
                        headers={"Prefer": "handling=strict"}), 400)

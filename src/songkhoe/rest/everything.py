@@ -3,7 +3,8 @@
 FHIR R4 Patient $everything (http://hl7.org/fhir/R4/patient-operation-everything.html), invoked
 as an operation (http://hl7.org/fhir/R4/operations.html#executing) with ``GET``. Supported
 parameters: ``_since`` (instant), ``_type`` (comma-separated or repeated resource types),
-``_count`` (page size); pages continue through ``next`` links carrying ``_cursor``. The
+``_count`` (page size); pages continue through ``next`` (and ``previous``) links carrying the
+store's keyset ``_cursor``. The
 ``start``/``end`` care-date window is not supported (400). The answer is a ``searchset`` Bundle.
 """
 
@@ -43,4 +44,5 @@ def everything(ops: Operations, call: Call, types: frozenset[str]) -> Answer:
     applied = [(k, v) for k, v in call.params if k != "_cursor"]
     shown = SearchResult(result.matches, result.included, result.total, applied,
                          result.next_cursor, result.prev_cursor)
-    return Answer(200, body=searchset(shown, call, f"Patient/{t.id}/$everything"))
+    return Answer(200, body=searchset(shown, call, f"Patient/{t.id}/$everything",
+                                      report_ignored=False))

@@ -1,40 +1,44 @@
 """search: ``GET [base]/[type]?…``, ``POST [base]/[type]/_search``, ``GET [base]?…`` (all types)
 and compartment search ``GET [base]/Patient/[id]/[type]?…``.
 
-FHIR R4 §3.1.0.9 search (http://hl7.org/fhir/R4/http.html#search) and the search framework
-(http://hl7.org/fhir/R4/search.html): the answer is a ``searchset`` Bundle with ``total`` when the
-store counted, a ``self`` link built from the parameters the store applied (#conformance),
-``next``/``previous`` links carrying the store's keyset cursor as ``_cursor`` (paging,
-http://hl7.org/fhir/R4/http.html#paging), and entries with ``fullUrl`` and ``search.mode``
-``match`` or ``include`` (§2.21.1.6.2, search.html#modes). ``Prefer: handling=strict`` makes
-unknown parameters an error (search.html#errors). The parameters themselves — including
-``_count``, ``_total``, ``_summary=count`` — are the store's to apply; ``_elements`` and
-``_summary=text|data`` shape each match here, as for read.
+FHIR R4 RESTful API "search" (http://hl7.org/fhir/R4/http.html#search) and R4 Search
+(http://hl7.org/fhir/R4/search.html). The parameters are the store's to apply (``_count``,
+``_sort``, ``_total``, ``_summary=count``, ``_include``…, see ``songkhoe.store.search``); this
+module turns its ``SearchResult`` into a ``searchset`` Bundle:
+
+- ``total`` when the store counted (``_total``, ``_summary=count``, ``_count=0``);
+- a ``self`` link built from the parameters the store applied — unknown or unsupported ones
+  are left out (R4 Search, "Handling errors", search.html#errors) — and ``next``/``previous``
+  links carrying the store's keyset cursor as ``_cursor`` (http.html#paging);
+- entries with ``fullUrl`` and ``search.mode`` ``match`` or ``include`` (search.html#modes);
+  when parameters were ignored (lenient handling, the default), an OperationOutcome entry with
+  ``search.mode`` ``outcome`` names them as warnings. ``Prefer: handling=strict`` makes them a
+  400 instead;
+- ``_elements`` and ``_summary=true|text|data`` shape each match here, as for read
+  (search.html#elements, #summary).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from songkhoe.fhir.outcome import Issue, operation_outcome
 from songkhoe.rest.exchange import Answer, Call, embed, encode_query
 from songkhoe.rest.read import subset, wants_subset
 from songkhoe.store.api import Operations, SearchResult, Stored
 
+#: Parameters applied here or carried by links rather than by the store.
+_HERE = frozenset({"_elements", "_cursor", "_format", "_pretty"})
+
 
 def search(ops: Operations, call: Call, *, strict: bool = False) -> Answer:
     t = call.target
-    params = call.params
-    if call.param("_count") == "0":
-        # _count=0 asks for no matches: answer the total only (as _summary=count does)
-        params = [(k, v) for k, v in params if k not in ("_count", "_summary")]
-        params.append(("_summary", "count"))
     if t.compartment is not None:
-        result = ops.search(t.type, params, compartment=t.compartment,
-                            strict=strict)
+        result = ops.search(t.type, call.params, compartment=t.compartment, strict=strict)
         ctype, cid = t.compartment
         path = f"{ctype}/{cid}/{t.type or '*'}"
     else:
-        result = ops.search(t.type, params, strict=strict)
+        result = ops.search(t.type, call.params, strict=strict)
         path = t.type or ""
     return Answer(200, body=searchset(result, call, path))
 
@@ -44,7 +48,14 @@ def link_url(base: str, path: str, params: list[tuple[str, str]]) -> str:
     return f"{url}?{encode_query(params)}" if params else url
 
 
-def searchset(result: SearchResult, call: Call, path: str) -> dict[str, Any]:
+def ignored(result: SearchResult, call: Call) -> list[str]:
+    """The parameters of the request the store did not apply (lenient handling)."""
+    applied = {k for k, _ in result.params}
+    return list(dict.fromkeys(k for k, _ in call.params if k not in applied and k not in _HERE))
+
+
+def searchset(result: SearchResult, call: Call, path: str, *,
+              report_ignored: bool = True) -> dict[str, Any]:
     """A ``searchset`` Bundle for one page of ``result``; ``path`` is the searched URL path
     relative to the base (``Patient``, ``Patient/1/Observation``, ``Patient/1/$everything``)."""
     applied = [(k, v) for k, v in result.params if k != "_cursor"]
@@ -69,6 +80,12 @@ def searchset(result: SearchResult, call: Call, path: str) -> dict[str, Any]:
     cut = (elements, summary) if wants_subset(elements, summary) else None
     entries = [entry(s, call, "match", cut) for s in result.matches]
     entries += [entry(s, call, "include") for s in result.included]
+    skipped = ignored(result, call) if report_ignored else []
+    if skipped:
+        entries.append({"resource": operation_outcome([
+            Issue("not-supported", f"the search parameter {name} is unknown or not supported "
+                                   "here and was ignored", name, severity="warning")
+            for name in skipped]), "search": {"mode": "outcome"}})
     if entries:
         bundle["entry"] = entries
     return bundle
