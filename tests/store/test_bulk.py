@@ -56,13 +56,15 @@ def test_rerun_is_idempotent_and_changes_make_versions(store, tmp_path):
 def test_bundle_file_and_resources_without_ids(store, tmp_path):
     bundle = {"resourceType": "Bundle", "type": "collection",
               "entry": [{"resource": patient(cccd="079090000001")},
-                        {"resource": {**patient(cccd="079090000002"), "gender": "robot"}}]}
+                        {"resource": {**patient(cccd="079090000002"), "gender": "robot"}},
+                        {"fullUrl": "urn:uuid:0b2b0b7a-3c53-4a3c-9d7e-6f0f0e9b1a01"}]}
     path = tmp_path / "c.json"
     path.write_bytes(orjson.dumps(bundle))
     summary = load(store, read_resources(path))
     assert summary.loaded == 1
-    assert [r.source for r in summary.rejected] == ["c.json#entry[1]"]
+    assert [r.source for r in summary.rejected] == ["c.json#entry[1]", "c.json#entry[2]"]
     assert "gender" in summary.rejected[0].reason
+    assert "no resource" in summary.rejected[1].reason
     assert store.search("Patient", [("identifier", "079090000001")]).matches
 
 

@@ -38,7 +38,7 @@ class Backend:
     def executemany(self, conn: Any, sql: str, rows: Iterable[Row]) -> None:
         raise NotImplementedError
 
-    def load_rows(self, conn: Any, table: str, columns: Sequence[str], rows: list[Row]) -> None:
+    def load_rows(self, conn: Any, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
         """Insert many rows the fastest way the database offers."""
         placeholders = ", ".join("?" * len(columns))
         self.executemany(conn, f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})",
@@ -227,7 +227,7 @@ class PostgresBackend(Backend):
         with conn.cursor() as cur:
             cur.executemany(_pg_sql(sql), rows)
 
-    def load_rows(self, conn: Any, table: str, columns: Sequence[str], rows: list[Row]) -> None:
+    def load_rows(self, conn: Any, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
         with conn.cursor() as cur:
             with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
                 for row in rows:

@@ -46,7 +46,7 @@ class LoadSummary:
         self.rejected += other.rejected
 
 
-def read_resources(path: Path) -> Iterator[tuple[str, bytes | dict[str, Any]]]:
+def read_resources(path: Path) -> Iterator[tuple[str, bytes | dict[str, Any] | None]]:
     """(``file:line`` or ``file#entry``, raw line or resource) for every resource in a file."""
     with path.open("rb") as handle:
         head = handle.read(4096).lstrip()
@@ -63,9 +63,11 @@ def read_resources(path: Path) -> Iterator[tuple[str, bytes | dict[str, Any]]]:
                 yield f"{path.name}:{n}", line
 
 
-def _parse(raw: bytes | dict[str, Any]) -> dict[str, Any]:
+def _parse(raw: bytes | dict[str, Any] | None) -> dict[str, Any]:
     if isinstance(raw, dict):
         return raw
+    if raw is None:
+        raise ValueError("the Bundle entry has no resource")
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -123,7 +125,7 @@ def _same(stored: dict[str, Any], incoming: dict[str, Any]) -> bool:
     return strip(stored) == strip(incoming)
 
 
-def _prepared(source: str, raw: bytes | dict[str, Any]) -> Prepared | Rejection:
+def _prepared(source: str, raw: bytes | dict[str, Any] | None) -> Prepared | Rejection:
     """Parse, validate, normalise and index one item, or say why it is rejected."""
     try:
         prepared = prepare(_parse(raw))
@@ -140,7 +142,7 @@ def _prepared(source: str, raw: bytes | dict[str, Any]) -> Prepared | Rejection:
                                            else i.diagnostics for i in exc.issues))
 
 
-def load(store: Store, items: Iterable[tuple[str, bytes | dict[str, Any]]], *,
+def load(store: Store, items: Iterable[tuple[str, bytes | dict[str, Any] | None]], *,
          progress: Callable[[int], None] | None = None) -> LoadSummary:
     """Validate and load (source, raw resource) items in batches, one transaction each."""
     summary = LoadSummary()
@@ -174,11 +176,11 @@ def load(store: Store, items: Iterable[tuple[str, bytes | dict[str, Any]]], *,
     return summary
 
 
-def _route(raw: bytes | dict[str, Any], workers: int, turn: int) -> int:
+def _route(raw: bytes | dict[str, Any] | None, workers: int, turn: int) -> int:
     """The worker for an item: by (type, id), so one resource always goes to the same worker
     and its versions keep file order; items without an id (or not JSON) in turn."""
     try:
-        doc = raw if isinstance(raw, dict) else orjson.loads(raw)
+        doc = raw if isinstance(raw, dict) or raw is None else orjson.loads(raw)
         key = (doc["resourceType"], doc["id"]) if isinstance(doc, dict) else None
     except (orjson.JSONDecodeError, KeyError, TypeError):
         key = None
@@ -190,7 +192,7 @@ def _load_worker(url: str, inbox: Any, outbox: Any, done: Any) -> None:
 
     store = open_store(url)
 
-    def items() -> Iterator[tuple[str, bytes | dict[str, Any]]]:
+    def items() -> Iterator[tuple[str, bytes | dict[str, Any] | None]]:
         while (chunk := inbox.get()) is not None:
             yield from chunk
 
@@ -204,7 +206,7 @@ def _load_worker(url: str, inbox: Any, outbox: Any, done: Any) -> None:
         store.close()
 
 
-def load_parallel(url: str, items: Iterable[tuple[str, bytes | dict[str, Any]]], *,
+def load_parallel(url: str, items: Iterable[tuple[str, bytes | dict[str, Any] | None]], *,
                   workers: int, progress: Callable[[int], None] | None = None,
                   chunk: int = 500) -> LoadSummary:
     """``load`` in ``workers`` processes, each with its own connection and transactions, so that
@@ -219,7 +221,7 @@ def load_parallel(url: str, items: Iterable[tuple[str, bytes | dict[str, Any]]],
              for inbox in inboxes]
     for proc in procs:
         proc.start()
-    pending: list[list[tuple[str, bytes | dict[str, Any]]]] = [[] for _ in range(workers)]
+    pending: list[list[tuple[str, bytes | dict[str, Any] | None]]] = [[] for _ in range(workers)]
     reported = 0
 
     def report() -> None:

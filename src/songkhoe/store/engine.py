@@ -169,10 +169,11 @@ class Tx(Operations):
             rid = self.new_rid()
             self._resources.append((rid, rtype, id, 1, self.now, False))
         elif current is None:
-            rid = self._insert_resource(rtype, id)
-            if rid is None:  # a concurrent writer created it first: update that one instead
+            inserted = self._insert_resource(rtype, id)
+            if inserted is None:  # a concurrent writer created it first: update that one instead
                 return self._write(prepared, id, self._current(rtype, id, lock=True), method,
                                    if_match)
+            rid = inserted
         else:
             rid = current[0]
             self._sql("UPDATE resources SET version = ?, last_updated = ?, deleted = ? "
@@ -354,7 +355,8 @@ class Tx(Operations):
                 since: datetime | None = None, count: int = 50,
                 cursor: str | None = None) -> HistoryPage:
         self.flush()
-        where, args = ["1 = 1"], []
+        where: list[str] = ["1 = 1"]
+        args: list[Any] = []
         total = None
         if type is not None:
             check_type(type)
