@@ -3,30 +3,29 @@
 R4 Search (http://hl7.org/fhir/R4/search.html), as this module reads a request:
 
 - every parameter of every R4 resource type (``catalog``), of types number, date, string,
-  token, reference, quantity, uri and composite (§3.1.1.4), with their modifiers and prefixes
-  (``search_sql``, ``search_values``); ``,`` is OR within a parameter, repetition is AND
-  (§3.1.1.5, #combining);
+  token, reference, quantity, uri and composite ("Search Parameter Types", #ptypes), with their
+  modifiers and prefixes (``search_sql``, ``search_values``); ``,`` is OR within a parameter,
+  repetition is AND ("Composite Search Parameters" … "OR" / "AND", #combining);
 - chained parameters ``subject:Patient.organization.name=…`` to any depth and reverse chains
-  ``_has:Observation:patient:code=…``, nested (§3.1.1.4.13/14, #chaining, #has —
-  ``search_chain``);
-- the parameters for all resources (§3.1.1.1): ``_id``, ``_lastUpdated``, ``_tag``,
-  ``_profile``, ``_security``, ``_source``, ``_text``, ``_content``, ``_list``, ``_type``
-  (several types in a system search, §3.1.1.5.10?"#type");
-- result parameters (§3.1.1.5.*): ``_sort`` (``search_sort``), ``_count``, ``_include`` and
+  ``_has:Observation:patient:code=…``, nested ("Chained parameters", #chaining; "Reverse
+  Chaining", #has — ``search_chain``);
+- the "Parameters for all resources" (#all): ``_id``, ``_lastUpdated``, ``_tag``,
+  ``_profile``, ``_security``, ``_source``, ``_text``, ``_content``, ``_list``, and ``_type``
+  for several types in one system search;
+- the "Search result parameters": ``_sort`` (``search_sort``), ``_count``, ``_include`` and
   ``_revinclude`` with ``:iterate`` (``search_include``), ``_total``, ``_summary``;
   ``_elements`` is applied by the REST layer; ``_cursor`` is this store's keyset paging cursor.
 
 Unknown and unsupported parameters and modifiers (``name:fancy``, ``_query``, ``_filter``,
 ``_contained``, token ``:above``/``:below``, Location ``near``) are ignored and left out of
 ``Query.applied`` — the ``self`` link — under the default lenient handling, and are a 400 under
-``Prefer: handling=strict`` (§3.1.1.3.1? "#errors"). A value of the wrong form is a 400 naming
-the parameter either way.
+``Prefer: handling=strict`` ("Handling Errors", #errors). A value of the wrong form is a 400
+naming the parameter either way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from songkhoe.fhir import definitions
 
@@ -55,7 +54,7 @@ DEFAULT_COUNT = 50
 MAX_COUNT = 1000
 MAX_CHAIN = 4  # chained or _has levels
 
-#: Modifiers each parameter type takes (R4 Search §3.1.1.3, #modifiers); ``missing`` for all.
+#: Modifiers each parameter type takes (R4 Search, "Modifiers"); ``missing`` for all.
 MODIFIERS = {
     "string": {"exact", "contains"},
     "token": {"text", "not", "in", "not-in", "of-type"},
@@ -100,10 +99,6 @@ class Query:
     def conditions(self) -> list[Term]:
         """The terms that select resources (for conditional operations)."""
         return self.terms
-
-    def where(self, condition: str, *args: Any) -> None:
-        """Add a condition on the resource alias ``{r}``."""
-        self.terms.append(Term(condition, list(args), None, cost=5))
 
 
 def resolve(types: list[str] | None, code: str) -> list[Param]:
@@ -312,7 +307,7 @@ def _id_term(raw_name: str, modifier: str, values: list[str]) -> Term | None:
 
 def _list_term(raw_name: str, modifier: str, values: list[str],
                types: list[str] | None) -> Term | None:
-    """``_list=id``: the resources List/id has as entries (§3.1.1.5.11? "#list")."""
+    """``_list=id``: the resources List/id has as entries (R4 Search, "_list", #list)."""
     if modifier:
         return None
     ids = [unescape(v) for v in values]
