@@ -31,8 +31,8 @@ class ServerProcess:
         src = str(Path(__file__).resolve().parents[1] / "src")
         env = {**os.environ, "PYTHONPATH": src}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "songkhoe.cli", "serve", "--db", self.db_url, "--port",
-             str(self.port), "--workers", str(self.workers)],
+            [sys.executable, "-m", "songkhoe.cli", "serve", "--insecure-no-auth", "--db", self.db_url,
+             "--port", str(self.port), "--workers", str(self.workers)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

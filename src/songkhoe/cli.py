@@ -1,5 +1,5 @@
 """The ``songkhoe`` command: ``serve`` the FHIR server, ``import`` NDJSON/Bundle files,
-``synth`` a synthetic population."""
+``synth`` a synthetic population, administer ``user``s and ``client``s, ``audit verify``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 ENV_DB = "SONGKHOE_DB"
 ENV_MAX_BODY = "SONGKHOE_MAX_BODY_BYTES"
+ENV_NO_AUTH = "SONGKHOE_INSECURE_NO_AUTH"
 
 
 def _app_from_env() -> Any:
@@ -19,8 +20,15 @@ def _app_from_env() -> Any:
     from songkhoe.rest.app import create_app
     from songkhoe.store import open_store
 
-    return create_app(open_store(os.environ.get(ENV_DB) or None),
-                      max_body_bytes=int(os.environ[ENV_MAX_BODY]))
+    store = open_store(os.environ.get(ENV_DB) or None)
+    return create_app(store, max_body_bytes=int(os.environ[ENV_MAX_BODY]),
+                      auth=None if os.environ.get(ENV_NO_AUTH) == "1" else _auth(store))
+
+
+def _auth(store: Any) -> Any:
+    from songkhoe.auth import Auth
+
+    return Auth(store)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -33,8 +41,25 @@ def serve(args: argparse.Namespace) -> int:
     store = open_store(db)  # create or migrate the schema once, before workers start
     shown_host = "localhost" if args.host in ("0.0.0.0", "127.0.0.1", "::") else args.host
     print(f"songkhoe: database {db.split('@')[-1] if '@' in db else db}", flush=True)
+    auth = None if args.insecure_no_auth else _auth(store)
+    if auth is None:
+        print("songkhoe: WARNING: security is OFF (--insecure-no-auth): anyone who can reach "
+              "this port reads and writes every record, and nothing is audited", flush=True)
+    else:
+        password = auth.bootstrap_admin()
+        if password:
+            print(f"songkhoe: first start: administrator 'admin' created with the one-time "
+                  f"password {password} (shown only now; it must be changed at first sign-in)",
+                  flush=True)
     if args.demo:
         _load_demo(store, args)
+        if auth is not None:
+            from songkhoe.auth.demo import demo_users
+
+            print("songkhoe: demo users (passwords are new at every demo start):", flush=True)
+            for username, password, role, org in demo_users(auth, args.demo_province):
+                print(f"  {username:<12} {password:<14} {role:<18} Organization/{org}",
+                      flush=True)
     print(f"songkhoe: FHIR server at http://{shown_host}:{args.port}/fhir "
           f"(capability statement: http://{shown_host}:{args.port}/fhir/metadata)", flush=True)
     common = dict(host=args.host, port=args.port, log_level=args.log_level, access_log=False,
@@ -44,11 +69,12 @@ def serve(args: argparse.Namespace) -> int:
         store.close()
         os.environ[ENV_DB] = db
         os.environ[ENV_MAX_BODY] = str(max_body)
+        os.environ[ENV_NO_AUTH] = "1" if auth is None else "0"
         uvicorn.run("songkhoe.cli:_app_from_env", factory=True, workers=args.workers, **common)
     else:
         from songkhoe.rest.app import create_app
 
-        uvicorn.run(create_app(store, max_body_bytes=max_body), **common)
+        uvicorn.run(create_app(store, max_body_bytes=max_body, auth=auth), **common)
     return 0
 
 
@@ -202,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--demo-province", type=int, default=1, metavar="CODE",
                    help="province code of the demo population (default 01, Hà Nội)")
     p.add_argument("--demo-communes", type=int, default=5, metavar="N")
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   help="serve without authentication or audit (tests and local tools only)")
     p.set_defaults(run=serve)
 
     p = commands.add_parser("import", help="load NDJSON files or Bundles into the store")
@@ -232,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, help="processes (default: one per core)")
     p.set_defaults(run=synth)
 
+    from songkhoe.auth.cli import add_commands
+
+    add_commands(commands)
     args = parser.parse_args(argv)
     from songkhoe.store.schema import SchemaTooNew
 

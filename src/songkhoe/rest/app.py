@@ -25,9 +25,10 @@ from urllib.parse import parse_qsl
 
 import orjson
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from songkhoe.fhir import definitions
@@ -45,6 +46,7 @@ from songkhoe.rest import (
     update,
     validate_op,
 )
+from songkhoe.rest.auth_routes import AuthEndpoints
 from songkhoe.rest.errors import error_response, internal_error_response
 from songkhoe.rest.exchange import (
     FORMAT_PARAMS,
@@ -69,6 +71,7 @@ from songkhoe.rest.negotiation import (
     parse_resource,
     response_format,
 )
+from songkhoe.rest.guard import AuthGuard, check_entry
 from songkhoe.rest.routing import ID_PATTERN, resolve
 
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
@@ -99,6 +102,8 @@ class FhirApi:
     def dispatch(self, ops: Any, call: Call, in_transaction: bool = False) -> Answer:
         """Run one interaction with ``ops`` (the store, or a transaction)."""
         interaction = call.target.interaction
+        if call.in_bundle:
+            check_entry(call.target)  # each entry against the request's scopes (auth on)
         txf = None if in_transaction else self.store.transaction
         if interaction == "read":
             return read.read(ops, call)
@@ -325,18 +330,36 @@ def _too_large(size: int, limit: int) -> FhirError:
 
 def create_app(store: Any, *, base_url: str | None = None,
                max_body_bytes: int = DEFAULT_MAX_BODY, prefix: str = "/fhir",
-               direct_reads: bool = True) -> Starlette:
+               direct_reads: bool = True, auth: Any = None) -> Starlette:
     """A Starlette app serving the FHIR REST API for ``store`` under ``prefix``.
 
     ``base_url`` fixes the service base used in ``Location``, ``fullUrl`` and links (default:
     from the request's scheme and ``Host``); ``max_body_bytes`` limits request bodies (413);
     ``direct_reads`` runs reads by id on the event loop instead of the thread pool (faster for a
     local database; turn it off when the database is across a network).
+
+    ``auth`` (a ``songkhoe.auth.Auth``) turns security on: the ``/auth`` endpoints and SMART
+    discovery are served, every other route needs a bearer token whose scopes cover the
+    interaction, and every request is audited (``guard``). ``songkhoe serve`` always passes
+    one; without it the API is open — for embedding in tests and tools only.
     """
     api = FhirApi(store, base_url=base_url, max_body_bytes=max_body_bytes, prefix=prefix,
                   direct_reads=direct_reads)
     endpoint = _Endpoint(api)  # an ASGI app, so every method reaches it (405s are FHIR's)
-    app = Starlette(routes=[Route(api.prefix or "/", endpoint),
-                            Route(f"{api.prefix}/{{path:path}}", endpoint)])
+    routes: list[Route] = [Route("/health", _health, methods=["GET"])]
+    middleware: list[Middleware] = []
+    if auth is not None:
+        routes += AuthEndpoints(auth, api.prefix).routes()
+        public = frozenset({"/health", f"{api.prefix}/metadata",
+                            *(r.path for r in routes if r.path != "/health")})
+        middleware.append(Middleware(AuthGuard, auth=auth, fhir_prefix=api.prefix,
+                                     types=api.types, public=public))
+    routes += [Route(api.prefix or "/", endpoint), Route(f"{api.prefix}/{{path:path}}", endpoint)]
+    app = Starlette(routes=routes, middleware=middleware)
     app.state.fhir = api
+    app.state.auth = auth
     return app
+
+
+async def _health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})

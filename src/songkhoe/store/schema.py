@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -134,8 +134,43 @@ def _v1(t: Types) -> list[str]:
     ]
 
 
+def _v2(t: Types) -> list[str]:
+    """Security (``songkhoe.auth``): users, system clients, token-signing keys, revoked token
+    ids, refresh tokens, authorization codes and the hash-chained audit log. Times are seconds
+    since the Unix epoch (µs for ``last_failure`` and ``recorded``); secrets are stored only as hashes (argon2 for passwords, SHA-256 for
+    random tokens), except the signing keys' private halves."""
+    txt, big = t.text, t.bigint
+    return [
+        f"""CREATE TABLE auth_users (
+            username {txt} PRIMARY KEY, password_hash {txt} NOT NULL, role {txt} NOT NULL,
+            org {txt}, practitioner {txt}, must_change INTEGER NOT NULL, locked INTEGER NOT NULL,
+            failures INTEGER NOT NULL, last_failure {big}, created {big} NOT NULL)""",
+        f"""CREATE TABLE auth_clients (
+            client_id {txt} PRIMARY KEY, name {txt} NOT NULL, secret_hash {txt}, jwks {txt},
+            redirect_uris {txt} NOT NULL, scope {txt} NOT NULL, role {txt}, org {txt},
+            created {big} NOT NULL)""",
+        f"""CREATE TABLE auth_keys (
+            kid {txt} PRIMARY KEY, alg {txt} NOT NULL, private_pem {txt} NOT NULL,
+            public_jwk {txt} NOT NULL, created {big} NOT NULL, retired {big})""",
+        f"CREATE TABLE auth_revoked (jti {txt} PRIMARY KEY, expires {big} NOT NULL)",
+        f"""CREATE TABLE auth_refresh (
+            token_hash {txt} PRIMARY KEY, family {txt} NOT NULL, username {txt},
+            client_id {txt}, scope {txt} NOT NULL, claims {txt} NOT NULL, expires {big} NOT NULL,
+            used INTEGER NOT NULL, revoked INTEGER NOT NULL)""",
+        "CREATE INDEX auth_refresh_family ON auth_refresh (family)",
+        f"""CREATE TABLE auth_codes (
+            code_hash {txt} PRIMARY KEY, client_id {txt} NOT NULL, redirect_uri {txt} NOT NULL,
+            challenge {txt} NOT NULL, username {txt} NOT NULL, scope {txt} NOT NULL,
+            expires {big} NOT NULL, used INTEGER NOT NULL)""",
+        f"""CREATE TABLE audit_log (
+            seq {big} PRIMARY KEY, recorded {big} NOT NULL, content {txt} NOT NULL,
+            prev_hash {txt} NOT NULL, hash {txt} NOT NULL)""",
+    ]
+
+
 # MIGRATIONS[n] takes a database at version n to version n + 1.
 MIGRATIONS = {0: _v1}
+MIGRATIONS[1] = _v2
 
 
 class SchemaTooNew(RuntimeError):

@@ -1,0 +1,161 @@
+"""Administration commands: ``songkhoe user add|passwd|lock|unlock|list``,
+``songkhoe client add``, ``songkhoe keys rotate`` and ``songkhoe audit verify``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .identities import ROLES, new_secret
+from .service import Auth
+
+
+def _open(args: argparse.Namespace) -> tuple[Any, Auth]:
+    from songkhoe.store import open_store
+    from songkhoe.store.backends import default_sqlite_path
+
+    store = open_store(args.db or f"sqlite:///{default_sqlite_path()}")
+    return store, Auth(store)
+
+
+def _run(fn: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        store, auth = _open(args)
+        try:
+            return int(fn(auth, args))
+        except ValueError as exc:
+            print(f"songkhoe {args.command}: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            store.close()
+    return run
+
+
+def user_add(auth: Auth, args: argparse.Namespace) -> int:
+    auth.identities.add_user(args.username, args.password, args.role, args.org,
+                             practitioner=args.practitioner, must_change=args.must_change)
+    print(f"user {args.username} added ({args.role}" + (f", Organization/{args.org})" if args.org
+                                                        else ")"))
+    return 0
+
+
+def user_passwd(auth: Auth, args: argparse.Namespace) -> int:
+    password = args.password
+    if password is None:
+        password = new_secret()[:16]
+        auth.identities.set_password(args.username, password, must_change=True)
+        print(f"one-time password for {args.username}: {password} (must be changed at the next "
+              "sign-in)")
+    else:
+        auth.identities.set_password(args.username, password, must_change=args.must_change)
+        print(f"password of {args.username} changed")
+    return 0
+
+
+def user_lock(auth: Auth, args: argparse.Namespace) -> int:
+    locked = args.user_command == "lock"
+    auth.identities.set_locked(args.username, locked)
+    print(f"user {args.username} {'locked' if locked else 'unlocked'}")
+    return 0
+
+
+def user_list(auth: Auth, args: argparse.Namespace) -> int:
+    for u in auth.identities.users():
+        state = "locked" if u.locked else ("must change password" if u.must_change else "active")
+        print(f"{u.username}\t{u.role}\t{u.org or '-'}\t{state}")
+    return 0
+
+
+def client_add(auth: Auth, args: argparse.Namespace) -> int:
+    secret = args.secret
+    if args.generate_secret:
+        secret = new_secret()
+    jwks = json.loads(Path(args.jwks).read_text()) if args.jwks else None
+    if jwks is not None and "keys" not in jwks:
+        jwks = {"keys": [jwks]}
+    auth.identities.add_client(args.client_id, name=args.name, secret=secret, jwks=jwks,
+                               redirect_uris=tuple(args.redirect_uri), scope=args.scope,
+                               role=args.role, org=args.org)
+    print(f"client {args.client_id} added")
+    if args.generate_secret:
+        print(f"client secret (shown only now): {secret}")
+    return 0
+
+
+def keys_rotate(auth: Auth, args: argparse.Namespace) -> int:
+    key = auth.keys.rotate()
+    print(f"new signing key {key.kid}; the previous key verifies tokens for "
+          f"{int(auth.keys.grace)} s more")
+    return 0
+
+
+def audit_verify(auth: Auth, args: argparse.Namespace) -> int:
+    problem = auth.audit.verify()
+    if problem is not None:
+        print(f"audit log BROKEN at entry {problem.seq}: {problem.reason}")
+        return 1
+    count, head = auth.audit.head()
+    print(f"audit log intact: {count} entries, head {head}")
+    return 0
+
+
+def add_commands(commands: Any) -> None:
+    def db(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--db", help="database URL (default: the embedded file)")
+
+    user = commands.add_parser("user", help="manage user accounts")
+    sub = user.add_subparsers(dest="user_command", required=True)
+    p = sub.add_parser("add", help="add a user")
+    db(p)
+    p.add_argument("--username", required=True)
+    p.add_argument("--password", required=True)
+    p.add_argument("--role", required=True, choices=[r for r in ROLES if r != "system"])
+    p.add_argument("--org", help="Organization id the user belongs to (their scope)")
+    p.add_argument("--practitioner", help="Practitioner id (the token's fhirUser)")
+    p.add_argument("--must-change", action="store_true", help="force a change at first sign-in")
+    p.set_defaults(run=_run(user_add))
+    p = sub.add_parser("passwd", help="set or reset a password (no --password: a one-time one)")
+    db(p)
+    p.add_argument("--username", required=True)
+    p.add_argument("--password")
+    p.add_argument("--must-change", action="store_true")
+    p.set_defaults(run=_run(user_passwd))
+    for name in ("lock", "unlock"):
+        p = sub.add_parser(name, help=f"{name} an account")
+        db(p)
+        p.add_argument("--username", required=True)
+        p.set_defaults(run=_run(user_lock))
+    p = sub.add_parser("list", help="list users")
+    db(p)
+    p.set_defaults(run=_run(user_list))
+
+    client = commands.add_parser("client", help="manage OAuth clients")
+    sub = client.add_subparsers(dest="client_command", required=True)
+    p = sub.add_parser("add", help="register a client (SMART app or system)")
+    db(p)
+    p.add_argument("--client-id", required=True)
+    p.add_argument("--name")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--secret", help="client secret (confidential client)")
+    g.add_argument("--generate-secret", action="store_true")
+    g.add_argument("--jwks", metavar="FILE", help="public JWK Set for private_key_jwt")
+    p.add_argument("--redirect-uri", action="append", default=[])
+    p.add_argument("--scope", default="", help="the most this client may ask for")
+    p.add_argument("--role", choices=list(ROLES), help="role for client_credentials")
+    p.add_argument("--org", help="Organization id for client_credentials")
+    p.set_defaults(run=_run(client_add))
+
+    keys = commands.add_parser("keys", help="token-signing keys")
+    sub = keys.add_subparsers(dest="keys_command", required=True)
+    p = sub.add_parser("rotate", help="start signing with a new key")
+    db(p)
+    p.set_defaults(run=_run(keys_rotate))
+
+    audit = commands.add_parser("audit", help="the audit trail")
+    sub = audit.add_subparsers(dest="audit_command", required=True)
+    p = sub.add_parser("verify", help="check the hash chain; exit 1 at the first bad entry")
+    db(p)
+    p.set_defaults(run=_run(audit_verify))

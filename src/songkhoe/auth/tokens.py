@@ -1,0 +1,114 @@
+"""Signed JWT access tokens (RFC 7519; JWT profile for OAuth 2.0 access tokens, RFC 9068).
+
+Claims: ``iss``, ``aud``, ``sub``, ``iat``, ``nbf``, ``exp`` (short: ``ACCESS_TTL``), ``jti``,
+``scope`` (SMART scopes, space separated), ``role``, ``org``, ``client_id`` and optionally
+``patient``, ``purpose`` (purpose of use), ``btg`` (break the glass) and ``fhirUser``.
+Header: ``alg`` ES256 and the signing key's ``kid`` (``keys.KeyRing``).
+
+Verification refuses: a token not signed by one of our valid keys (unknown or expired
+``kid``, bad signature), any ``alg`` other than ES256 (``none`` included — RFC 8725 §3.1),
+a wrong ``iss`` or ``aud``, an expired or not-yet-valid token, missing claims, and a revoked
+``jti`` (revocation, RFC 7009: kept until the token would have expired anyway).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import jwt
+
+from .context import AccessContext
+from .db import Db
+from .keys import ALG, KeyRing
+from .passwords import Clock
+from .scopes import ScopeError, ScopeSet
+
+ACCESS_TTL = 300  # seconds: a stolen token is useful for five minutes at most
+LEEWAY = 30  # clock skew allowed on exp/nbf/iat
+
+
+class InvalidToken(Exception):
+    """Why a bearer token was refused (for ``WWW-Authenticate: error_description``)."""
+
+
+class TokenService:
+    def __init__(self, db: Db, keys: KeyRing, clock: Clock, *, issuer: str, audience: str,
+                 ttl: int = ACCESS_TTL) -> None:
+        self.db = db
+        self.keys = keys
+        self.clock = clock
+        self.issuer = issuer
+        self.audience = audience
+        self.ttl = ttl
+
+    def issue(self, *, subject: str, kind: str, role: str, org: str | None, scope: ScopeSet,
+              client_id: str | None, extra: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        """A signed access token and its claims."""
+        now = int(self.clock())
+        claims: dict[str, Any] = {
+            "iss": self.issuer, "aud": self.audience, "sub": subject, "iat": now, "nbf": now,
+            "exp": now + self.ttl, "jti": secrets.token_urlsafe(16), "scope": str(scope),
+            "kind": kind, "role": role, "org": org, "client_id": client_id,
+        }
+        claims.update({k: v for k, v in (extra or {}).items() if v is not None})
+        key = self.keys.current()
+        token = jwt.encode(claims, key.private, algorithm=ALG, headers={"kid": key.kid})
+        return token, claims
+
+    def decode(self, token: str) -> dict[str, Any]:
+        """The verified claims of ``token``, or ``InvalidToken``."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"malformed token: {exc}") from None
+        if header.get("alg") != ALG:
+            raise InvalidToken(f"tokens must be signed with {ALG}, not {header.get('alg')!r}")
+        key = self.keys.find(str(header.get("kid")))
+        if key is None:
+            raise InvalidToken("the token's signing key (kid) is unknown or retired")
+        try:
+            claims = self._decode_at(token, key)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(str(exc)) from None
+        if self.is_revoked(claims["jti"]):
+            raise InvalidToken("the token has been revoked")
+        return claims
+
+    def _decode_at(self, token: str, key: Any) -> dict[str, Any]:
+        """Decode with signature, iss and aud checks, and time checks against ``self.clock``."""
+        claims: dict[str, Any] = jwt.decode(
+            token, key.private.public_key(), algorithms=[ALG], audience=self.audience,
+            issuer=self.issuer, options={"require": ["exp", "iat", "nbf", "iss", "aud", "sub",
+                                                     "jti"],
+                                         "verify_exp": False, "verify_nbf": False,
+                                         "verify_iat": False})
+        now = self.clock()
+        if int(claims["exp"]) + LEEWAY <= now:
+            raise jwt.ExpiredSignatureError("Signature has expired")
+        if int(claims["nbf"]) - LEEWAY > now:
+            raise jwt.ImmatureSignatureError("The token is not yet valid (nbf)")
+        return claims
+
+    def verify(self, token: str, address: str | None = None) -> AccessContext:
+        claims = self.decode(token)
+        try:
+            scopes = ScopeSet.parse(claims.get("scope", ""))
+        except ScopeError as exc:
+            raise InvalidToken(str(exc)) from None
+        return AccessContext(
+            subject=claims["sub"], kind=claims.get("kind", "user"), role=claims.get("role", ""),
+            org=claims.get("org"), scopes=scopes, client_id=claims.get("client_id"),
+            patient=claims.get("patient"), purpose=claims.get("purpose"),
+            break_glass=bool(claims.get("btg")), address=address, token_id=claims["jti"])
+
+    # --- revocation (RFC 7009) ---------------------------------------------------------------
+
+    def revoke(self, jti: str, expires: float) -> None:
+        with self.db.write() as c:
+            if c.one("SELECT 1 FROM auth_revoked WHERE jti = ?", (jti,)) is None:
+                c.run("INSERT INTO auth_revoked (jti, expires) VALUES (?, ?)", (jti, int(expires)))
+            c.run("DELETE FROM auth_revoked WHERE expires < ?", (int(self.clock()) - 2 * LEEWAY,))
+
+    def is_revoked(self, jti: str) -> bool:
+        return self.db.one("SELECT 1 FROM auth_revoked WHERE jti = ?", (jti,)) is not None

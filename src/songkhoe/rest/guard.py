@@ -1,0 +1,208 @@
+"""Authentication, coarse authorization and audit for every HTTP request (ASGI middleware).
+
+- Public routes (``PUBLIC``: the CapabilityStatement, SMART discovery, the ``/auth``
+  endpoints, ``/health``) answer without a token. Everything else needs
+  ``Authorization: Bearer <access token>`` (RFC 6750 §2.1); a missing or invalid token is a
+  401 with ``WWW-Authenticate: Bearer …`` (RFC 6750 §3) and an OperationOutcome.
+- The token's SMART scopes must cover the interaction's resource type and action
+  (``interaction_action``); if not, 403. Which *rows* a context may see is decided later,
+  inside the store's queries (organisation subtree, patient compartment, scope parameters).
+- The verified ``AccessContext`` is put in the ASGI scope (``scope["songkhoe.access"]``) and
+  in the ``ACCESS`` context variable, which Bundle entries are checked against
+  (``check_entry``) and which reaches store calls made in worker threads.
+- Every request, answered or refused, is written to the audit log as an AuditEvent
+  (``songkhoe.auth.audit``) after its answer is sent.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from typing import Any
+from urllib.parse import unquote
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+
+from songkhoe.auth import AccessContext, Auth, InvalidToken
+from songkhoe.auth.audit import Event
+from songkhoe.fhir.outcome import FhirError, Issue, operation_outcome
+from songkhoe.rest.routing import Target, resolve
+
+ACCESS: contextvars.ContextVar[AccessContext | None] = contextvars.ContextVar(
+    "songkhoe_access", default=None)
+
+#: (type, SMART action) per interaction; None: no clinical scope needed (checked per entry).
+_ACTIONS = {
+    "read": "r", "vread": "r", "history-instance": "r",
+    "search-type": "s", "search-system": "s", "search-compartment": "s",
+    "history-type": "s", "history-system": "s",
+    "create": "c", "update": "u", "patch": "u", "conditional-update": "u",
+    "conditional-patch": "u", "delete": "d", "conditional-delete": "d",
+}
+
+
+def interaction_action(target: Target) -> tuple[str | None, str] | None:
+    """The resource type and SMART action (c r u d s) ``target`` needs; None for a Bundle
+    (its entries are checked one by one) and the CapabilityStatement."""
+    i = target.interaction
+    if i in ("batch-transaction", "capabilities"):
+        return None
+    if i == "operation":
+        if target.operation == "everything":
+            return ("Patient", "r")
+        return (target.type, "r")  # $validate reads nothing, but needs a clinical scope
+    return (target.type, _ACTIONS[i])
+
+
+def check(access: AccessContext, target: Target) -> None:
+    need = interaction_action(target)
+    if need is None:
+        return
+    type_, action = need
+    if not access.scopes.permits(type_, action):
+        what = type_ or "all resource types"
+        raise FhirError(403, f"The token's scopes ({access.scopes}) do not allow "
+                             f"'{action}' on {what}", code="forbidden")
+    if target.compartment and not access.scopes.permits(target.compartment[0], "r"):
+        raise FhirError(403, f"The token's scopes do not allow reading {target.compartment[0]}",
+                        code="forbidden")
+
+
+def check_entry(target: Target) -> None:
+    """Check a Bundle entry against the request's access context (none: auth is off)."""
+    access = ACCESS.get()
+    if access is not None:
+        check(access, target)
+
+
+class AuthGuard:
+    def __init__(self, app: Any, auth: Auth, fhir_prefix: str, types: frozenset[str],
+                 public: frozenset[str]) -> None:
+        self.app = app
+        self.auth = auth
+        self.prefix = fhir_prefix
+        self.types = types
+        self.public = public
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        client = scope.get("client")
+        address = client[0] if client else None
+        query = scope.get("query_string", b"").decode("latin-1")
+        target = self._target(method, path)
+        status = {"code": 500, "location": None}
+        access: AccessContext | None = None
+        refused: str | None = None
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                for k, v in message.get("headers", []):
+                    if k.lower() == b"location":
+                        status["location"] = v.decode("latin-1")
+            await send(message)
+
+        try:
+            if path not in self.public:
+                token = _bearer(scope)
+                if token is None:
+                    refused = "no bearer token"
+                    await _unauthorized("invalid_request", "This endpoint needs an access token "
+                                        "(Authorization: Bearer …); get one at /auth/token")(
+                        scope, receive, sending)
+                    return
+                try:
+                    access = await run_in_threadpool(self.auth.verify, token, address)
+                except InvalidToken as exc:
+                    refused = f"invalid token: {exc}"
+                    await _unauthorized("invalid_token", str(exc))(scope, receive, sending)
+                    return
+                scope["songkhoe.access"] = access
+                if target is not None:
+                    try:
+                        check(access, target)
+                    except FhirError as err:
+                        refused = err.issues[0].diagnostics if err.issues else "forbidden"
+                        await _outcome(403, err)(scope, receive, sending)
+                        return
+            token_var = ACCESS.set(access)
+            try:
+                await self.app(scope, receive, sending)
+            finally:
+                ACCESS.reset(token_var)
+        finally:
+            extra = scope.get("songkhoe.audit", {})
+            event = Event(
+                interaction=_interaction(path, target),
+                method=method, path=path, status=int(status["code"] or 500), query=unquote(query),
+                entity=_entity(status["location"], target, self.prefix), access=access,
+                who=extra.get("who"), address=address, detail=refused or extra.get("detail"))
+            await run_in_threadpool(self.auth.audit.record, event)
+
+    def _target(self, method: str, path: str) -> Target | None:
+        if path != self.prefix and not path.startswith(self.prefix + "/"):
+            return None
+        rest = path[len(self.prefix):].strip("/")
+        try:
+            return resolve(method, rest.split("/") if rest else [], self.types)
+        except FhirError:
+            return None  # the FHIR endpoint answers it (404/405/400) once authenticated
+
+
+def _interaction(path: str, target: Target | None) -> str:
+    if target is not None:
+        return target.interaction
+    if path == "/auth/token":
+        return "token"
+    if path == "/auth/authorize":
+        return "login"
+    if path == "/auth/revoke":
+        return "revoke"
+    return "other"
+
+
+def _entity(location: str | None, target: Target | None, prefix: str) -> str | None:
+    if location and f"{prefix}/" in location:
+        ref = location.split(f"{prefix}/", 1)[1]
+        return ref.split("/_history/")[0]
+    if target is not None and target.type and target.id:
+        return f"{target.type}/{target.id}"
+    if target is not None and target.compartment:
+        return "/".join(target.compartment)
+    return None
+
+
+def _bearer(scope: Any) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            text = value.decode("latin-1")
+            if text[:7].lower() == "bearer ":
+                return text[7:].strip() or None
+            return None
+    return None
+
+
+class _Raw:
+    def __init__(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status, self.body, self.headers = status, body, headers
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": [
+            (b"content-type", b"application/fhir+json; charset=utf-8"),
+            (b"content-length", str(len(self.body)).encode()), *self.headers]})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def _unauthorized(error: str, description: str) -> _Raw:
+    body = orjson.dumps(operation_outcome([Issue("login", description)]))
+    challenge = f'Bearer realm="songkhoe", error="{error}", error_description="{description}"'
+    return _Raw(401, body, [(b"www-authenticate",
+                             challenge.replace("\n", " ").encode("latin-1", "replace"))])
+
+
+def _outcome(status: int, err: FhirError) -> _Raw:
+    return _Raw(status, orjson.dumps(operation_outcome(err.issues)), [])
