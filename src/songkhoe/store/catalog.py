@@ -14,11 +14,12 @@ how the store keeps them, once per resource type:
   ``combo-value-quantity`` is ``value-quantity`` ∪ ``component-value-quantity``, Patient
   ``phonetic`` is ``name``; a parameter ``X.where(resolve() is T)`` is the rows of ``X`` whose
   target is a ``T`` (Observation ``patient`` is ``subject`` restricted to Patient);
-- composite parameters (R4 Search §3.1.1.4.7, #composite) rooted at the resource itself
-  (Observation ``code-value-quantity``) are searched as their components' own rows joined on the
-  resource; composites rooted at a repeating element (``component-code-value-quantity`` on
-  ``Observation.component``) get rows per component tagged with the element's position
-  (``grp``), so that a code and a value match only when they sit in the same component.
+- composite parameters (R4 Search, "Composite Search Parameters", #composite) rooted at the
+  resource itself (Observation ``code-value-quantity``) are searched as their components' own
+  rows joined on the resource; composites rooted at a repeating element
+  (``component-code-value-quantity`` on ``Observation.component``) get rows per component
+  tagged with the element's position (``grp``), so that a code and a value match only when
+  they sit in the same component.
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ from songkhoe.fhir import definitions
 
 from .paths import split_union
 
-#: Index table of each stored parameter type (R4 Search §3.1.1.4, #ptypes). Numbers are kept
-#: with quantities: a number is a quantity without a unit.
+#: Index table of each stored parameter type (R4 Search, "Search Parameter Types", #ptypes).
+#: Numbers are kept with quantities: a number is a quantity without a unit.
 TABLES = {"string": "idx_string", "token": "idx_token", "reference": "idx_reference",
           "date": "idx_date", "number": "idx_quantity", "quantity": "idx_quantity",
           "uri": "idx_uri"}
 
-#: Parameters of every resource type (R4 Search §3.1.1.1, "Parameters for all resources").
+#: Parameters of every resource type (R4 Search, "Parameters for all resources", #all).
 COMMON = ("_id", "_lastUpdated", "_tag", "_profile", "_security", "_source", "_text",
           "_content", "_list", "_has", "_type", "_query")
 

@@ -5,25 +5,25 @@ items (``paths``: plain paths are walked directly, the rest go through FHIRPath)
 becomes rows in the table of the parameter's type, following R4 Search's table of which
 datatypes each parameter type matches (http://hl7.org/fhir/R4/search.html#ptypes):
 
-- string (§3.1.1.4.9): string, markdown, HumanName (family, given, prefix, suffix, text, and
+- string (#string): string, markdown, HumanName (family, given, prefix, suffix, text, and
   the whole name in both orders), Address (line, city, district, state, postalCode, country,
   text). The key is diacritic-folded (``fold``); the text as written is kept only when it
   differs, for ``:exact``.
-- token (§3.1.1.4.10): code, boolean, string/uri/id, Coding, CodeableConcept, Identifier,
+- token (#token): code, boolean, string/uri/id, Coding, CodeableConcept, Identifier,
   ContactPoint — (system, code, folded display or text for ``:text``), one row per distinct
   (system, code). An Identifier with a ``type`` also gets a row for ``:of-type``.
-- reference (§3.1.1.4.12): Reference (``Type/id``, versioned, absolute URLs), canonical and uri;
+- reference (#reference): Reference (``Type/id``, versioned, absolute URLs), canonical and uri;
   a Reference's ``identifier`` gets a token row for ``:identifier``.
-- date (§3.1.1.4.5): date, dateTime, instant, Period (an open end is unbounded), Timing events —
+- date (#date): date, dateTime, instant, Period (an open end is unbounded), Timing events —
   inclusive µs ranges (``ranges.date_range``).
-- number (§3.1.1.4.6) and quantity (§3.1.1.4.8): Quantity and its profiles (Age, Duration …),
+- number (#number) and quantity (#quantity): Quantity and its profiles (Age, Duration …),
   Range, Money — the number as written (``lo``; ``hi`` only for a Range or a comparator), and,
   when the unit is UCUM, the value in canonical units (``ucum``); for a known analyte a second
   row in the other dimension (mg/dL ↔ mmol/L).
-- uri (§3.1.1.4.11): uri, url, canonical.
-- composite (§3.1.1.4.7) rooted at a repeating element: one row per component per element,
+- uri (#uri): uri, url, canonical.
+- composite (#composite) rooted at a repeating element: one row per component per element,
   tagged with the element's position (``grp``).
-- ``_text`` (§3.1.1.5.5): the distinct folded words of the narrative.
+- ``_text`` (#text): the distinct folded words of the narrative.
 
 ``_id`` and ``_lastUpdated`` are columns of ``resources``. Values the validator accepts but a
 range cannot hold (a partial time) are skipped.

@@ -1,7 +1,7 @@
 """``_include`` and ``_revinclude``: the resources a page of matches refers to, or that refer
 to it, in one SQL statement.
 
-R4 Search §3.1.1.5.4 (http://hl7.org/fhir/R4/search.html#include):
+R4 Search, "Including other resources in result" (http://hl7.org/fhir/R4/search.html#include):
 
 - ``_include=[type]:[param]`` adds the targets of that reference parameter of the matches;
   ``_include=[type]:[param]:[target type]`` only targets of that type; ``_include=*`` follows
@@ -14,7 +14,7 @@ The statement starts from the page's row ids and follows the reference index bot
 ``:iterate`` it is a recursive common table expression that stops when no new resource is found
 (``UNION`` removes repeats, so reference cycles end). SQLite takes one recursive SELECT per
 direction; PostgreSQL allows a single recursive reference, so its step is a ``LATERAL`` union.
-At most ``MAX_INCLUDED`` resources are included (§3.1.1.5.4: servers may limit them).
+At most ``MAX_INCLUDED`` resources are included (servers may limit them).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``_sort`` and keyset paging cursors.
 
-R4 Search §3.1.1.5.6 (http://hl7.org/fhir/R4/search.html#sort): ``_sort=a,-b`` sorts by ``a``
+R4 Search, "Sorting (_sort)" (http://hl7.org/fhir/R4/search.html#sort): ``_sort=a,-b`` sorts by ``a``
 ascending, then ``b`` descending; a parameter with several values in one resource sorts by its
 lowest value ascending and its highest descending. Resources without a value come last in
 either direction; ties end in ``rid`` order, so the order is total and stable.

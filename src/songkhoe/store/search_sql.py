@@ -193,8 +193,9 @@ def string_term(name: str, p: Param, sources: tuple[Source, ...], modifier: str,
 
 def text_words_term(name: str, sources: tuple[Source, ...], values: list[str],
                     ctx: Ctx) -> Term:
-    """``_text``/``_content`` (R4 Search "Text Search Parameters", #text): every word of a value starts an indexed word
-    (narrative) or value (string parameters); alternatives are OR-ed."""
+    """``_text``/``_content`` (R4 Search "Text Search Parameters", #text): every word of a
+    value starts an indexed word (narrative) or value (string parameters); alternatives are
+    OR-ed."""
     alternatives = []
     for raw in values:
         words = list(dict.fromkeys(re.findall(r"\w+", fold(unescape(raw)))))

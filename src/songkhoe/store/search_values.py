@@ -2,16 +2,17 @@
 
 R4 Search (http://hl7.org/fhir/R4/search.html):
 
-- §3.1.1.5 (#combining): ``,`` separates alternatives (OR), a repeated parameter is AND;
-- §3.1.1.6 (#escaping): ``\\,``, ``\\$``, ``\\|`` and ``\\\\`` stand for the character itself;
-- §3.1.1.4 (#prefix): number, date and quantity values may start with eq, ne, gt, lt, ge, le,
+- #combining: ``,`` separates alternatives (OR), a repeated parameter is AND;
+- "Escaping Search Parameters" (#escaping): ``\\,``, ``\\$``, ``\\|`` and ``\\\\`` stand
+  for the character itself;
+- "Prefixes" (#prefix): number, date and quantity values may start with eq, ne, gt, lt, ge, le,
   sa, eb or ap;
-- §3.1.1.4.5 date, §3.1.1.4.6 number, §3.1.1.4.8 quantity (``[number]|[system]|[code]``),
-  §3.1.1.4.10 token (``[system]|[code]``), §3.1.1.4.12 reference (``[type]/[id]``, ``[id]``,
-  ``[url]``), §3.1.1.4.7 composite (components separated by ``$``).
+- date (#date), number (#number), quantity (#quantity: ``[number]|[system]|[code]``), token
+  (#token: ``[system]|[code]``), reference (#reference: ``[type]/[id]``, ``[id]``, ``[url]``),
+  composite (#composite: components separated by ``$``).
 
 A value of the wrong form is a 400 whose OperationOutcome names the parameter
-(§3.1.1.3.1, #errors: "a value … in an incorrect format").
+("Handling Errors", #errors).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def split_unescaped(text: str, separator: str) -> list[str]:
 
 
 def unescape(text: str) -> str:
-    """R4 §3.1.1.6: ``\\,`` → ``,``, ``\\$`` → ``$``, ``\\|`` → ``|``, ``\\\\`` → ``\\``."""
+    """R4 Search "Escaping": ``\\,`` → ``,``, ``\\$`` → ``$``, ``\\|`` → ``|``, ``\\\\`` → ``\\``."""
     if "\\" not in text:
         return text
     out, i = [], 0

@@ -1,6 +1,6 @@
 """UCUM units brought to one canonical form, so quantities in different units compare.
 
-R4 Search §3.1.1.4.8 quantity (http://hl7.org/fhir/R4/search.html#quantity): "the server may
+R4 Search, "quantity" (http://hl7.org/fhir/R4/search.html#quantity): "the server may
 choose to perform a search … in canonical units … so that 1 m matches 100 cm". A quantity
 whose system is UCUM (http://unitsofmeasure.org) and whose code parses as a UCUM expression is
 indexed, and searched, as ``value × factor`` in the product of base units its code reduces to
