@@ -120,6 +120,7 @@ def test_missing_claim_refused(auth) -> None:
 def test_revoked_jti_refused(auth) -> None:
     token, claims = _issue(auth)
     other, _ = _issue(auth)
+    auth.verify(token)  # verified once (and remembered): revocation still wins
     auth.revoke(token)
     with pytest.raises(InvalidToken, match="revoked"):
         auth.verify(token)

@@ -1,6 +1,7 @@
 """Fixtures for the FHIR REST API tests: a TestClient over ``create_app(store, auth=…)`` on each
 backend, with security on and an administrator's bearer token on every request, so the whole
-REST suite also runs through authentication, scope checks and the audit log."""
+REST suite also runs through authentication, scope checks and the audit log (and proves that
+each request left one AuditEvent)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ def admin_token(auth: Auth) -> str:
 @pytest.fixture
 def client(store: Any, auth: Auth, admin_token: str) -> Iterator[TestClient]:
     # raise_server_exceptions: a bug that escapes the app's own 500 handling fails the test.
+    requests: list[str] = []
     with TestClient(create_app(store, auth=auth), raise_server_exceptions=True,
                     headers={"Authorization": f"Bearer {admin_token}"}) as c:
+        c.event_hooks["request"].append(lambda r: requests.append(f"{r.method} {r.url}"))
         yield c
+    # every request of every REST test left exactly one AuditEvent, and the chain holds
+    assert len(auth.audit.entries()) == len(requests), requests
+    assert auth.audit.verify() is None

@@ -23,6 +23,7 @@ from .db import Db
 from .passwords import Clock
 
 ALG = "ES256"
+REREAD = 5.0  # seconds a verifying process trusts its list of valid keys
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class KeyRing:
         self.clock = clock
         self.grace = grace  # how long a retired key still verifies (the access-token lifetime)
         self._cache: dict[str, SigningKey] = {}
+        self._valid: tuple[float, list[SigningKey]] | None = None  # (read at, keys)
 
     def _new_key(self, conn: Any) -> None:
         private = ec.generate_private_key(ec.SECP256R1())
@@ -75,6 +77,7 @@ class KeyRing:
         with self.db.write() as conn:
             conn.run("UPDATE auth_keys SET retired = ? WHERE retired IS NULL", (int(self.clock()),))
             self._new_key(conn)
+        self._valid = None
         return self.current()
 
     def valid(self) -> list[SigningKey]:
@@ -86,7 +89,15 @@ class KeyRing:
         return [self._load(r) for r in rows]
 
     def find(self, kid: str) -> SigningKey | None:
-        return next((k for k in self.valid() if k.kid == kid), None)
+        """The valid key ``kid``. The list is re-read at most every ``REREAD`` seconds, and at
+        once for a kid not seen yet (another process may just have rotated)."""
+        now = self.clock()
+        if self._valid is None or not 0 <= now - self._valid[0] < REREAD or \
+                all(k.kid != kid for k in self._valid[1]):
+            self._valid = (now, self.valid())
+        retired_before = now - self.grace
+        return next((k for k in self._valid[1] if k.kid == kid
+                     and (k.retired is None or k.retired >= retired_before)), None)
 
     def jwks(self) -> dict[str, Any]:
         self.current()

@@ -75,7 +75,7 @@ class Auth:
                 self.identities.set_password(username, new_password)
             except ValueError as exc:
                 raise AuthError("invalid_request", str(exc)) from None
-            user = self.identities.user(username) or user
+            return self.identities.user(username) or user
         return user
 
     # --- the token endpoint ------------------------------------------------------------------
@@ -93,13 +93,13 @@ class Auth:
         if grant == "authorization_code":
             if client is None:
                 raise AuthError("invalid_request", "client_id is required")
-            g = self.codes.redeem(form.get("code", ""), client_id=client.client_id,
-                                  redirect_uri=form.get("redirect_uri", ""),
-                                  verifier=form.get("code_verifier", ""))
-            user = self.identities.user(g.username)
-            if user is None or user.locked:
+            code = self.codes.redeem(form.get("code", ""), client_id=client.client_id,
+                                     redirect_uri=form.get("redirect_uri", ""),
+                                     verifier=form.get("code_verifier", ""))
+            code_user = self.identities.user(code.username)
+            if code_user is None or code_user.locked:
                 raise AuthError("invalid_grant", "the user of this code can no longer sign in")
-            return self._user_token(user, g.scope, client, None)
+            return self._user_token(code_user, code.scope, client, None)
         if grant == "client_credentials":
             if client is None or client.public:
                 raise AuthError("invalid_client", "client_credentials needs an authenticated "
@@ -111,18 +111,20 @@ class Auth:
             return self._issue(client.client_id, "system", client.role, client.org, scope, client,
                                {}, refresh=False)
         if grant == "refresh_token":
-            g, new_refresh = self.refresh.rotate(form.get("refresh_token", ""),
-                                                 client.client_id if client else None)
-            claims = g.claims
-            if g.username:
-                user = self.identities.user(g.username)
-                if user is None or user.locked:
+            refreshed, new_refresh = self.refresh.rotate(form.get("refresh_token", ""),
+                                                         client.client_id if client else None)
+            claims = refreshed.claims
+            scope = ScopeSet.parse(refreshed.scope)
+            if refreshed.username:  # the user's current role and place, not the old ones
+                holder = self.identities.user(refreshed.username)
+                if holder is None or holder.locked:
                     self.refresh.revoke(new_refresh)
                     raise AuthError("invalid_grant", "the user can no longer sign in")
-                claims = {**claims, "role": user.role, "org": user.org}
+                claims = {**claims, "role": holder.role, "org": holder.org}
+                scope = scope.within(ScopeSet.parse(ROLES[holder.role]))
             answer = self._issue(claims["sub"], claims.get("kind", "user"), claims["role"],
-                                 claims.get("org"), ScopeSet.parse(g.scope), client,
-                                 claims.get("extra", {}), refresh=False)
+                                 claims.get("org"), scope, client, claims.get("extra", {}),
+                                 refresh=False)
             answer["refresh_token"] = new_refresh
             return answer
         raise AuthError("unsupported_grant_type", f"grant_type {grant!r} is not supported; use "

@@ -14,6 +14,8 @@ a wrong ``iss`` or ``aud``, an expired or not-yet-valid token, missing claims, a
 from __future__ import annotations
 
 import secrets
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import jwt
@@ -26,6 +28,7 @@ from .scopes import ScopeError, ScopeSet
 
 ACCESS_TTL = 300  # seconds: a stolen token is useful for five minutes at most
 LEEWAY = 30  # clock skew allowed on exp/nbf/iat
+CACHE_SIZE = 10_000  # verified tokens remembered (signature checks are the costly part)
 
 
 class InvalidToken(Exception):
@@ -41,6 +44,8 @@ class TokenService:
         self.issuer = issuer
         self.audience = audience
         self.ttl = ttl
+        self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()  # token -> claims
+        self._lock = threading.Lock()
 
     def issue(self, *, subject: str, kind: str, role: str, org: str | None, scope: ScopeSet,
               client_id: str | None, extra: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
@@ -57,7 +62,22 @@ class TokenService:
         return token, claims
 
     def decode(self, token: str) -> dict[str, Any]:
-        """The verified claims of ``token``, or ``InvalidToken``."""
+        """The verified claims of ``token``, or ``InvalidToken``.
+
+        A token whose signature was checked before is found in a small cache; its time
+        limits, its key's validity and its revocation are still checked on every use."""
+        with self._lock:
+            claims = self._verified.get(token)
+        if claims is not None:
+            now = self.clock()
+            header_kid = claims["__kid"]
+            if int(claims["exp"]) + LEEWAY > now and int(claims["nbf"]) - LEEWAY <= now and \
+                    self.keys.find(header_kid) is not None:
+                if self.is_revoked(claims["jti"]):
+                    raise InvalidToken("the token has been revoked")
+                return {k: v for k, v in claims.items() if k != "__kid"}
+            with self._lock:
+                self._verified.pop(token, None)
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -73,6 +93,10 @@ class TokenService:
             raise InvalidToken(str(exc)) from None
         if self.is_revoked(claims["jti"]):
             raise InvalidToken("the token has been revoked")
+        with self._lock:
+            self._verified[token] = {**claims, "__kid": key.kid}
+            if len(self._verified) > CACHE_SIZE:
+                self._verified.popitem(last=False)
         return claims
 
     def _decode_at(self, token: str, key: Any) -> dict[str, Any]:

@@ -94,7 +94,7 @@ class AuthGuard:
         address = client[0] if client else None
         query = scope.get("query_string", b"").decode("latin-1")
         target = self._target(method, path)
-        status = {"code": 500, "location": None}
+        status: dict[str, Any] = {"code": 500, "location": None}
         access: AccessContext | None = None
         refused: str | None = None
 
@@ -199,7 +199,8 @@ class _Raw:
 
 def _unauthorized(error: str, description: str) -> _Raw:
     body = orjson.dumps(operation_outcome([Issue("login", description)]))
-    challenge = f'Bearer realm="songkhoe", error="{error}", error_description="{description}"'
+    text = description.replace('"', "'").replace("\\", "/")
+    challenge = f'Bearer realm="songkhoe", error="{error}", error_description="{text}"'
     return _Raw(401, body, [(b"www-authenticate",
                              challenge.replace("\n", " ").encode("latin-1", "replace"))])
 
