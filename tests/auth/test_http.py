@@ -352,3 +352,14 @@ def test_health(http) -> None:
 @pytest.fixture(autouse=True)
 def _real_time_for_http(clock) -> None:
     clock.now = time.time()
+
+
+def test_no_answer_leaves_without_its_audit_entry(http, auth, doctor, monkeypatch) -> None:
+    token = password_token(http, doctor)["access_token"]
+
+    def broken(event):
+        raise RuntimeError("audit log unavailable")
+
+    monkeypatch.setattr(auth.audit, "record", broken)
+    with pytest.raises(RuntimeError, match="audit log unavailable"):
+        http.get("/fhir/Patient", headers=_bearer(token))

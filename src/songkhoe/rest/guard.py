@@ -11,7 +11,8 @@
   in the ``ACCESS`` context variable, which Bundle entries are checked against
   (``check_entry``) and which reaches store calls made in worker threads.
 - Every request, answered or refused, is written to the audit log as an AuditEvent
-  (``songkhoe.auth.audit``) after its answer is sent.
+  (``songkhoe.auth.audit``) when its answer starts and before any of it is sent: if the audit
+  log cannot be written, the client gets no data.
 """
 
 from __future__ import annotations
@@ -94,16 +95,27 @@ class AuthGuard:
         address = client[0] if client else None
         query = scope.get("query_string", b"").decode("latin-1")
         target = self._target(method, path)
-        status: dict[str, Any] = {"code": 500, "location": None}
         access: AccessContext | None = None
         refused: str | None = None
+        audited = False
+
+        async def audit(status: int, location: str | None) -> None:
+            nonlocal audited
+            audited = True
+            extra = scope.get("songkhoe.audit", {})
+            event = Event(
+                interaction=_interaction(path, target), method=method, path=path, status=status,
+                query=unquote(query), entity=_entity(location, target, self.prefix),
+                access=access, who=extra.get("who"), address=address,
+                detail=refused or extra.get("detail"))
+            await run_in_threadpool(self.auth.audit.record, event)
 
         async def sending(message: Any) -> None:
+            # The AuditEvent is written before the answer leaves: no answer without its entry.
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-                for k, v in message.get("headers", []):
-                    if k.lower() == b"location":
-                        status["location"] = v.decode("latin-1")
+                location = next((v.decode("latin-1") for k, v in message.get("headers", [])
+                                 if k.lower() == b"location"), None)
+                await audit(int(message["status"]), location)
             await send(message)
 
         try:
@@ -135,13 +147,8 @@ class AuthGuard:
             finally:
                 ACCESS.reset(token_var)
         finally:
-            extra = scope.get("songkhoe.audit", {})
-            event = Event(
-                interaction=_interaction(path, target),
-                method=method, path=path, status=int(status["code"] or 500), query=unquote(query),
-                entity=_entity(status["location"], target, self.prefix), access=access,
-                who=extra.get("who"), address=address, detail=refused or extra.get("detail"))
-            await run_in_threadpool(self.auth.audit.record, event)
+            if not audited:  # the app failed before answering: the server answers 500
+                await audit(500, None)
 
     def _target(self, method: str, path: str) -> Target | None:
         if path != self.prefix and not path.startswith(self.prefix + "/"):
