@@ -82,9 +82,12 @@ def _write_batch(tx: Tx, batch: list[Prepared]) -> int:
     for start in range(0, len(keys), 500):
         chunk = keys[start:start + 500]
         marks = ", ".join("(?, ?)" for _ in chunk)
-        rows = backend.execute(conn, "SELECT r.type, r.id, r.rid, r.version, h.content FROM resources r "
-                               "JOIN history h ON h.rid = r.rid AND h.version = r.version "
-                               f"WHERE (r.type, r.id) IN (VALUES {marks})",
+        # joined from the keys, so SQLite looks each up in UNIQUE (type, id); a row-value
+        # "IN (VALUES …)" made it scan every resource for each chunk
+        rows = backend.execute(conn, f"WITH k(type, id) AS (VALUES {marks}) "
+                               "SELECT r.type, r.id, r.rid, r.version, h.content FROM k "
+                               "JOIN resources r ON r.type = k.type AND r.id = k.id "
+                               "JOIN history h ON h.rid = r.rid AND h.version = r.version",
                                [x for key in chunk for x in key]).fetchall()
         for t, i, rid, version, content in rows:
             existing[(t, i)] = (rid, version, bytes(content) if content is not None else None)
