@@ -55,7 +55,7 @@ INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
 LONG_DATE_US = 86_400_000_000
 
 
-def _index_tables(t: Types) -> list[str]:
+def index_tables(t: Types) -> list[str]:
     """The search-index tables (http://hl7.org/fhir/R4/search.html#ptypes). Every table has a
     key index ending in ``rid`` — equal keys list their resources in ``rid`` order, which keyset
     paging reads without sorting — and an index on ``rid`` for probes and unindexing.
@@ -130,7 +130,7 @@ def _v1(t: Types) -> list[str]:
         "CREATE INDEX history_time ON history (last_updated)",
         "CREATE INDEX history_type_time ON history (type, last_updated)",
         "CREATE INDEX resources_type_updated ON resources (type, last_updated)",
-        *_index_tables(t),
+        *index_tables(t),
     ]
 
 
