@@ -30,6 +30,7 @@ class Types:
     blob: str
     boolean: str
     real: str
+    backend: str = "sqlite"
 
 
 SQLITE_TYPES = Types(rid="INTEGER PRIMARY KEY", text="TEXT", bigint="INTEGER", blob="BLOB",
@@ -37,7 +38,7 @@ SQLITE_TYPES = Types(rid="INTEGER PRIMARY KEY", text="TEXT", bigint="INTEGER", b
 # PostgreSQL compares text in code-point order (COLLATE "C"), as SQLite does, so that prefix
 # ranges on folded search keys use the indexes on both.
 POSTGRES_TYPES = Types(rid="BIGINT PRIMARY KEY DEFAULT nextval('rid_seq')", text='TEXT COLLATE "C"', bigint="BIGINT", blob="BYTEA",
-                       boolean="BOOLEAN", real="DOUBLE PRECISION")
+                       boolean="BOOLEAN", real="DOUBLE PRECISION", backend="postgres")
 
 # The columns of each search-index table after ``rid``, in insert order: ``sp`` names the
 # parameter (``catalog.sp_id``), ``grp`` the position of the element a composite's parts sit in.
@@ -102,6 +103,20 @@ def index_tables(t: Types) -> list[str]:
             grp INTEGER)""",
         "CREATE INDEX idx_uri_key ON idx_uri (sp, value, rid)",
         "CREATE INDEX idx_uri_rid ON idx_uri (rid)",
+        *(_statistics() if t.backend == "postgres" else []),
+    ]
+
+
+def _statistics() -> list[str]:
+    """PostgreSQL statistics on (parameter, value) pairs. A column's own histogram mixes every
+    parameter's values, so ``sp = name AND value starts with 'huynh'`` was estimated at one row
+    (3,582 at 100,000 patients) and the planner rescanned that range for each candidate
+    (0.8 s); the most common pairs per parameter give it the right order of magnitude."""
+    return [
+        "CREATE STATISTICS idx_string_sp_value (mcv) ON sp, value FROM idx_string",
+        "ALTER STATISTICS idx_string_sp_value SET STATISTICS 1000",
+        "CREATE STATISTICS idx_token_sp_code (mcv) ON sp, code FROM idx_token",
+        "ALTER STATISTICS idx_token_sp_code SET STATISTICS 1000",
     ]
 
 
