@@ -12,7 +12,8 @@ by ANALYZE (VACUUM ANALYZE on PostgreSQL, for index-only scans); later runs reus
 
 Figures (one JSON line each): for every query, p50/p95/p99/max latency in ms of
 ``Store.search`` over ``--runs`` calls with values chosen at random (seeded) from the data,
-in-process, after a warm-up of a fifth as many calls; for ``_summary=count`` also
+in-process, after a warm-up of a fifth as many calls (``--warm``: after reading the whole
+database into the OS page cache, as a server's would be); for ``_summary=count`` also
 ``count_per_s``, matching resources counted per second. ``--plans`` writes each query's SQL
 and plan (SQLite ``EXPLAIN QUERY PLAN``, PostgreSQL ``EXPLAIN (ANALYZE, BUFFERS)``) for
 docs/performance.md.
@@ -199,6 +200,21 @@ def queries(people: int) -> dict[str, tuple[str, Callable[[random.Random, Store]
     }
 
 
+def warm(url: str, backend: str) -> None:
+    """Read the database into the OS page cache (it fits in RAM), as a running server's would be:
+    the figures measure search, not the disk of the VM."""
+    start = time.perf_counter()
+    if backend == "sqlite":
+        with open(url.removeprefix("sqlite:///"), "rb") as handle:
+            while handle.read(1 << 24):
+                pass
+    else:
+        _run(url, backend, ["CREATE EXTENSION IF NOT EXISTS pg_prewarm",
+                            "SELECT pg_prewarm(c.oid::regclass, 'read') FROM pg_class c WHERE "
+                            "c.relkind IN ('r', 'i') AND c.relnamespace = 'public'::regnamespace"])
+    emit(name="search_bench_warm", backend=backend, seconds=round(time.perf_counter() - start, 1))
+
+
 def _percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
@@ -279,11 +295,15 @@ if __name__ == "__main__":
     parser.add_argument("--reload", action="store_true")
     parser.add_argument("--load-only", action="store_true")
     parser.add_argument("--plans", action="store_true")
+    parser.add_argument("--warm", action="store_true",
+                        help="read the database into the OS page cache first")
     args = parser.parse_args()
     for backend in args.backend or ["sqlite", "postgres"]:
         url = database(backend, args.patients, args.reload)
         if args.load_only:
             continue
+        if args.warm:
+            warm(url, backend)
         store = open_store(url)
         try:
             if args.plans:
