@@ -94,6 +94,13 @@ def test_token_text_and_coding(store, people):
     assert len(obs_ids(store, ("category", "vital-signs"))) == 1
     assert len(obs_ids(store, ("combo-code", "8462-4"))) == 1  # a component's code
     assert len(obs_ids(store, ("component-code", "1558-6"))) == 0
+    height = {"resourceType": "Observation", "status": "final",
+              "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2",
+                                   "display": "Body height"}], "text": "Chiều cao"}}
+    h = store.create(height).stored.id
+    assert obs_ids(store, ("code:text", "chieu")) == [h]  # the concept's text
+    assert obs_ids(store, ("code:text", "BODY H")) == [h]  # the coding's display
+    assert obs_ids(store, ("code:text", "cao")) == []  # starts with, not contains
 
 
 # --- date --------------------------------------------------------------------------------------

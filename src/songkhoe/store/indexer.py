@@ -10,7 +10,7 @@ datatypes each parameter type matches (http://hl7.org/fhir/R4/search.html#ptypes
   text). The key is diacritic-folded (``fold``); the text as written is kept only when it
   differs, for ``:exact``.
 - token (#token): code, boolean, string/uri/id, Coding, CodeableConcept, Identifier,
-  ContactPoint — (system, code, folded display or text for ``:text``), one row per distinct
+  ContactPoint — (system, code, folded display and text for ``:text``), one row per distinct
   (system, code). An Identifier with a ``type`` also gets a row for ``:of-type``.
 - reference (#reference): Reference (``Type/id``, versioned, absolute URLs), canonical and uri;
   a Reference's ``identifier`` gets a token row for ``:identifier``.
@@ -95,15 +95,13 @@ def token_values(value: Any, typ: str | None = None
             text = _text(value.get("text"))
             codings = value.get("coding") or []
             folded_text = fold(text) if text else None
-            extra_text = False
             for coding in codings:
                 if not isinstance(coding, dict):
                     continue
                 display = _text(coding.get("display"))
-                yield coding.get("system"), coding.get("code"), fold(display) if display \
-                    else folded_text
-                extra_text = extra_text or (display is not None and folded_text is not None)
-            if folded_text and (not codings or extra_text):
+                yield coding.get("system"), coding.get("code"), \
+                    _texts(fold(display) if display else None, folded_text)
+            if folded_text and not codings:
                 yield None, None, folded_text
         elif "code" in value:  # Coding, or a Quantity's unit code
             display = _text(value.get("display"))
@@ -113,6 +111,17 @@ def token_values(value: Any, typ: str | None = None
             type_text = kind.get("text") if isinstance(kind, dict) else None
             yield value.get("system"), str(value["value"]), fold(type_text) if \
                 isinstance(type_text, str) and type_text else None
+
+
+TEXT_SEPARATOR = "\x1f"  # between a Coding's display and its CodeableConcept's text
+
+
+def _texts(display: str | None, text: str | None) -> str | None:
+    """The ``:text`` key of a coding: its display and the concept's text, both searchable
+    without a second row (``search_sql.token_term`` matches either)."""
+    if display and text and display != text:
+        return f"{display}{TEXT_SEPARATOR}{text}"
+    return display or text
 
 
 def of_type_values(value: Any) -> Iterable[tuple[str, str]]:

@@ -36,7 +36,7 @@ from songkhoe.fhir.text import fold
 
 from . import ucum
 from .catalog import Param, Source, identifier_sp, of_type_sp, system_key
-from .indexer import BIG, MAX_KEY
+from .indexer import BIG, MAX_KEY, TEXT_SEPARATOR
 from .schema import LONG_DATE_US
 from .search_values import (
     DateValue,
@@ -229,9 +229,12 @@ def _low_cardinality(p: Param) -> bool:
 
 def token_term(name: str, p: Param, sources: tuple[Source, ...], modifier: str,
                values: list[str]) -> Term:
-    if modifier == "text":
-        alts = [("{x}.display >= ? AND {x}.display < ?", [fold(unescape(v)), fold(unescape(v)) + HIGH])
-                for v in values]
+    if modifier == "text":  # the display, or the concept's text after the separator
+        alts = []
+        for v in values:
+            key = fold(unescape(v))
+            alts.append(("({x}.display >= ? AND {x}.display < ?) OR {x}.display LIKE ? ESCAPE '\\'",
+                         [key, key + HIGH, f"%{TEXT_SEPARATOR}{_like_escape(key)}%"]))
         return _term(sources, alts, "idx_token", cost=6, shared=p.shared)
     if modifier == "of-type":
         parsed = [of_type_value(name, v) for v in values]
