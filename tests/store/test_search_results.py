@@ -194,3 +194,19 @@ def test_compartment_with_parameters(store, ten):
     assert page_ids(result) == [mine]
     assert page_ids(store.search("Patient", [], compartment=("Patient", "p0"))) == ["p0"]
     assert store.search(None, [("_summary", "count")], compartment=("Patient", "p0")).total == 2
+
+
+def test_wide_terms_read_in_rid_order_give_the_same_pages(store, ten, monkeypatch):
+    """A term that selects many rows is probed along the type's resources in rid order instead
+    of driving (SQLite); the pages are the same."""
+    from songkhoe.store import search_exec
+
+    queries = [[("family", "ng")], [("gender", "male"), ("birthdate", "gt1960")],
+               [("name", "nguyen"), ("gender", "male")], [("birthdate", "ge1960-05-01")]]
+
+    def pages():
+        return [walk(store, [*q, ("_count", "2")])[0] for q in queries]
+
+    driven = pages()
+    monkeypatch.setattr(search_exec, "WIDE", 1)
+    assert pages() == driven and all(p for p in driven)

@@ -145,6 +145,10 @@ def _v1(t: Types) -> list[str]:
         "CREATE INDEX history_time ON history (last_updated)",
         "CREATE INDEX history_type_time ON history (type, last_updated)",
         "CREATE INDEX resources_type_updated ON resources (type, last_updated)",
+        # SQLite search: a type's resources in rid order, for searches whose terms all select
+        # many (search_exec.scan_plan); PostgreSQL's planner finds its own way from statistics
+        *(["CREATE INDEX resources_type_rid ON resources (type, rid)"]
+          if t.backend == "sqlite" else []),
         *index_tables(t),
     ]
 
