@@ -169,6 +169,10 @@ def queries(people: int) -> dict[str, tuple[str, Callable[[random.Random, Store]
         p = someone(rng, store)
         return [("name", fold(p["name"][0]["family"])), ("birthdate", p["birthDate"][:4])]
 
+    def family_gender(rng: random.Random, store: Store) -> Params:
+        p = someone(rng, store)
+        return [("family", fold(p["name"][0]["family"])), ("gender", p["gender"])]
+
     def blood_pressures(rng: random.Random, store: Store) -> Params:
         return [("subject", f"Patient/s1-p{rng.randrange(people)}"),
                 ("code", "http://loinc.org|85354-9"), ("date", "ge2026-01-01")]
@@ -192,6 +196,7 @@ def queries(people: int) -> dict[str, tuple[str, Callable[[random.Random, Store]
     return {
         "patient_identifier": ("Patient", identifier),
         "patient_name_birthdate": ("Patient", name_birth),
+        "patient_family_gender": ("Patient", family_gender),
         "observation_subject_code_date": ("Observation", blood_pressures),
         "observation_code_value_count50": ("Observation", above_threshold),
         "observation_chain_two_levels": ("Observation", chained),
