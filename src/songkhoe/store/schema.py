@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -187,9 +187,32 @@ def _v2(t: Types) -> list[str]:
     ]
 
 
+def _v3(t: Types) -> list[str]:
+    """Row-level access (``songkhoe.store.access``): who owns each resource of the Patient
+    compartment, and the Organization tree.
+
+    - ``owners``: one row per (resource, Patient whose compartment holds it) — a Patient owns
+      itself — with that Patient's managing Organization (``org``, NULL when it has none);
+      rows are kept when a resource is deleted, so its history stays within the same scope;
+    - ``org_tree``: the closure of ``Organization.partOf`` — (ancestor, org) for every
+      Organization and each Organization above it, itself included;
+    - ``auth_users.patient``: the Patient a citizen's account speaks for (patient-facing tokens).
+    """
+    txt, big = t.text, t.bigint
+    return [
+        f"""CREATE TABLE owners (rid {big} NOT NULL, type {txt} NOT NULL, patient {txt} NOT NULL,
+            org {txt}, PRIMARY KEY (rid, patient))""",
+        "CREATE INDEX owners_patient ON owners (patient, rid)",
+        "CREATE INDEX owners_org ON owners (type, org, rid)",
+        f"""CREATE TABLE org_tree (ancestor {txt} NOT NULL, org {txt} NOT NULL,
+            PRIMARY KEY (ancestor, org))""",
+        "CREATE INDEX org_tree_org ON org_tree (org)",
+        f"ALTER TABLE auth_users ADD COLUMN patient {txt}",
+    ]
+
+
 # MIGRATIONS[n] takes a database at version n to version n + 1.
-MIGRATIONS = {0: _v1}
-MIGRATIONS[1] = _v2
+MIGRATIONS = {0: _v1, 1: _v2, 2: _v3}
 
 
 class SchemaTooNew(RuntimeError):
