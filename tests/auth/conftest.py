@@ -53,8 +53,25 @@ def http(app: Any) -> Iterator[TestClient]:
 PASSWORD = "correct horse battery"
 
 
+def add_orgs(store: Any) -> None:
+    """The Ministry, two province departments and a commune station under each."""
+    for id_, parent in [("moh", None), ("so-04", "moh"), ("so-08", "moh"),
+                        ("tyt-00004", "so-04"), ("tyt-00008", "so-08")]:
+        body: dict[str, Any] = {"resourceType": "Organization", "id": id_, "name": id_}
+        if parent:
+            body["partOf"] = {"reference": f"Organization/{parent}"}
+        store.update("Organization", id_, body)
+
+
+def patient_of(org: str, **more: Any) -> dict[str, Any]:
+    return {"resourceType": "Patient", "managingOrganization": {"reference": f"Organization/{org}"},
+            **more}
+
+
 @pytest.fixture
-def doctor(auth: Auth) -> str:
+def doctor(auth: Auth, store: Any) -> str:
+    """A doctor at the commune station tyt-00004 (province so-04)."""
+    add_orgs(store)
     auth.identities.add_user("bacsi", PASSWORD, "doctor", "tyt-00004")
     return "bacsi"
 

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 from starlette.routing import Route
 
-from .conftest import PASSWORD, password_token
+from .conftest import PASSWORD, password_token, patient_of
 
 REDIRECT = "https://app.example/callback"
 
@@ -38,7 +38,7 @@ def test_password_grant_then_fhir_calls(http, doctor) -> None:
     answer = password_token(http, doctor)
     assert answer["token_type"] == "Bearer" and answer["expires_in"] == 300
     assert answer["scope"] == "user/*.cruds" and answer["refresh_token"]
-    r = http.post("/fhir/Patient", json={"resourceType": "Patient"},
+    r = http.post("/fhir/Patient", json=patient_of("tyt-00004"),
                   headers={**_bearer(answer["access_token"]), "content-type": "application/fhir+json"})
     assert r.status_code == 201, r.text
     assert http.get(f"/fhir/Patient/{r.json()['id']}",
@@ -66,7 +66,7 @@ def test_scopes_decide_type_and_action(http, auth, doctor) -> None:
     auth.identities.add_user("quanly", PASSWORD, "programme_manager", "so-04")
     manager = password_token(http, "quanly")["access_token"]
     assert http.get("/fhir/Patient", headers=_bearer(manager)).status_code == 200
-    r = http.post("/fhir/Patient", json={"resourceType": "Patient"},
+    r = http.post("/fhir/Patient", json=patient_of("tyt-00004"),
                   headers={**_bearer(manager), "content-type": "application/fhir+json"})
     assert r.status_code == 403 and r.json()["issue"][0]["code"] == "forbidden"
     narrow = password_token(http, doctor, scope="user/Observation.rs")["access_token"]
@@ -312,7 +312,7 @@ def test_route_table_walk_only_public_routes_answer_without_token(app, http) -> 
 def test_every_request_leaves_an_audit_event(http, auth, doctor) -> None:
     before = len(auth.audit.entries())
     token = password_token(http, doctor)["access_token"]
-    pid = http.post("/fhir/Patient", json={"resourceType": "Patient"},
+    pid = http.post("/fhir/Patient", json=patient_of("tyt-00004"),
                     headers={**_bearer(token), "content-type": "application/fhir+json"}).json()["id"]
     http.get(f"/fhir/Patient/{pid}", headers=_bearer(token))
     http.get("/fhir/Patient?name=Nguyễn", headers=_bearer(token))

@@ -4,8 +4,8 @@ Modules, one concept each: ``passwords`` (argon2, throttle), ``identities`` (use
 clients), ``keys`` (signing keys, rotation), ``tokens`` (JWT access tokens, revocation),
 ``pkce`` (authorization codes), ``refresh`` (rotating refresh tokens), ``assertions``
 (RFC 7523 client assertions), ``scopes`` (SMART v2), ``context`` (``AccessContext``),
-``audit`` (hash-chained AuditEvents), ``service`` (the ``Auth`` facade), ``orgs`` (the
-Organization subtree), ``policy`` (``row_policy``: what the store must filter), ``demo``
+``audit`` (hash-chained AuditEvents), ``service`` (the ``Auth`` facade), ``policy``
+(``ContextAccess``: the rows a context may touch, which the store compiles to SQL), ``demo``
 (demo users), ``cli`` (administration commands). See docs/security.md.
 """
 

@@ -2,8 +2,8 @@
 
 Every interaction with the store carries one (ARCHITECTURE.md: "access context (who, role,
 org-unit scope, purpose) → audit"). The REST layer builds it from a verified access token
-(``tokens.TokenService.verify``); the store's queries will filter rows by ``org`` (the
-Organization subtree) and ``scopes`` (SMART, ``scopes.ScopeSet``).
+(``tokens.TokenService.verify``); ``policy.ContextAccess`` turns it into the rules the store's
+queries apply (Organization subtree, patient compartment, SMART scopes).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ class AccessContext:
     scopes: ScopeSet = field(default_factory=ScopeSet)
     client_id: str | None = None
     patient: str | None = None  # Patient id for patient-context (SMART launch) tokens
+    practitioner: str | None = None  # the user's Practitioner id (fhirUser), if any
     purpose: str | None = None  # purpose of use (v3-ActReason code, e.g. TREAT, ETREAT)
     break_glass: bool = False  # emergency access: purpose ETREAT, always audited as such
     address: str | None = None  # the client's network address

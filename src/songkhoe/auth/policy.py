@@ -1,55 +1,33 @@
-"""What an access context may see of one resource type for one action: the rule the store
-compiles into its SQL (the store-side step of issue 5). Nothing here touches SQL.
+"""What an access context may see and change: the ``songkhoe.store.access.Access`` the store
+compiles into its SQL (issue 5). Nothing here touches SQL.
 
-A row of ``type`` is visible for ``action`` when the ``RowPolicy`` allows the action and:
+For one resource type and action (c r u d s) the token's SMART scopes decide whether the type
+is allowed at all and under which scope queries (SMART App Launch 2.0, "Scopes for requesting
+clinical data": a row is visible when it satisfies any granting scope). Then:
 
-- ``orgs`` is None, or the row belongs to one of these Organizations (a Patient by its
-  ``managingOrganization``; a resource in a Patient's compartment by that Patient's; an
-  Organization by being one of them);
-- ``patient`` is None, or the row is that Patient or in its compartment;
-- ``alternatives`` is empty, or the row matches at least one of them, each a conjunction of
-  FHIR search parameters (from SMART v2 scope queries such as ``?category=laboratory``);
-  an empty conjunction inside ``alternatives`` means "no restriction".
-
-Break the glass (SMART/HL7 v3 purpose ETREAT) lifts the ``orgs`` limit but not the scopes.
-Administrators and system clients registered without an Organization see every
-Organization's records. SMART App Launch 2.0 §"Scopes and Launch Context" defines the scope
-semantics; FHIR R4 §"Compartments" (http://hl7.org/fhir/R4/compartmentdefinition.html) the
-patient compartment.
+- a user of an Organization sees the people whose ``managingOrganization`` lies in its
+  subtree (commune station → its commune; province department → the province), and what
+  belongs to them; administrators and system clients registered without an Organization see
+  every Organization's people;
+- a specialist also sees the people of consultations assigned to their Practitioner;
+- a researcher never reads identified records: no row of a person-owned type;
+- patient-context scopes (``patient/…``) limit to the token's patient and its compartment;
+  without a patient in the token they grant nothing;
+- break the glass (purpose of use ETREAT, HL7 v3 ActReason) lifts the Organization limit for
+  reads and searches, never for writes and never beyond the scopes; every use is audited.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from songkhoe.store.access import DENY, Rule, owned
 
 from .context import AccessContext
 
-Params = tuple[tuple[str, str], ...]
 
-
-@dataclass(frozen=True, slots=True)
-class RowPolicy:
-    allowed: bool
-    orgs: frozenset[str] | None = None
-    patient: str | None = None
-    alternatives: tuple[Params, ...] = ()
-
-    @property
-    def unrestricted(self) -> bool:
-        return self.allowed and self.orgs is None and self.patient is None and \
-            (not self.alternatives or () in self.alternatives)
-
-
-DENY = RowPolicy(False)
-
-
-def row_policy(access: AccessContext, type_: str | None, action: str,
-               subtree: Callable[[str], frozenset[str]]) -> RowPolicy:
-    """The rows of ``type_`` (None: every type) that ``access`` may ``action`` (c r u d s).
-    ``subtree(org)`` gives the Organization ids under ``org`` (``orgs.org_subtree``)."""
-    grants = access.scopes.grants_for(type_, action)
-    if not grants:
+def rule_for(access: AccessContext, rtype: str, action: str) -> Rule:
+    """The rows of ``rtype`` that ``access`` may ``action``."""
+    grants = access.scopes.grants_for(rtype, action)
+    if not grants or (access.role == "researcher" and owned(rtype)):
         return DENY
     patient = None
     if all(g.context == "patient" for g in grants):
@@ -59,7 +37,23 @@ def row_policy(access: AccessContext, type_: str | None, action: str,
     alternatives = tuple(dict.fromkeys(g.params for g in grants))
     if () in alternatives:
         alternatives = ()
-    orgs = None
-    if access.org is not None and not access.break_glass:
-        orgs = subtree(access.org)
-    return RowPolicy(True, orgs, patient, alternatives)
+    org = access.org
+    if access.break_glass and action in ("r", "s"):
+        org = None
+    practitioner = access.practitioner if access.role == "specialist" and org else None
+    return Rule(True, org, practitioner, patient, alternatives)
+
+
+class ContextAccess:
+    """An ``AccessContext`` as the store's ``Access``, its rules computed once per request."""
+
+    def __init__(self, context: AccessContext) -> None:
+        self.context = context
+        self._rules: dict[tuple[str, str], Rule] = {}
+
+    def rule(self, rtype: str, action: str) -> Rule:
+        key = (rtype, action)
+        found = self._rules.get(key)
+        if found is None:
+            found = self._rules[key] = rule_for(self.context, rtype, action)
+        return found

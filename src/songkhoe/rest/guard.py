@@ -5,11 +5,13 @@
   ``Authorization: Bearer <access token>`` (RFC 6750 §2.1); a missing or invalid token is a
   401 with ``WWW-Authenticate: Bearer …`` (RFC 6750 §3) and an OperationOutcome.
 - The token's SMART scopes must cover the interaction's resource type and action
-  (``interaction_action``); if not, 403. Which *rows* a context may see is decided later,
-  inside the store's queries (organisation subtree, patient compartment, scope parameters).
+  (``interaction_action``); if not, 403. Which *rows* a context may see is decided inside
+  the store's queries (organisation subtree, patient compartment, scope queries): the
+  request's ``songkhoe.store.access.CURRENT`` is set to the context's ``ContextAccess``, and
+  every store transaction of the request applies it.
 - The verified ``AccessContext`` is put in the ASGI scope (``scope["songkhoe.access"]``) and
   in the ``ACCESS`` context variable, which Bundle entries are checked against
-  (``check_entry``) and which reaches store calls made in worker threads.
+  (``check_entry``); context variables reach store calls made in worker threads.
 - Every request, answered or refused, is written to the audit log as an AuditEvent
   (``songkhoe.auth.audit``) when its answer starts and before any of it is sent: if the audit
   log cannot be written, the client gets no data.
@@ -26,8 +28,10 @@ from starlette.concurrency import run_in_threadpool
 
 from songkhoe.auth import AccessContext, Auth, InvalidToken
 from songkhoe.auth.audit import Event
+from songkhoe.auth.policy import ContextAccess
 from songkhoe.fhir.outcome import FhirError, Issue, operation_outcome
 from songkhoe.rest.routing import Target, resolve
+from songkhoe.store.access import CURRENT
 
 ACCESS: contextvars.ContextVar[AccessContext | None] = contextvars.ContextVar(
     "songkhoe_access", default=None)
@@ -142,9 +146,11 @@ class AuthGuard:
                         await _outcome(403, err)(scope, receive, sending)
                         return
             token_var = ACCESS.set(access)
+            store_var = CURRENT.set(ContextAccess(access) if access is not None else None)
             try:
                 await self.app(scope, receive, sending)
             finally:
+                CURRENT.reset(store_var)
                 ACCESS.reset(token_var)
         finally:
             if not audited:  # the app failed before answering: the server answers 500

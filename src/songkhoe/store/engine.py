@@ -9,6 +9,12 @@ Every write validates the resource against the R4 definitions, NFC-normalises it
 row and all search-index rows in the caller's transaction. Index and history rows are buffered
 and written in bulk before the next read in the transaction and at commit.
 
+Access: a ``Tx`` opened with an ``access.Access`` (explicitly, or the request's
+``access.CURRENT``) reads only the rows that access may see — every statement carries the
+condition (``search_access``) — and refuses to write outside it: an existing row must be
+visible for update or delete, and at commit every row written must lie within the rule of its
+action (``Tx.finish``), so that a Bundle may create a Patient and its Observations in any order.
+
 Concurrency: PostgreSQL locks the ``resources`` row (``FOR UPDATE``) before a new version is
 computed; SQLite serialises writers with ``BEGIN IMMEDIATE``. Either way a stale ``If-Match``
 answers 412 and no update is lost.
@@ -32,6 +38,7 @@ from songkhoe.fhir.outcome import FhirError, Issue, gone, not_found, preconditio
 from songkhoe.fhir.text import nfc
 from songkhoe.fhir.validate import validate
 
+from .access import CURRENT, Access, OwnerIndex
 from .api import HistoryPage, Operations, Prepared, SearchResult, Stored, WriteResult
 from .backends import Backend
 from .ids import new_id
@@ -40,6 +47,8 @@ from .ranges import format_instant, from_us, instant_us
 from .schema import INDEX_COLUMNS
 from . import search_exec
 from .search import Query, parse
+from .search_access import Guard
+from .search_sql import Ctx
 
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
 
@@ -103,9 +112,12 @@ def prepare(resource: Any, rtype: str | None = None) -> Prepared:
 class Tx(Operations):
     """One database transaction. Obtain through ``Store.transaction()``."""
 
-    def __init__(self, backend: Backend, conn: Any) -> None:
+    def __init__(self, backend: Backend, conn: Any, access: Access | None = None) -> None:
         self.backend = backend
         self.conn = conn
+        self.guard = Guard(access, self._sql) if access is not None else None
+        self.owners = OwnerIndex()
+        self._written: dict[tuple[str, str], list[tuple[int, str]]] = {}  # (type, action) → rows
         self.now = time.time_ns() // 1000
         self._resources: list[tuple[Any, ...]] = []
         self._history: list[tuple[Any, ...]] = []
@@ -149,6 +161,43 @@ class Tx(Operations):
             if rows:
                 self.backend.load_rows(self.conn, table, ("rid", *INDEX_COLUMNS[table]), rows)
                 self._index[table] = []
+        self.owners.apply(self._sql, self.backend.name)
+
+    def finish(self) -> None:
+        """Flush, then check that every row this transaction wrote lies within the access
+        rule of its action (403, and nothing is committed, if one does not)."""
+        self.flush()
+        if self.guard is None:
+            return
+        for (rtype, action), rows in self._written.items():
+            cond = self.guard.condition(rtype, action, "r", Ctx(self.backend.name))
+            if cond is None:
+                continue
+            for start in range(0, len(rows), 500):
+                chunk = rows[start:start + 500]
+                outside = self._sql(f"SELECT r.id FROM resources r WHERE r.rid IN "
+                                    f"({', '.join('?' * len(chunk))}) AND NOT {cond[0]}",
+                                    [rid for rid, _ in chunk] + cond[1]).fetchone()
+                if outside is not None:
+                    raise FhirError(403, f"{rtype}/{outside[0]} would lie outside what this "
+                                         "access token may write (its Organization, patient or "
+                                         "scopes)", code="forbidden")
+        self._written = {}
+
+    def _sees(self, rtype: str, rid: int, action: str) -> bool:
+        """Whether the caller may ``action`` the existing row ``rid`` (403 when the type is
+        not allowed at all)."""
+        if self.guard is None:
+            return True
+        self.guard.require(rtype, action)
+        self.flush()
+        return self.guard.visible(rid, rtype, action, Ctx(self.backend.name))
+
+    def _check_existing(self, rtype: str, rid: int, action: str) -> None:
+        """An existing row may be updated only when the caller may see it."""
+        if not self._sees(rtype, rid, action):
+            raise FhirError(403, f"{rtype} resources of another Organization or patient may not "
+                                 "be changed with this access token", code="forbidden")
 
     def _current(self, rtype: str, id: str, *, lock: bool = False) -> tuple[int, int, bool] | None:
         """(rid, version, deleted) of a resource, locking its row for a write."""
@@ -165,6 +214,10 @@ class Tx(Operations):
             raise precondition_failed(f"If-Match expects version {if_match} of {rtype}/{id}, "
                                       f"but it {have}")
         version = current[1] + 1 if current else 1
+        if self.guard is not None:
+            if current is not None:
+                self._check_existing(rtype, current[0], "u")
+            self.guard.require(rtype, "u" if current and not current[2] else "c")
         if fresh_id:
             rid = self.new_rid()
             self._resources.append((rid, rtype, id, 1, self.now, False))
@@ -180,6 +233,9 @@ class Tx(Operations):
                       "WHERE rid = ?", (version, self.now, False, rid))
             self.unindex(rid)
         content = self.stage({**prepared.resource, "id": id}, rid, version, method, prepared.index)
+        if self.guard is not None:
+            action = "u" if current and not current[2] else "c"
+            self._written.setdefault((rtype, action), []).append((rid, id))
         stored = Stored(rtype, id, version, from_us(self.now), content, method)
         return WriteResult("updated" if current and not current[2] else "created", stored)
 
@@ -196,6 +252,7 @@ class Tx(Operations):
                               method, content))
         for table, rows in (index if index is not None else index_rows(resource)).items():
             self._index[table].extend((rid, *row) for row in rows)
+        self.owners.written(resource["resourceType"], resource["id"], rid)
         return content
 
     def unindex(self, rid: int) -> None:
@@ -300,6 +357,9 @@ class Tx(Operations):
                                       f"but it {have}")
         if current is None or current[2]:
             return WriteResult("unchanged", None)
+        if not self._sees(type, current[0], "d"):
+            return WriteResult("unchanged", None)  # as if absent: hidden rows stay hidden
+        self.owners.deleted(type)
         rid, version = current[0], current[1] + 1
         self._sql("UPDATE resources SET version = ?, last_updated = ?, deleted = ? WHERE rid = ?",
                   (version, self.now, True, rid))
@@ -315,13 +375,22 @@ class Tx(Operations):
 
     # -- reads -----------------------------------------------------------------------------
 
+    def _limit(self, rtype: str, action: str) -> tuple[str, list[Any]]:
+        """`` AND <condition on r>`` limiting reads of ``rtype`` to what the caller may see."""
+        if self.guard is None:
+            return "", []
+        self.guard.require(rtype, action)
+        cond = self.guard.condition(rtype, action, "r", Ctx(self.backend.name))
+        return (f" AND {cond[0]}", cond[1]) if cond else ("", [])
+
     def read(self, type: str, id: str) -> Stored:
         check_type(type)
         check_id(id)
         self.flush()
+        limit, limit_args = self._limit(type, "r")
         row = self._sql("SELECT r.version, r.last_updated, h.content, h.method FROM resources r "
                         "JOIN history h ON h.rid = r.rid AND h.version = r.version "
-                        "WHERE r.type = ? AND r.id = ?", (type, id)).fetchone()
+                        f"WHERE r.type = ? AND r.id = ?{limit}", [type, id, *limit_args]).fetchone()
         if row is None:
             raise not_found(f"{type}/{id} is not known")
         if row[2] is None:
@@ -332,9 +401,10 @@ class Tx(Operations):
         check_type(type)
         check_id(id)
         self.flush()
+        limit, limit_args = self._limit(type, "r")
         row = self._sql("SELECT h.last_updated, h.content, h.method FROM resources r "
                         "JOIN history h ON h.rid = r.rid WHERE r.type = ? AND r.id = ? "
-                        "AND h.version = ?", (type, id, version)).fetchone()
+                        f"AND h.version = ?{limit}", [type, id, version, *limit_args]).fetchone()
         if row is None:
             raise not_found(f"{type}/{id} has no version {version}")
         if row[1] is None:
@@ -348,8 +418,11 @@ class Tx(Operations):
         self.flush()
         return search_exec.search(self, type, params, compartment=compartment, strict=strict)
 
-    def _restrict_to_compartment(self, q: Query, compartment: tuple[str, str]) -> None:
-        q.terms.append(search_exec.compartment_term(q.types, *compartment))
+    def compartment_visible(self, ctype: str, cid: str) -> bool:
+        """Whether the caller may see the compartment's own resource (a hidden Patient's
+        compartment searches as if empty). An unknown one hides nothing."""
+        current = self._current(ctype, cid) if self.guard is not None else None
+        return current is None or self._sees(ctype, current[0], "r")
 
     def history(self, type: str | None = None, id: str | None = None, *,
                 since: datetime | None = None, count: int = 50,
@@ -364,10 +437,18 @@ class Tx(Operations):
             args.append(type)
         if id is not None and type is not None:
             current = self._current(type, id)
-            if current is None:
+            if current is None or not self._sees(type, current[0], "r"):
                 raise not_found(f"{type}/{id} is not known")
             where.append("h.rid = ?")
             args.append(current[0])
+        elif self.guard is not None:  # a type's or the system's history: visible rows only
+            if type is not None:
+                self.guard.require(type, "s")
+            cond = self.guard.any_condition([type] if type else None, "s", "g",
+                                            Ctx(self.backend.name))
+            if cond is not None:
+                where.append(f"EXISTS (SELECT 1 FROM resources g WHERE g.rid = h.rid AND {cond[0]})")
+                args += cond[1]
         if since is not None:
             where.append("h.last_updated >= ?")
             args.append(instant_us(since))
@@ -416,17 +497,18 @@ class Store(Operations):
             raise
 
     @contextmanager
-    def transaction(self) -> Iterator[Tx]:
-        """One database transaction: all of it is written, or none of it."""
+    def transaction(self, access: Access | None = None) -> Iterator[Tx]:
+        """One database transaction: all of it is written, or none of it. ``access`` limits
+        what it reads and writes (default: the request's, ``access.CURRENT``)."""
         with self.backend.transaction(write=True) as conn:
-            tx = Tx(self.backend, conn)
+            tx = Tx(self.backend, conn, access or CURRENT.get())
             yield tx
-            tx.flush()
+            tx.finish()
 
     @contextmanager
     def _reading(self) -> Iterator[Tx]:
         with self.backend.transaction(write=False) as conn:
-            yield Tx(self.backend, conn)
+            yield Tx(self.backend, conn, CURRENT.get())
 
     def close(self) -> None:
         self.backend.close()

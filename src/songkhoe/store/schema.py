@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .access import backfill_statements
+
 SCHEMA_VERSION = 3
 
 
@@ -202,12 +204,13 @@ def _v3(t: Types) -> list[str]:
     return [
         f"""CREATE TABLE owners (rid {big} NOT NULL, type {txt} NOT NULL, patient {txt} NOT NULL,
             org {txt}, PRIMARY KEY (rid, patient))""",
-        "CREATE INDEX owners_patient ON owners (patient, rid)",
+        "CREATE INDEX owners_patient ON owners (patient, type, rid)",
         "CREATE INDEX owners_org ON owners (type, org, rid)",
         f"""CREATE TABLE org_tree (ancestor {txt} NOT NULL, org {txt} NOT NULL,
             PRIMARY KEY (ancestor, org))""",
         "CREATE INDEX org_tree_org ON org_tree (org)",
         f"ALTER TABLE auth_users ADD COLUMN patient {txt}",
+        *backfill_statements(),
     ]
 
 

@@ -119,9 +119,10 @@ def _unknown(strict: bool, raw_name: str, types: list[str] | None, why: str = ""
 
 
 def parse(rtype: str | None, params_in: list[tuple[str, str]], *, strict: bool = False,
-          backend: str = "sqlite") -> Query:
-    """A Query for ``rtype`` (None: a system search) from (name, value) pairs."""
-    q = Query(rtype, [rtype] if rtype else None, ctx=Ctx(backend))
+          backend: str = "sqlite", ctx: Ctx | None = None) -> Query:
+    """A Query for ``rtype`` (None: a system search) from (name, value) pairs; ``ctx``: the
+    compilation state to use (one with an access ``guard``)."""
+    q = Query(rtype, [rtype] if rtype else None, ctx=ctx or Ctx(backend))
     for name, value in params_in:
         if name == "_type":  # several types in one search; repeated: all must hold
             wanted = {unescape(v).strip() for v in alternatives(value)}

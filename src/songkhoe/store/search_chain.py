@@ -62,6 +62,10 @@ def chain_term(ctx: Ctx, types: list[str] | None, head: str, rest: str, raw_name
     r2, x = ctx.alias("r"), ctx.alias("x")
     src, src_args = sources_sql(x, sources)
     inner_sql, inner_args = _inner(inner, r2, ctx)
+    guard = ctx.guard(targets, r2) if ctx.guard else None
+    if guard is not None:  # a chain does not pass through rows the caller may not see
+        inner_sql += f" AND {guard[0]}"
+        inner_args += guard[1]
     if len(targets) == 1:
         sub = (f"SELECT {x}.rid FROM idx_reference {x} WHERE {src} AND "
                f"{x}.target_type = ? AND {x}.target_id IN (SELECT {r2}.id FROM resources {r2} "
@@ -99,11 +103,19 @@ def has_term(ctx: Ctx, types: list[str] | None, raw_name: str, value: str, stric
         return None
     x, r2 = ctx.alias("x"), ctx.alias("r")
     src, src_args = sources_sql(x, p.sources)
+    guard = ctx.guard([rtype], r2) if ctx.guard else None  # only rows the caller may see
     if inner.table is not None and not inner.negate:
         rid_sql, inner_args = inner.rid_set(ctx)
+        if guard is not None:
+            rid_sql = (f"SELECT {r2}.rid FROM resources {r2} WHERE {r2}.rid IN ({rid_sql}) "
+                       f"AND {guard[0]}")
+            inner_args += guard[1]
         refs = f"{x}.rid IN ({rid_sql})"
     else:
         cond, inner_args = inner.condition(r2, ctx)
+        if guard is not None:
+            cond += f" AND {guard[0]}"
+            inner_args += guard[1]
         refs = (f"{x}.rid IN (SELECT {r2}.rid FROM resources {r2} WHERE {r2}.type = ? AND "
                 f"{r2}.deleted = ? AND {cond})")
         inner_args = [rtype, False, *inner_args]

@@ -279,7 +279,8 @@ def execute(tx: Any, q: Query) -> SearchResult:
     result.matches = [Stored(row[1], row[2], row[3], from_us(row[4]), bytes(row[5]))
                       for row in rows]
     if q.includes and rows:
-        sql, args = include_sql(q.includes, [row[0] for row in rows], tx.backend.name)
+        visible = tx.guard.any_condition(None, "r", "r", q.ctx) if tx.guard else None
+        sql, args = include_sql(q.includes, [row[0] for row in rows], tx.backend.name, visible)
         result.included = [Stored(t, i, v, from_us(lu), bytes(c))
                            for _, t, i, v, lu, c in fetch(tx, sql, args)]
     return result
@@ -318,18 +319,43 @@ def compartment_term(types: list[str] | None, ctype: str, cid: str) -> Term:
     return rid_term(" UNION ".join(parts), args, cost=1, pure=len(parts) == 1 and bool(sources))
 
 
+def guarded(tx: Any, q: Query) -> None:
+    """Add the caller's access limit (``tx.guard``) to the terms of ``q``."""
+    if tx.guard is None:
+        return
+    if q.type is not None:
+        q.terms += tx.guard.terms(q.type, "s", q.ctx)
+        return
+    cond = tx.guard.any_condition(q.types, "s", "{r}", q.ctx)
+    if cond is not None:
+        q.terms.append(Term(cond[0], cond[1], None, cost=9))
+
+
+def _context(tx: Any) -> Ctx:
+    """A compilation context whose chains and ``_has`` pass only through visible rows."""
+    ctx = Ctx(tx.backend.name)
+    if tx.guard is not None:
+        guard = tx.guard
+        ctx.guard = lambda types, alias: guard.any_condition(types, "s", alias, ctx)
+    return ctx
+
+
 def search(tx: Any, rtype: str | None, params_in: list[tuple[str, str]], *,
            compartment: tuple[str, str] | None = None, strict: bool = False) -> SearchResult:
-    q = parse(rtype, params_in, strict=strict, backend=tx.backend.name)
+    q = parse(rtype, params_in, strict=strict, ctx=_context(tx))
     if compartment is not None:
         q.terms.append(compartment_term(q.types, *compartment))
+        if not tx.compartment_visible(*compartment):
+            q.terms.append(Term("1 = 0", [], None, cost=1))
+    guarded(tx, q)
     return execute(tx, q)
 
 
 def everything(tx: Any, patient_id: str, *, since: datetime | None, types: list[str] | None,
                count: int, cursor: str | None) -> SearchResult:
-    q = Query(None, sorted(set(types)) if types else None, ctx=Ctx(tx.backend.name))
+    q = Query(None, sorted(set(types)) if types else None, ctx=_context(tx))
     q.terms.append(compartment_term(q.types, "Patient", patient_id))
+    guarded(tx, q)
     if since is not None:
         q.terms.append(Term("{r}.last_updated >= ?", [instant_us(since)], None, cost=6))
     q.count = count

@@ -89,9 +89,11 @@ def _step(rule: Include, frm: str, backend: str) -> tuple[str, list[Any]]:
     return sql, args
 
 
-def include_sql(rules: list[Include], rids: list[int], backend: str) -> tuple[str, list[Any]]:
+def include_sql(rules: list[Include], rids: list[int], backend: str,
+                visible: tuple[str, list[Any]] | None = None) -> tuple[str, list[Any]]:
     """One statement returning (rid, type, id, version, last_updated, content) of every resource
-    the rules reach from ``rids`` (the page's matches), matches themselves left out."""
+    the rules reach from ``rids`` (the page's matches), matches themselves left out, and only
+    those satisfying ``visible`` (a condition on the resource row ``r``: the caller's access)."""
     marks = ", ".join("(CAST(? AS BIGINT))" for _ in rids)
     args: list[Any] = list(rids)
     firsts, first_args = [], []
@@ -128,5 +130,6 @@ def include_sql(rules: list[Include], rids: list[int], backend: str) -> tuple[st
     sql = (f"{cte} SELECT r.rid, r.type, r.id, r.version, r.last_updated, h.content "
            "FROM (SELECT DISTINCT rid FROM inc) i JOIN resources r ON r.rid = i.rid "
            "JOIN history h ON h.rid = r.rid AND h.version = r.version "
-           "WHERE r.deleted = ? AND r.rid NOT IN (SELECT rid FROM m) ORDER BY r.rid LIMIT ?")
-    return sql, [*args, False, MAX_INCLUDED]
+           "WHERE r.deleted = ? AND r.rid NOT IN (SELECT rid FROM m)"
+           f"{' AND ' + visible[0] if visible else ''} ORDER BY r.rid LIMIT ?")
+    return sql, [*args, False, *(visible[1] if visible else []), MAX_INCLUDED]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,7 @@ class Term:
     shared: bool = False  # rows are tagged with a parameter shared by all types
     rids: str | None = None  # a condition ``{r}.rid IN (rids)``: the sub-select of row ids
     pure: bool = False  # ``rids`` holds only live resources of the type(s) searched
+    live_only: bool = True  # ``table`` has rows for live resources only (not ``owners``)
 
     @property
     def rid_only(self) -> bool:
@@ -86,7 +88,7 @@ class Term:
         """Whether the rows it selects are all live resources of the searched type(s): index
         rows exist only for live current versions, and ``sp`` names the type."""
         if self.table is not None:
-            return not self.shared and not self.negate
+            return not self.shared and not self.negate and self.live_only
         return self.pure
 
     def condition(self, r: str, ctx: Ctx) -> tuple[str, list[Any]]:
@@ -120,6 +122,8 @@ class Ctx:
     backend: str = "sqlite"
     counter: int = 0
     now_us: int = field(default_factory=lambda: time.time_ns() // 1000)
+    #: the access limit on rows that chains and ``_has`` reach: (types, alias) → condition
+    guard: Callable[[list[str], str], tuple[str, list[Any]] | None] | None = None
 
     def alias(self, prefix: str) -> str:
         self.counter += 1

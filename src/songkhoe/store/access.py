@@ -1,0 +1,244 @@
+"""Row-level access inside the store's SQL: which rows an access context may read, search,
+create, update or delete (issue 5; ARCHITECTURE.md "Access control lives in the query").
+
+The store does not know roles or tokens. It is handed an ``Access`` — anything that answers
+``rule(type, action)`` with a ``Rule`` (``songkhoe.auth.policy`` builds one from a verified
+token) — and compiles each rule into conditions on the ``resources`` row, ANDed into the very
+statement that reads the rows. A hidden row is therefore never fetched, counted, paged over,
+included, chained through or reported in an error.
+
+What a rule limits:
+
+- ``org``: the Organization at the top of the subtree the caller works in. Resources that
+  belong to people (``owned`` types: Patient, the Patient compartment — FHIR R4
+  http://hl7.org/fhir/R4/compartmentdefinition-patient.html — and ``EXTRA_OWNER_PARAMS``) are
+  visible when one of their Patients' ``managingOrganization`` lies in that subtree. Other
+  types (Organization, Practitioner, Location, terminology…) are directory data, visible to
+  every caller whose scopes name them.
+- ``practitioner``: also the people of consultations assigned to that Practitioner
+  (``ServiceRequest.performer``, ``Task.owner``).
+- ``patient``: only that Patient and its compartment (SMART patient-context tokens).
+- ``alternatives``: SMART v2 scope queries (``patient/Observation.rs?category=laboratory``),
+  each a conjunction of FHIR search parameters; a row must satisfy one of them.
+
+Ownership is kept in the table ``owners`` at write time (``OwnerIndex``, called from
+``Tx.flush``): one row per (resource, Patient it belongs to) with that Patient's managing
+Organization, updated for a whole compartment when a Patient moves. ``org_tree`` is the
+closure of ``Organization.partOf`` (ancestor, org), rebuilt in SQL when Organizations change,
+so "in the subtree of X" is one indexed join.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Protocol
+
+from songkhoe.fhir import definitions
+
+from .catalog import params
+
+Params = tuple[tuple[str, str], ...]
+
+#: Types outside the R4 Patient compartment that still hold a person's data: a teleconsultation
+#: Task (``Task.for``), an implanted Device, a Contract, a GuidanceResponse.
+EXTRA_OWNER_PARAMS: Mapping[str, tuple[str, ...]] = {
+    "Task": ("patient",), "Device": ("patient",), "Contract": ("patient",),
+    "GuidanceResponse": ("patient",),
+}
+
+#: Reference parameters whose target Practitioner is consulted about the patient.
+CONSULT_PARAMS = (("ServiceRequest", "performer"), ("Task", "owner"))
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """The rows of one type an access context may touch for one action (c r u d s)."""
+
+    allowed: bool = True
+    org: str | None = None
+    practitioner: str | None = None
+    patient: str | None = None
+    alternatives: tuple[Params, ...] = ()
+
+    @property
+    def unrestricted(self) -> bool:
+        return self.allowed and self.org is None and self.patient is None \
+            and not self.alternatives
+
+
+DENY = Rule(False)
+ALL = Rule()
+
+
+class Access(Protocol):
+    """What the store asks of an access context."""
+
+    def rule(self, rtype: str, action: str) -> Rule: ...
+
+
+#: The access context of the current request: ``Store`` transactions opened without an
+#: explicit ``access=`` use it (set by the REST layer for each request; None: unrestricted).
+CURRENT: contextvars.ContextVar[Access | None] = contextvars.ContextVar("songkhoe_store_access",
+                                                                        default=None)
+
+
+@contextmanager
+def acting_as(access: Access | None) -> Iterator[None]:
+    """Run the block's store calls under ``access``."""
+    token = CURRENT.set(access)
+    try:
+        yield
+    finally:
+        CURRENT.reset(token)
+
+
+# --- ownership -----------------------------------------------------------------------------
+
+
+@cache
+def owner_params() -> Mapping[str, tuple[str, ...]]:
+    """For each owned type, the reference parameters naming the Patients it belongs to."""
+    return {**definitions.patient_compartment(), **EXTRA_OWNER_PARAMS}
+
+
+def owned(rtype: str) -> bool:
+    return rtype == "Patient" or rtype in owner_params()
+
+
+@cache
+def owner_sps() -> tuple[int, ...]:
+    """The index tags (``sp``) of every owner parameter."""
+    sps = {s.sp for rtype, codes in owner_params().items() for code in codes
+           if (p := params(rtype).get(code)) is not None
+           for s in p.sources if s.target in (None, "Patient")}
+    return tuple(sorted(sps))
+
+
+@cache
+def _sp(rtype: str, code: str) -> int:
+    return params(rtype)[code].sources[0].sp
+
+
+def _ints(values: tuple[int, ...]) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def managing_org_sql(patient: str) -> str:
+    """A scalar sub-select: the managing Organization of the Patient whose id is ``patient``
+    (a SQL expression), NULL when it is unknown, deleted or has none."""
+    return ("(SELECT MIN(m.target_id) FROM resources mp JOIN idx_reference m ON m.rid = mp.rid "
+            f"WHERE mp.type = 'Patient' AND mp.id = {patient} AND m.sp = "
+            f"{_sp('Patient', 'organization')} AND m.target_type = 'Organization')")
+
+
+def owner_rows_sql(rids: str | None) -> str:
+    """SELECT of (rid, type, patient) owner rows for the resources whose ``rid`` is in
+    ``rids`` (a SQL list; None: all): the Patients their owner parameters name, and each
+    Patient itself."""
+    x_rids = f"x.rid IN ({rids})" if rids else "1 = 1"
+    r_rids = f"r.rid IN ({rids})" if rids else "1 = 1"
+    return ("SELECT DISTINCT x.rid AS rid, r.type AS type, x.target_id AS patient "
+            "FROM idx_reference x "
+            "JOIN resources r ON r.rid = x.rid "
+            f"WHERE x.sp IN ({_ints(owner_sps())}) AND x.target_type = 'Patient' "
+            f"AND {x_rids} "
+            f"UNION SELECT r.rid, r.type, r.id FROM resources r WHERE r.type = 'Patient' "
+            f"AND {r_rids}")
+
+
+def org_tree_sql() -> str:
+    """INSERT of the closure of ``Organization.partOf`` into an empty ``org_tree`` (UNION
+    stops at cycles)."""
+    return ("INSERT INTO org_tree (ancestor, org) WITH RECURSIVE up(org, ancestor) AS ("
+            "SELECT id, id FROM resources WHERE type = 'Organization' UNION "
+            "SELECT up.org, x.target_id FROM up JOIN resources o ON o.type = 'Organization' "
+            "AND o.id = up.ancestor JOIN idx_reference x ON x.rid = o.rid "
+            f"AND x.sp = {_sp('Organization', 'partof')} AND x.target_type = 'Organization') "
+            "SELECT DISTINCT ancestor, org FROM up")
+
+
+def backfill_statements() -> list[str]:
+    """Fill ``owners`` and ``org_tree`` from the resources already stored (schema v3)."""
+    return [
+        f"INSERT INTO owners (rid, type, patient) SELECT o.rid, o.type, o.patient "
+        f"FROM ({owner_rows_sql(None)}) o",
+        f"UPDATE owners SET org = {managing_org_sql('owners.patient')}",
+        org_tree_sql(),
+    ]
+
+
+class OwnerIndex:
+    """Keeps ``owners`` and ``org_tree`` up to date with one transaction's writes, in a few
+    set-based statements at each flush (``Tx.flush``)."""
+
+    def __init__(self) -> None:
+        self.rids: list[int] = []  # written resources of owned types
+        self.patients: set[str] = set()  # Patients written: their compartment follows them
+        self.orgs_changed = False
+
+    def written(self, rtype: str, id: str, rid: int) -> None:
+        if owned(rtype):
+            self.rids.append(rid)
+            if rtype == "Patient":
+                self.patients.add(id)
+        elif rtype == "Organization":
+            self.orgs_changed = True
+
+    def deleted(self, rtype: str) -> None:
+        if rtype == "Organization":
+            self.orgs_changed = True
+
+    def apply(self, execute: Any, backend: str) -> None:
+        """Run the statements (``execute(sql, args)``) after the index rows are written."""
+        for start in range(0, len(self.rids), 500):
+            chunk = self.rids[start:start + 500]
+            marks = ", ".join("?" * len(chunk))
+            execute(f"DELETE FROM owners WHERE rid IN ({marks})", chunk)
+            execute("INSERT INTO owners (rid, type, patient, org) SELECT o.rid, o.type, "
+                    f"o.patient, {managing_org_sql('o.patient')} "
+                    f"FROM ({owner_rows_sql(marks)}) o",
+                    chunk * 2)
+        patients = sorted(self.patients)
+        for start in range(0, len(patients), 500):
+            chunk = patients[start:start + 500]
+            marks = ", ".join("?" * len(chunk))
+            # a Patient that moved takes its whole compartment along
+            execute(f"UPDATE owners SET org = n.org FROM (SELECT p.patient, "
+                    f"{managing_org_sql('p.patient')} AS org FROM (SELECT DISTINCT patient FROM "
+                    f"owners WHERE patient IN ({marks})) p) n WHERE owners.patient = n.patient "
+                    "AND owners.org IS DISTINCT FROM n.org", chunk)
+        if self.orgs_changed:
+            if backend == "postgres":  # one rebuild at a time; readers keep the old tree
+                execute("LOCK TABLE org_tree IN SHARE ROW EXCLUSIVE MODE", [])
+            execute("DELETE FROM org_tree", [])
+            execute(org_tree_sql(), [])
+        self.rids, self.patients, self.orgs_changed = [], set(), False
+
+
+# --- rules compiled to SQL ---------------------------------------------------------------------
+
+
+def consult_patients_sql() -> str:
+    """Sub-select of the Patients of consultations assigned to the Practitioner ``?``."""
+    sps = _ints(tuple(_sp(t, c) for t, c in CONSULT_PARAMS))
+    return (f"SELECT co.patient FROM idx_reference ca JOIN owners co ON co.rid = ca.rid "
+            f"WHERE ca.sp IN ({sps}) AND ca.target_type = 'Practitioner' AND ca.target_id = ?")
+
+
+def owner_where(rule: Rule, x: str) -> tuple[str, list[Any]] | None:
+    """The condition on an ``owners`` row ``x`` that makes its resource visible under ``rule``
+    (None: no person-based limit)."""
+    if rule.patient is not None:
+        return f"{x}.patient = ?", [rule.patient]
+    if rule.org is None:
+        return None
+    sql = f"{x}.org IN (SELECT t.org FROM org_tree t WHERE t.ancestor = ?)"
+    args: list[Any] = [rule.org]
+    if rule.practitioner is not None:
+        sql = f"({sql} OR {x}.patient IN ({consult_patients_sql()}))"
+        args.append(rule.practitioner)
+    return sql, args

@@ -1,0 +1,163 @@
+"""Access rules (``access.Rule``) compiled into SQL: a term of each search, and conditions on
+the resource rows every other statement reads (reads, history, includes, chains, ``_has``).
+
+A person-owned row is visible when an ``owners`` row of it satisfies the rule's person limit
+(``access.owner_where``); a row of any type must also satisfy one of the rule's scope
+queries, compiled with the same search compiler as the request itself (SMART App Launch 2.0,
+"Scopes for requesting clinical data": ``patient/Observation.rs?category=laboratory``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from songkhoe.fhir import definitions
+from songkhoe.fhir.outcome import FhirError
+
+from .access import Access, Rule, owned, owner_where
+from .search_sql import Ctx, Term
+
+#: An Organization subtree with more members than this is a district, province or the nation:
+#: its people are many, so their ``owners`` rows do not drive a search.
+SMALL_SUBTREE = 50
+
+
+def forbidden(rtype: str | None, action: str) -> FhirError:
+    names = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+    return FhirError(403, f"This access token may not {names.get(action, action)} "
+                          f"{rtype or 'resources'}", code="forbidden")
+
+
+class Guard:
+    """An access context bound to one transaction (``execute(sql, args)`` runs a statement)."""
+
+    def __init__(self, access: Access, execute: Any) -> None:
+        self.access = access
+        self._execute = execute
+        self._sizes: dict[str, int] = {}
+
+    def rule(self, rtype: str, action: str) -> Rule:
+        return self.access.rule(rtype, action)
+
+    def require(self, rtype: str, action: str) -> Rule:
+        rule = self.rule(rtype, action)
+        if not rule.allowed:
+            raise forbidden(rtype, action)
+        return rule
+
+    def _small(self, org: str) -> bool:
+        if org not in self._sizes:
+            self._sizes[org] = int(self._execute(
+                f"SELECT COUNT(*) FROM (SELECT 1 FROM org_tree WHERE ancestor = ? "
+                f"LIMIT {SMALL_SUBTREE + 1}) s", [org]).fetchone()[0])
+        return self._sizes[org] <= SMALL_SUBTREE
+
+    # --- one type ------------------------------------------------------------------------
+
+    def terms(self, rtype: str, action: str, ctx: Ctx) -> list[Term]:
+        """The terms that limit a search of ``rtype`` (403 when the type is not allowed). The
+        person limit can drive the search: a patient's or a commune's rows are few."""
+        rule = self.require(rtype, action)
+        out: list[Term] = []
+        owner = owner_where(rule, "{x}") if owned(rtype) else None
+        if owner is not None:
+            sql, args = owner
+            few = rule.patient is not None or (rule.org is not None and self._small(rule.org))
+            out.append(Term(f"{{x}}.type = ? AND {sql}", [rtype, *args], "owners",
+                            ordered=rule.patient is not None and rule.practitioner is None,
+                            cost=2 if few else 7, live_only=False))
+        alternatives = _alternatives(rule, rtype, ctx)
+        if alternatives is not None:
+            out.append(Term(alternatives[0], alternatives[1], None, cost=6))
+        return out
+
+    def condition(self, rtype: str, action: str, r: str, ctx: Ctx) -> tuple[str, list[Any]] | None:
+        """A condition on the ``resources`` row ``r`` of type ``rtype`` (None: every row;
+        ``1 = 0`` when the type is not allowed)."""
+        rule = self.rule(rtype, action)
+        if not rule.allowed:
+            return "1 = 0", []
+        return _rule_condition(rule, rtype, r, ctx)
+
+    def visible(self, rid: int, rtype: str, action: str, ctx: Ctx) -> bool:
+        """Whether the row ``rid`` (of type ``rtype``) is visible under the rule."""
+        cond = self.condition(rtype, action, "r", ctx)
+        if cond is None:
+            return True
+        sql, args = cond
+        return self._execute(f"SELECT 1 FROM resources r WHERE r.rid = ? AND {sql}",
+                             [rid, *args]).fetchone() is not None
+
+    # --- several types ---------------------------------------------------------------------
+
+    def any_condition(self, types: list[str] | None, action: str, r: str, ctx: Ctx
+                      ) -> tuple[str, list[Any]] | None:
+        """A condition on the row ``r`` of any of ``types`` (None: all types): rows of types
+        with the same rule share one branch. None when nothing is limited."""
+        groups: dict[tuple[Rule, bool], list[str]] = {}
+        for rtype in types if types is not None else sorted(definitions.resource_types()):
+            rule = self.rule(rtype, action)
+            groups.setdefault((rule, owned(rtype) and rule.allowed), []).append(rtype)
+        if all(rule.unrestricted for rule, _ in groups):
+            return None
+        branches: list[str] = []
+        args: list[Any] = []
+        for (rule, _), members in groups.items():
+            if not rule.allowed:
+                continue
+            cond = None
+            if rule.alternatives:  # compiled per type: a scope query names type parameters
+                for rtype in members:
+                    c = _rule_condition(rule, rtype, r, ctx)
+                    assert c is not None
+                    branches.append(f"({r}.type = ? AND {c[0]})")
+                    args += [rtype, *c[1]]
+                continue
+            cond = _rule_condition(rule, members[0], r, ctx)
+            marks = ", ".join("?" * len(members))
+            if cond is None:
+                branches.append(f"{r}.type IN ({marks})")
+                args += members
+            else:
+                branches.append(f"({r}.type IN ({marks}) AND {cond[0]})")
+                args += [*members, *cond[1]]
+        return ("(" + " OR ".join(branches) + ")" if branches else "1 = 0"), args
+
+
+def _rule_condition(rule: Rule, rtype: str, r: str, ctx: Ctx) -> tuple[str, list[Any]] | None:
+    parts: list[str] = []
+    args: list[Any] = []
+    o = ctx.alias("o")
+    owner = owner_where(rule, o) if owned(rtype) else None
+    if owner is not None:
+        parts.append(f"EXISTS (SELECT 1 FROM owners {o} WHERE {o}.rid = {r}.rid AND {owner[0]})")
+        args += owner[1]
+    alternatives = _alternatives(rule, rtype, ctx)
+    if alternatives is not None:
+        parts.append(alternatives[0].replace("{r}", r))
+        args += alternatives[1]
+    return (" AND ".join(parts), args) if parts else None
+
+
+def _alternatives(rule: Rule, rtype: str, ctx: Ctx) -> tuple[str, list[Any]] | None:
+    """The scope queries as one condition on ``{r}``: any one of them holds."""
+    from .search import compile_param
+
+    if not rule.alternatives:
+        return None
+    plain = Ctx(ctx.backend, ctx.counter + 1000)  # no guard: scope queries are not re-checked
+    ors: list[str] = []
+    args: list[Any] = []
+    for conjunction in rule.alternatives:
+        ands = []
+        for name, value in conjunction:
+            term = compile_param(plain, [rtype], name, value, strict=True)
+            if term is None:  # a query the type has no parameter for selects none of it
+                ands.append("1 = 0")
+                continue
+            sql, a = term.condition("{r}", plain)
+            ands.append(sql)
+            args += a
+        ors.append("(" + " AND ".join(ands) + ")" if ands else "1 = 1")
+    ctx.counter = plain.counter
+    return "(" + " OR ".join(ors) + ")", args
