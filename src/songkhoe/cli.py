@@ -58,8 +58,8 @@ def serve(args: argparse.Namespace) -> int:
 
             print("songkhoe: demo users (passwords are new at every demo start):", flush=True)
             for username, password, role, org in demo_users(auth, args.demo_province):
-                print(f"  {username:<12} {password:<14} {role:<18} Organization/{org}",
-                      flush=True)
+                where = org if "/" in org else f"Organization/{org}"  # a citizen: Patient/id
+                print(f"  {username:<12} {password:<14} {role:<18} {where}", flush=True)
     print(f"songkhoe: FHIR server at http://{shown_host}:{args.port}/fhir "
           f"(capability statement: http://{shown_host}:{args.port}/fhir/metadata)", flush=True)
     common = dict(host=args.host, port=args.port, log_level=args.log_level, access_log=False,

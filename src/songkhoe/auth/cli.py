@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .identities import ROLES, new_secret
+from .identities import PERSON_ONLY_ROLES, ROLES, new_secret, patient_id
 from .service import Auth
 
 
@@ -35,11 +35,32 @@ def _run(fn: Any) -> Any:
 
 
 def user_add(auth: Auth, args: argparse.Namespace) -> int:
-    auth.identities.add_user(args.username, args.password, args.role, args.org,
-                             practitioner=args.practitioner, must_change=args.must_change)
-    print(f"user {args.username} added ({args.role}" + (f", Organization/{args.org})" if args.org
-                                                        else ")"))
+    patient = patient_id(args.patient)
+    if patient is not None:
+        _check_patient(auth, patient)
+    user = auth.identities.add_user(args.username, args.password, args.role, args.org,
+                                    practitioner=args.practitioner, patient=patient,
+                                    must_change=args.must_change)
+    print(f"user {user.username} added ({user.role}, {_attached(user) or 'no Organization'})")
     return 0
+
+
+def _check_patient(auth: Auth, patient: str) -> None:
+    """A citizen account may only be linked to a Patient the store holds (and not deleted)."""
+    from songkhoe.fhir.outcome import FhirError
+
+    try:
+        auth.store.read("Patient", patient)
+    except FhirError as exc:
+        why = "was deleted" if exc.status == 410 else "is not in this database"
+        raise ValueError(f"Patient/{patient} {why}") from None
+
+
+def _attached(user: Any) -> str | None:
+    """What an account belongs to: its Organization, or a citizen's Patient."""
+    if user.patient:
+        return f"Patient/{user.patient}"
+    return f"Organization/{user.org}" if user.org else None
 
 
 def user_passwd(auth: Auth, args: argparse.Namespace) -> int:
@@ -65,7 +86,8 @@ def user_lock(auth: Auth, args: argparse.Namespace) -> int:
 def user_list(auth: Auth, args: argparse.Namespace) -> int:
     for u in auth.identities.users():
         state = "locked" if u.locked else ("must change password" if u.must_change else "active")
-        print(f"{u.username}\t{u.role}\t{u.org or '-'}\t{state}")
+        where = u.org or (f"Patient/{u.patient}" if u.patient else "-")
+        print(f"{u.username}\t{u.role}\t{where}\t{state}")
     return 0
 
 
@@ -115,6 +137,8 @@ def add_commands(commands: Any) -> None:
     p.add_argument("--role", required=True, choices=[r for r in ROLES if r != "system"])
     p.add_argument("--org", help="Organization id the user belongs to (their scope)")
     p.add_argument("--practitioner", help="Practitioner id (the token's fhirUser)")
+    p.add_argument("--patient", help="Patient id a citizen account speaks for (required for "
+                                     "--role citizen, refused for other roles)")
     p.add_argument("--must-change", action="store_true", help="force a change at first sign-in")
     p.set_defaults(run=_run(user_add))
     p = sub.add_parser("passwd", help="set or reset a password (no --password: a one-time one)")
@@ -144,7 +168,8 @@ def add_commands(commands: Any) -> None:
     g.add_argument("--jwks", metavar="FILE", help="public JWK Set for private_key_jwt")
     p.add_argument("--redirect-uri", action="append", default=[])
     p.add_argument("--scope", default="", help="the most this client may ask for")
-    p.add_argument("--role", choices=list(ROLES), help="role for client_credentials")
+    p.add_argument("--role", choices=[r for r in ROLES if r not in PERSON_ONLY_ROLES],
+                   help="role for client_credentials")
     p.add_argument("--org", help="Organization id for client_credentials")
     p.set_defaults(run=_run(client_add))
 

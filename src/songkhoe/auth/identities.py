@@ -4,6 +4,13 @@ Roles (issue 5) and the SMART scopes each may hold at most (the ceiling a token'
 cut down to, ``scopes.ScopeSet.within``); the Organization subtree and, later, Consent narrow
 the rows further inside the store.
 
+Staff accounts belong to an Organization (``org``) and may name their Practitioner. A
+``citizen`` account is a person's own, patient-facing account: it speaks for exactly one
+Patient (``patient``, schema v3 ``auth_users.patient``) and has no Organization; its tokens
+carry that Patient as the SMART launch context (``patient`` claim) and hold patient-context
+scopes only, so it reads and searches its own compartment and nothing else. Every other role
+must not name a Patient.
+
 Clients (RFC 6749 §2) are public (SMART apps with PKCE, no secret), confidential with a
 secret (``client_secret_basic``/``client_secret_post``), or authenticate with a signed JWT
 assertion against their registered public keys (``private_key_jwt``, RFC 7523 §2.2,
@@ -29,8 +36,11 @@ ROLES: dict[str, str] = {
     "programme_manager": "user/*.rs",
     "researcher": "user/*.rs",  # de-identified extracts come later (research room)
     "administrator": "user/*.cruds system/*.cruds",
+    "citizen": "patient/*.rs",  # a person's own records: read and search, nothing else
     "system": "system/*.cruds",
 }
+CITIZEN = "citizen"
+PERSON_ONLY_ROLES = frozenset({CITIZEN})  # roles a system client may not hold
 
 
 class AuthError(Exception):
@@ -52,6 +62,8 @@ class User:
     must_change: bool
     locked: bool
     failures: int
+    patient: str | None = None  # the Patient a citizen account speaks for
+
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,38 @@ def check_role(role: str) -> None:
         raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
 
 
+def patient_id(patient: str | None) -> str | None:
+    """A Patient id as given (``123`` or ``Patient/123``), checked; None stays None."""
+    if patient is None:
+        return None
+    from songkhoe.fhir.outcome import FhirError
+    from songkhoe.store.engine import check_id
+
+    pid = patient.removeprefix("Patient/")
+    try:
+        check_id(pid)
+    except FhirError as exc:
+        raise ValueError(f"Patient id {exc.issues[0].diagnostics}") from None
+    return pid
+
+
+def check_account(role: str, org: str | None, practitioner: str | None,
+                  patient: str | None) -> None:
+    """A citizen has a Patient and no Organization or Practitioner; no one else has a
+    Patient."""
+    check_role(role)
+    if role == CITIZEN:
+        if not patient:
+            raise ValueError("a citizen account needs the id of the Patient it speaks for "
+                             "(--patient)")
+        if org or practitioner:
+            raise ValueError("a citizen account belongs to a Patient, not to an Organization "
+                             "or a Practitioner: leave out --org and --practitioner")
+    elif patient:
+        raise ValueError(f"only citizen accounts speak for a Patient; a {role} account must "
+                         "not have one (leave out --patient)")
+
+
 class Identities:
     """Users and clients in the store's database."""
 
@@ -86,15 +130,19 @@ class Identities:
     # --- users -------------------------------------------------------------------------------
 
     def add_user(self, username: str, password: str, role: str, org: str | None = None, *,
-                 practitioner: str | None = None, must_change: bool = False) -> User:
-        check_role(role)
+                 practitioner: str | None = None, patient: str | None = None,
+                 must_change: bool = False) -> User:
+        """A new account. ``patient``: the Patient id a ``citizen`` account speaks for
+        (required for citizens, refused for every other role)."""
+        patient = patient_id(patient)
+        check_account(role, org, practitioner, patient)
         check_strength(password)
         if self.user(username):
             raise ValueError(f"user {username!r} already exists")
         self.db.run("INSERT INTO auth_users (username, password_hash, role, org, practitioner, "
-                    "must_change, locked, failures, last_failure, created) "
-                    "VALUES (?, ?, ?, ?, ?, ?, 0, 0, NULL, ?)",
-                    (username, hash_password(password), role, org, practitioner,
+                    "patient, must_change, locked, failures, last_failure, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, NULL, ?)",
+                    (username, hash_password(password), role, org, practitioner, patient,
                      int(must_change), int(self.clock())))
         user = self.user(username)
         assert user is not None
@@ -102,10 +150,20 @@ class Identities:
 
     def user(self, username: str) -> User | None:
         row = self.db.one("SELECT username, role, org, practitioner, must_change, locked, "
-                          "failures FROM auth_users WHERE username = ?", (username,))
+                          "failures, patient FROM auth_users WHERE username = ?", (username,))
         if row is None:
             return None
-        return User(row[0], row[1], row[2], row[3], bool(row[4]), bool(row[5]), int(row[6]))
+        return User(row[0], row[1], row[2], row[3], bool(row[4]), bool(row[5]), int(row[6]),
+                    row[7])
+
+    def set_patient(self, username: str, patient: str) -> None:
+        """Link a citizen account to another Patient (a merged or re-registered record)."""
+        user = self.user(username)
+        if user is None:
+            raise ValueError(f"no user {username!r}")
+        pid = patient_id(patient)
+        check_account(user.role, user.org, user.practitioner, pid)
+        self.db.run("UPDATE auth_users SET patient = ? WHERE username = ?", (pid, username))
 
     def users(self) -> list[User]:
         rows = self.db.all("SELECT username FROM auth_users ORDER BY username")
@@ -167,6 +225,8 @@ class Identities:
                    scope: str = "", role: str | None = None, org: str | None = None) -> Client:
         if role is not None:
             check_role(role)
+            if role in PERSON_ONLY_ROLES:
+                raise ValueError(f"role {role} is for people's own accounts, not for clients")
         ScopeSet.parse(scope)  # refuse bad scopes at registration
         if self.client(client_id):
             raise ValueError(f"client {client_id!r} already exists")

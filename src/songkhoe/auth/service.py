@@ -14,6 +14,13 @@ and the client's registered scopes. A user whose password must change (the first
 administrator) gets no token until a ``new_password`` is sent with the password. Break the
 glass: ``purpose_of_use=ETREAT`` marks the token ``btg`` — the store will then widen the
 organisational scope, and every use is audited as emergency access.
+
+Who the token speaks for (``identity_claims``): a user with a Practitioner gets ``fhirUser:
+Practitioner/<id>``; a citizen gets ``fhirUser: Patient/<id>`` and the SMART launch context
+claim ``patient: <id>``, and the token response carries ``"patient": "<id>"`` next to the
+access token (SMART App Launch 2.0 §"Launch context arrives with your access_token"). Both
+are read from the account at every token and refresh, so a relinked account takes effect
+at the next refresh.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from .assertions import ASSERTION_TYPE, verify_assertion
 from .audit import AuditLog
 from .context import AccessContext
 from .db import Db
-from .identities import ROLES, AuthError, Client, Identities, User
+from .identities import CITIZEN, ROLES, AuthError, Client, Identities, User
 from .keys import KeyRing
 from .passwords import Clock, Throttle, system_clock
 from .pkce import AuthorizationCodes
@@ -36,6 +43,21 @@ from .tokens import ACCESS_TTL, InvalidToken, TokenService
 BREAK_GLASS_ROLES = frozenset({"doctor", "specialist", "health_worker"})
 PURPOSES = frozenset({"TREAT", "ETREAT", "HPAYMT", "HOPERAT", "PUBHLTH", "HRESCH", "HSYSADMIN"})
 ADMIN_USERNAME = "admin"
+IDENTITY_CLAIMS = ("fhirUser", "patient")  # from the account, at every token and refresh
+
+
+def identity_claims(user: User) -> dict[str, str]:
+    """The claims saying whom ``user``'s token speaks for: ``fhirUser`` (SMART App Launch 2.0
+    §"Scopes for requesting identity data": a Practitioner, or the Patient of a citizen) and,
+    for a citizen, the launch context ``patient``. A citizen without a Patient gets no token."""
+    if user.role == CITIZEN:
+        if not user.patient:
+            raise AuthError("invalid_grant", "this citizen account is not linked to a Patient: "
+                                             "ask an administrator")
+        return {"fhirUser": f"Patient/{user.patient}", "patient": user.patient}
+    if user.practitioner:
+        return {"fhirUser": f"Practitioner/{user.practitioner}"}
+    return {}
 
 
 class Auth:
@@ -120,7 +142,15 @@ class Auth:
                 if holder is None or holder.locked:
                     self.refresh.revoke(new_refresh)
                     raise AuthError("invalid_grant", "the user can no longer sign in")
-                claims = {**claims, "role": holder.role, "org": holder.org}
+                try:
+                    identity = identity_claims(holder)
+                except AuthError:
+                    self.refresh.revoke(new_refresh)
+                    raise
+                extra = {k: v for k, v in claims.get("extra", {}).items()
+                         if k not in IDENTITY_CLAIMS}
+                claims = {**claims, "role": holder.role, "org": holder.org,
+                          "extra": {**extra, **identity}}
                 scope = scope.within(ScopeSet.parse(ROLES[holder.role]))
             answer = self._issue(claims["sub"], claims.get("kind", "user"), claims["role"],
                                  claims.get("org"), scope, client, claims.get("extra", {}),
@@ -186,8 +216,7 @@ class Auth:
             if purpose == "ETREAT" and user.role not in BREAK_GLASS_ROLES:
                 raise AuthError("invalid_request", f"role {user.role} may not break the glass")
             extra = {"purpose": purpose, "btg": purpose == "ETREAT" or None}
-        if user.practitioner:
-            extra["fhirUser"] = f"Practitioner/{user.practitioner}"
+        extra.update(identity_claims(user))
         return self._issue(user.username, "user", user.role, user.org, scope, client, extra,
                            refresh=True)
 
@@ -198,6 +227,8 @@ class Auth:
                                           scope=scope, client_id=client_id, extra=extra)
         answer: dict[str, Any] = {"access_token": token, "token_type": "Bearer",
                                   "expires_in": self.tokens.ttl, "scope": claims["scope"]}
+        if extra.get("patient"):  # SMART launch context, next to the token
+            answer["patient"] = extra["patient"]
         if refresh:
             answer["refresh_token"] = self.refresh.issue(RefreshGrant(
                 subject if kind == "user" else None, client_id, claims["scope"],

@@ -2,8 +2,11 @@
 
 Claims: ``iss``, ``aud``, ``sub``, ``iat``, ``nbf``, ``exp`` (short: ``ACCESS_TTL``), ``jti``,
 ``scope`` (SMART scopes, space separated), ``role``, ``org``, ``client_id`` and optionally
-``patient``, ``purpose`` (purpose of use), ``btg`` (break the glass) and ``fhirUser``.
-Header: ``alg`` ES256 and the signing key's ``kid`` (``keys.KeyRing``).
+``patient`` (the SMART launch context: the Patient id a citizen's token speaks for),
+``purpose`` (purpose of use), ``btg`` (break the glass) and ``fhirUser`` (``Practitioner/<id>``
+or ``Patient/<id>``). Header: ``alg`` ES256 and the signing key's ``kid`` (``keys.KeyRing``).
+The verified claims become an ``AccessContext``: ``patient`` as is, and the Practitioner of
+``fhirUser`` as ``practitioner``.
 
 Verification refuses: a token not signed by one of our valid keys (unknown or expired
 ``kid``, bad signature), any ``alg`` other than ES256 (``none`` included — RFC 8725 §3.1),
@@ -29,6 +32,14 @@ from .scopes import ScopeError, ScopeSet
 ACCESS_TTL = 300  # seconds: a stolen token is useful for five minutes at most
 LEEWAY = 30  # clock skew allowed on exp/nbf/iat
 CACHE_SIZE = 10_000  # verified tokens remembered (signature checks are the costly part)
+
+
+def fhir_user_id(claims: dict[str, Any], rtype: str) -> str | None:
+    """The id in the ``fhirUser`` claim when it is a relative reference to ``rtype``."""
+    value = claims.get("fhirUser")
+    if isinstance(value, str) and value.startswith(f"{rtype}/"):
+        return value[len(rtype) + 1:] or None
+    return None
 
 
 class InvalidToken(Exception):
@@ -124,6 +135,7 @@ class TokenService:
             subject=claims["sub"], kind=claims.get("kind", "user"), role=claims.get("role", ""),
             org=claims.get("org"), scopes=scopes, client_id=claims.get("client_id"),
             patient=claims.get("patient"), purpose=claims.get("purpose"),
+            practitioner=fhir_user_id(claims, "Practitioner"),
             break_glass=bool(claims.get("btg")), address=address, token_id=claims["jti"])
 
     # --- revocation (RFC 7009) ---------------------------------------------------------------
