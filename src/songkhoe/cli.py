@@ -1,5 +1,6 @@
 """The ``songkhoe`` command: ``serve`` the FHIR server, ``import`` NDJSON/Bundle files,
-``synth`` a synthetic population, administer ``user``s and ``client``s, ``audit verify``."""
+``synth`` a synthetic population, administer ``user``s and ``client``s, ``org import`` the
+health system's Organizations, ``audit verify``."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Administration commands: ``songkhoe user add|passwd|lock|unlock|list``,
-``songkhoe client add``, ``songkhoe keys rotate`` and ``songkhoe audit verify``."""
+``songkhoe client add``, ``songkhoe keys rotate``, ``songkhoe org import`` and
+``songkhoe audit verify``."""
 
 from __future__ import annotations
 
@@ -114,6 +115,18 @@ def keys_rotate(auth: Auth, args: argparse.Namespace) -> int:
     return 0
 
 
+def org_import(auth: Auth, args: argparse.Namespace) -> int:
+    from .org_import import import_organizations
+
+    result = import_organizations(auth.store, args.province)
+    print(f"Organizations for {result.provinces} provinces and {result.communes:,} communes: "
+          f"created {result.created:,}, updated {result.updated:,}, unchanged "
+          f"{result.unchanged:,}, rejected {len(result.rejected):,} in {result.seconds:.1f} s")
+    for rejection in result.rejected[:20]:
+        print(f"  rejected {rejection.source}: {rejection.reason}")
+    return 1 if result.rejected else 0
+
+
 def audit_verify(auth: Auth, args: argparse.Namespace) -> int:
     problem = auth.audit.verify()
     if problem is not None:
@@ -121,6 +134,44 @@ def audit_verify(auth: Auth, args: argparse.Namespace) -> int:
         return 1
     count, head = auth.audit.head()
     print(f"audit log intact: {count} entries, head {head}")
+    return 0
+
+
+def audit_break_glass(auth: Auth, args: argparse.Namespace) -> int:
+    """The break-the-glass review list: every emergency-access token issued and every request
+    made with one, newest first — who, when, which record, what came of it, the stated reason
+    (the same entries as ``GET [base]/AuditEvent?policy=urn:songkhoe:policy:break-the-glass``)."""
+    from songkhoe.fhir.outcome import FhirError
+
+    from .audit import stated_reason
+    from .audit_search import AuditSearch, break_glass_params
+
+    params = [*break_glass_params(args.since, args.org), ("_count", "1000")]
+    try:
+        entries = [e.resource for e in AuditSearch(auth.db, None).pages(params)]
+    except FhirError as exc:
+        raise ValueError(exc.message.replace("search parameter date", "--since")
+                         .replace("search parameter agent-org:below", "--org")) from None
+    print("recorded\tuser (role, Organization)\trecord\toutcome\ttoken\treason")
+    tokens = set()
+    for e in entries:
+        agent = e["agent"][0]
+        who = agent["who"]["identifier"]["value"]
+        role = agent.get("role", [{}])[0].get("text", "-")
+        org = agent.get("location", {}).get("reference", "-").removeprefix("Organization/")
+        token = next((p.rsplit(":", 1)[1] for p in agent.get("policy", ())
+                      if p.startswith("urn:songkhoe:token:")), "-")
+        tokens.add(token)
+        what = e["entity"][0].get("what", {})
+        if e["subtype"][0]["code"] == "110122":
+            record = "(emergency-access token issued)"
+        else:
+            record = what.get("reference") or what.get("display", "-")
+            if e["entity"][0].get("description"):
+                record += f"?{e['entity'][0]['description']}"
+        print(f"{e['recorded']}\t{who} ({role}, {org})\t{record}\t{e['outcomeDesc']}\t"
+              f"{token[:8]}\t{stated_reason(e) or '(no reason given)'}")
+    print(f"{len(entries)} break-the-glass entries, {len(tokens - {'-'})} tokens")
     return 0
 
 
@@ -173,6 +224,16 @@ def add_commands(commands: Any) -> None:
     p.add_argument("--org", help="Organization id for client_credentials")
     p.set_defaults(run=_run(client_add))
 
+    org = commands.add_parser("org", help="the health system's Organizations")
+    sub = org.add_subparsers(dest="org_command", required=True)
+    p = sub.add_parser("import", help="load or update the Ministry of Health, the provincial "
+                                      "Departments of Health, the commune health stations (and "
+                                      "the modelled hospitals and regional centres)")
+    db(p)
+    p.add_argument("--province", type=int, nargs="+", default=[], metavar="CODE",
+                   help="province codes after the 2025 reform (default: all 34)")
+    p.set_defaults(run=_run(org_import))
+
     keys = commands.add_parser("keys", help="token-signing keys")
     sub = keys.add_subparsers(dest="keys_command", required=True)
     p = sub.add_parser("rotate", help="start signing with a new key")
@@ -184,3 +245,11 @@ def add_commands(commands: Any) -> None:
     p = sub.add_parser("verify", help="check the hash chain; exit 1 at the first bad entry")
     db(p)
     p.set_defaults(run=_run(audit_verify))
+    p = sub.add_parser("break-glass", help="list break-the-glass (emergency access) events "
+                                           "for review: who, when, which record, the reason")
+    db(p)
+    p.add_argument("--since", metavar="DATE", help="only from this date or time on (FHIR "
+                                                   "date: 2026-05-01, 2026-05-01T08:00:00+07:00)")
+    p.add_argument("--org", metavar="ORG", help="only users of this Organization and those "
+                                                "below it")
+    p.set_defaults(run=_run(audit_break_glass))
