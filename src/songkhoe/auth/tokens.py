@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -32,6 +33,9 @@ from .scopes import ScopeError, ScopeSet
 ACCESS_TTL = 300  # seconds: a stolen token is useful for five minutes at most
 LEEWAY = 30  # clock skew allowed on exp/nbf/iat
 CACHE_SIZE = 10_000  # verified tokens remembered (signature checks are the costly part)
+#: Revoked token ids are re-read at most this often (seconds): a revocation made by another
+#: server process takes effect within it, one made by this process at once.
+REVOCATION_REREAD = 1.0
 
 
 def fhir_user_id(claims: dict[str, Any], rtype: str) -> str | None:
@@ -56,6 +60,7 @@ class TokenService:
         self.audience = audience
         self.ttl = ttl
         self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()  # token -> claims
+        self._revoked: tuple[float, frozenset[str]] | None = None  # (read at, jtis)
         self._lock = threading.Lock()
 
     def issue(self, *, subject: str, kind: str, role: str, org: str | None, scope: ScopeSet,
@@ -145,6 +150,14 @@ class TokenService:
             if c.one("SELECT 1 FROM auth_revoked WHERE jti = ?", (jti,)) is None:
                 c.run("INSERT INTO auth_revoked (jti, expires) VALUES (?, ?)", (jti, int(expires)))
             c.run("DELETE FROM auth_revoked WHERE expires < ?", (int(self.clock()) - 2 * LEEWAY,))
+        self._revoked = None
 
     def is_revoked(self, jti: str) -> bool:
-        return self.db.one("SELECT 1 FROM auth_revoked WHERE jti = ?", (jti,)) is not None
+        """Whether ``jti`` was revoked: the (small) table of unexpired revocations is kept in
+        memory and re-read every ``REVOCATION_REREAD`` seconds, not queried per request."""
+        cached = self._revoked
+        now = time.monotonic()
+        if cached is None or not 0 <= now - cached[0] < REVOCATION_REREAD:
+            rows = self.db.all("SELECT jti FROM auth_revoked")
+            cached = self._revoked = (now, frozenset(r[0] for r in rows))
+        return jti in cached[1]
