@@ -36,8 +36,11 @@ from typing import Any
 
 from common import PG_ADMIN, ROOT, emit
 
+from songkhoe.auth import ROLES, AccessContext, ScopeSet
+from songkhoe.auth.policy import ContextAccess
 from songkhoe.fhir.text import fold
 from songkhoe.store import Store, open_store
+from songkhoe.store.access import Access, acting_as
 from songkhoe.store.bulk import load_parallel, read_resources
 from songkhoe.store.schema import POSTGRES_TYPES, SQLITE_TYPES, index_tables
 from songkhoe.store.search import parse
@@ -97,9 +100,12 @@ def database(backend: str, people: int, reload: bool) -> str:
 
 
 def _index_statements(backend: str) -> list[str]:
-    """The CREATE INDEX statements of the search-index tables, as the schema makes them."""
+    """The CREATE INDEX statements of the search-index tables, as the schema makes them —
+    but the reference rows' ``rid`` index, which the loader reads to record who owns each
+    resource (``songkhoe.store.access``)."""
     types = POSTGRES_TYPES if backend == "postgres" else SQLITE_TYPES
-    return [s for s in index_tables(types) if s.startswith("CREATE INDEX")]
+    return [s for s in index_tables(types) if s.startswith("CREATE INDEX")
+            and not s.startswith("CREATE INDEX idx_reference_rid ")]
 
 
 def _run(url: str, backend: str, statements: list[str]) -> None:
@@ -225,7 +231,15 @@ def _percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def measure(store: Store, backend: str, people: int, runs: int, only: set[str] | None) -> None:
+def as_user(spec: str) -> Access:
+    """``ROLE@ORG`` as the store's access rules of such a user with the role's full scopes."""
+    role, _, org = spec.partition("@")
+    return ContextAccess(AccessContext(subject="bench", kind="user", role=role, org=org or None,
+                                       scopes=ScopeSet.parse(ROLES[role])))
+
+
+def measure(store: Store, backend: str, people: int, runs: int, only: set[str] | None,
+            who: str | None = None) -> None:
     rng = random.Random(2026)
     for name, (rtype, choose) in queries(people).items():
         if only and name not in only:
@@ -242,7 +256,7 @@ def measure(store: Store, backend: str, people: int, runs: int, only: set[str] |
             included += len(result.included)
             counted += result.total or 0
         figure: dict[str, Any] = dict(
-            name=f"search_{name}", backend=backend, patients=people, runs=runs,
+            name=f"search_{name}", backend=backend, patients=people, runs=runs, who=who,
             p50_ms=round(_percentile(times, 50), 2), p95_ms=round(_percentile(times, 95), 2),
             p99_ms=round(_percentile(times, 99), 2), max_ms=round(max(times), 2),
             mean_matches=round(matched / runs, 1), example=chosen[-1])
@@ -300,6 +314,8 @@ if __name__ == "__main__":
     parser.add_argument("--reload", action="store_true")
     parser.add_argument("--load-only", action="store_true")
     parser.add_argument("--plans", action="store_true")
+    parser.add_argument("--as", dest="who", metavar="ROLE@ORG",
+                        help="search as a user of that role and Organization (row-level access)")
     parser.add_argument("--warm", action="store_true",
                         help="read the database into the OS page cache first")
     args = parser.parse_args()
@@ -315,7 +331,8 @@ if __name__ == "__main__":
                 plans(store, backend, args.patients,
                       WORK / f"plans_{backend}_{args.patients}.md")
             else:
-                measure(store, backend, args.patients, args.runs,
-                        set(args.only) if args.only else None)
+                with acting_as(as_user(args.who) if args.who else None):
+                    measure(store, backend, args.patients, args.runs,
+                            set(args.only) if args.only else None, args.who)
         finally:
             store.close()

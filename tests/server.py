@@ -20,9 +20,12 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, db_url: str, *, workers: int = 1) -> None:
+    def __init__(self, db_url: str, *, workers: int = 1, secure: bool = False) -> None:
+        """``secure``: serve with authentication and audit, as ``songkhoe serve`` does by
+        default (process tests of the store run without: ``--insecure-no-auth``)."""
         self.db_url = db_url
         self.workers = workers
+        self.secure = secure
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/fhir"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -31,7 +34,8 @@ class ServerProcess:
         src = str(Path(__file__).resolve().parents[1] / "src")
         env = {**os.environ, "PYTHONPATH": src}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "songkhoe.cli", "serve", "--insecure-no-auth", "--db", self.db_url,
+            [sys.executable, "-m", "songkhoe.cli", "serve",
+             *([] if self.secure else ["--insecure-no-auth"]), "--db", self.db_url,
              "--port", str(self.port), "--workers", str(self.workers)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + 60
