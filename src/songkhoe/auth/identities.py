@@ -65,7 +65,6 @@ class User:
     patient: str | None = None  # the Patient a citizen account speaks for
 
 
-
 @dataclass(frozen=True)
 class Client:
     client_id: str
