@@ -17,6 +17,9 @@ class SynthConfig:
     before ``as_of``; each adult is examined in a year with probability ``coverage``. People
     on treatment are followed up every ``follow_up_days`` (WHO HEARTS default: 28 days).
     ``faults`` adds data-quality faults (missing values, duplicate registrations).
+    ``consent_permit``/``consent_deny``: shares of adults with a research Consent that permits
+    or denies research use (``synth.consent``; 0 and 0 by default, ``consent.ILLUSTRATIVE``
+    for demos).
     """
 
     people: int
@@ -29,6 +32,8 @@ class SynthConfig:
     faults: bool = False
     follow_up_days: int = 28
     chunk: int = 1000  # people per unit of work; part of the output's identity (RNG streams)
+    consent_permit: float = 0.0
+    consent_deny: float = 0.0
 
     def __post_init__(self) -> None:
         if self.people < 0:
@@ -41,6 +46,11 @@ class SynthConfig:
             raise ValueError(f"follow_up_days must be ≥ 7, not {self.follow_up_days}")
         if self.seed < 0:
             raise ValueError(f"seed must be ≥ 0, not {self.seed}")
+        if not (0.0 <= self.consent_permit <= 1.0 and 0.0 <= self.consent_deny <= 1.0
+                and self.consent_permit + self.consent_deny <= 1.0 + 1e-9):
+            raise ValueError(f"consent_permit and consent_deny must be shares between 0 and 1 "
+                             f"that add up to at most 1, not {self.consent_permit} and "
+                             f"{self.consent_deny}")
 
     @property
     def tag(self) -> str:

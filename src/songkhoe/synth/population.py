@@ -12,7 +12,8 @@ the commune station as managing organisation. Per adult: a latent health state (
 Conditions for diagnosed hypertension or diabetes with MedicationStatements when treated,
 a check-up each year with probability ``coverage`` (on a weekday, in office hours), and
 follow-up visits every ``follow_up_days`` (± 3 days) for people on treatment, of which 85% are
-attended and 8% of people stop coming at some point (assumptions).
+attended and 8% of people stop coming at some point (assumptions). When the config asks for
+them, a research Consent per adult (``consent``), drawn from a stream of its own.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import orjson
 
 from . import admin, codes, demography, facilities, faults, health, identifiers, names, records
+from . import consent as research_consent
 from .config import SynthConfig
 from .rng import Stream
 
@@ -38,6 +40,11 @@ LOST_TO_FOLLOW_UP = 0.08
 # Observation ids end in the measurement: "s1-o42-0-bp" is person 42's first visit's BP.
 SUFFIX = {"height": "ht", "weight": "wt", "bmi": "bmi", "waist": "waist", "heart_rate": "hr",
           "glucose": "glu", "hba1c": "a1c", "cholesterol": "chol", "activity": "pa"}
+
+
+def types(config: SynthConfig) -> tuple[str, ...]:
+    """The person-level resource types ``config`` writes: ``TYPES``, and Consent when asked."""
+    return (*TYPES, "Consent") if config.consent_permit or config.consent_deny else TYPES
 
 
 @cache
@@ -89,7 +96,7 @@ class Chunk:
 
 class _Out:
     def __init__(self) -> None:
-        self.lines: dict[str, list[str | bytes]] = {t: [] for t in TYPES}
+        self.lines: dict[str, list[str | bytes]] = {t: [] for t in (*TYPES, "Consent")}
 
     def chunk(self, number: int, truth: list[bytes]) -> Chunk:
         out = Chunk(number, truth=b"".join(truth))
@@ -155,6 +162,7 @@ def make_chunk(world: World, number: int) -> Chunk:
     cfg = world.config
     rng = Stream(f"synth-{cfg.seed}-{number}")
     frng = Stream(f"synth-{cfg.seed}-{number}-faults")
+    crng = Stream(f"synth-{cfg.seed}-{number}-consent")  # its own: Consents change nothing else
     cccd_serial = identifiers.Serials(cfg.seed, 1_000_000)
     bhxh_serial = identifiers.Serials(cfg.seed, 10_000_000_000)
     end = cfg.as_of.toordinal()  # exclusive
@@ -178,6 +186,11 @@ def make_chunk(world: World, number: int) -> Chunk:
             truth.append(faults.truth_line(dup["id"], pid, fault, other.org))
         if age < 18:
             continue
+        kind = research_consent.choose(crng, cfg.consent_permit, cfg.consent_deny)
+        recorded = research_consent.when(crng, start, end)  # every adult: shares move no one
+        if kind:
+            out.lines["Consent"].append(research_consent.research(
+                f"{cfg.tag}-consent{i}", pid, site.org, kind, *recorded))
         h = health.adult(rng, age, male)
 
         conditions: list[str] = []

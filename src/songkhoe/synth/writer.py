@@ -26,7 +26,7 @@ import orjson
 
 from . import facilities, faults
 from .config import SynthConfig
-from .population import TYPES, Chunk, World, make_chunk
+from .population import Chunk, World, make_chunk, types
 
 _world: World | None = None
 
@@ -97,7 +97,7 @@ def write_ndjson(config: SynthConfig, out: Path, workers: int | None = None,
     files: dict[str, IO[bytes]] = {}
     truth: IO[bytes] | None = None
     try:
-        for rtype in (*FACILITY_TYPES, *TYPES):
+        for rtype in (*FACILITY_TYPES, *types(config)):
             files[rtype] = (out / f"{rtype}.ndjson").open("wb")
         for rtype, resource in facilities.iter_resources(world.system):
             data = orjson.dumps(resource) + b"\n"
@@ -130,12 +130,13 @@ def write_ndjson(config: SynthConfig, out: Path, workers: int | None = None,
 def items(config: SynthConfig, workers: int | None = None
           ) -> Iterator[tuple[str, bytes | dict[str, Any]]]:
     """(source, resource) pairs for ``songkhoe.store.bulk.load``: facilities first, then each
-    chunk's Patients, Conditions, MedicationStatements, Encounters and Observations."""
+    chunk's Patients, Conditions, MedicationStatements, Encounters and Observations (and
+    Consents, when the config asks for them)."""
     world = World.make(config)
     for rtype, resource in facilities.iter_resources(world.system):
         yield f"synth:{rtype}/{resource['id']}", resource
     for chunk in chunks(config, workers, world):
-        for rtype in TYPES:
+        for rtype in types(config):
             data = chunk.lines.get(rtype)
             if data:
                 for n, line in enumerate(data.splitlines()):
