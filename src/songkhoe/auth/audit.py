@@ -12,15 +12,34 @@ alone is the loss of the newest rows; ``head()`` gives (count, last hash) to anc
 AuditEvent coding follows R4: ``type`` DICOM 110100 / ``rest`` (http://terminology.hl7.org/
 CodeSystem/audit-event-type), ``subtype`` the FHIR interaction (restful-interaction),
 ``action`` C/R/U/D/E, ``outcome`` 0 (success) / 4 (minor failure, e.g. refused) / 8.
+
+Searching (``audit_search``): the same INSERT that appends an entry fills the row's search
+columns from the AuditEvent (``search_columns``; schema version 4, which filled the older rows
+from their JSON by the same rules). They sit beside the hash chain, not inside it: the hash
+covers ``content`` alone, so ``verify`` is unchanged, and the columns can always be rebuilt
+from ``content``.
+
+The Patient an event is about is an ``entity`` (BALP, IHE Basic Audit Log Patterns: entity
+type 1 Person, role 1 Patient): the resource of the request when it is a Patient (or the
+Patient compartment searched), else a Patient named by a search (``patient=``,
+``subject=Patient/…``, ``Patient?_id=``), added as a second entity.
+
+Break the glass: a token with purpose ETREAT is recorded when it is issued
+(``break_glass_granted``), with the reason the clinician stated; every request made with it
+carries ``agent.policy`` = (``BREAK_GLASS``, ``urn:songkhoe:token:<jti>``) — R4 "the policy
+would also indicate the security token used" — and the stated reason as
+``agent.purposeOfUse.text``, looked up from the issue entry by the token id.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass
-from datetime import datetime, timezone
+import re
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -29,10 +48,19 @@ from .db import Db
 from .passwords import Clock
 
 GENESIS = "0" * 64
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _INTERACTION = "http://hl7.org/fhir/restful-interaction"
 _EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
 _DCM = "http://dicom.nema.org/resources/ontology/DCM"
 _PURPOSE = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+_ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+_OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+USER = "urn:songkhoe:user"
+CLIENT = "urn:songkhoe:client"
+BREAK_GLASS = "urn:songkhoe:policy:break-the-glass"
+TOKEN = "urn:songkhoe:token:"  # + the access token's jti, in agent.policy of break-the-glass
+MAX_REASON = 500  # characters of a stated break-the-glass reason kept
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 ACTIONS = {"create": "C", "read": "R", "vread": "R", "update": "U", "patch": "U", "delete": "D",
            "search": "E", "history": "R", "capabilities": "R", "operation": "E",
            "batch-transaction": "E", "login": "E", "token": "E", "revoke": "E", "other": "E"}
@@ -60,6 +88,7 @@ class Event:
     who: str | None = None  # for a sign-in before there is an access context
     address: str | None = None
     detail: str | None = None  # why it was refused, what was granted
+    reason: str | None = None  # the reason stated for breaking the glass
 
 
 def audit_event(event: Event, recorded: datetime) -> dict[str, Any]:
@@ -81,13 +110,13 @@ def audit_event(event: Event, recorded: datetime) -> dict[str, Any]:
         "outcomeDesc": f"HTTP {event.status}" + (f": {event.detail}" if event.detail else ""),
         "agent": [{
             "type": {"coding": [{"system": _DCM, "code": "110153", "display": "Source Role ID"}]},
-            "who": {"identifier": {"system": "urn:songkhoe:user" if not a or a.kind == "user"
-                                   else "urn:songkhoe:client",
+            "who": {"identifier": {"system": USER if not a or a.kind == "user" else CLIENT,
                                    "value": a.subject if a else (event.who or "anonymous")}},
             "requestor": True,
             **({"role": [{"text": a.role}]} if a and a.role else {}),
             **({"location": {"reference": f"Organization/{a.org}"}} if a and a.org else {}),
-            **({"purposeOfUse": [{"coding": [{"system": _PURPOSE, "code": a.purpose}]}]}
+            **({"purposeOfUse": [{"coding": [{"system": _PURPOSE, "code": a.purpose}],
+                                  **({"text": event.reason} if event.reason else {})}]}
                if a and a.purpose else {}),
             **({"network": {"address": event.address, "type": "2"}} if event.address else {}),
         }],
@@ -100,13 +129,94 @@ def audit_event(event: Event, recorded: datetime) -> dict[str, Any]:
     if event.query:
         resource["entity"][0]["query"] = base64.b64encode(event.query.encode()).decode()
         resource["entity"][0]["description"] = event.query
+    patient = _named_patient(event)
+    if patient is not None:
+        resource["entity"].append({
+            "what": {"reference": f"Patient/{patient}"},
+            "type": {"system": _ENTITY_TYPE, "code": "1", "display": "Person"},
+            "role": {"system": _OBJECT_ROLE, "code": "1", "display": "Patient"}})
     if a and a.break_glass:
-        resource["agent"][0]["policy"] = ["urn:songkhoe:policy:break-the-glass"]
+        resource["agent"][0]["policy"] = [BREAK_GLASS, *([TOKEN + a.token_id]
+                                                         if a.token_id else [])]
     if a and a.client_id:
-        resource["agent"].append({"who": {"identifier": {"system": "urn:songkhoe:client",
+        resource["agent"].append({"who": {"identifier": {"system": CLIENT,
                                                          "value": a.client_id}},
                                   "requestor": False})
     return resource
+
+
+def _named_patient(event: Event) -> str | None:
+    """The Patient a search names, when the request's own resource is not one: ``patient=``
+    (``Patient/id`` or id), ``subject=Patient/id`` (or ``subject:Patient=id``), or ``_id`` of
+    a Patient search; one Patient, the first named."""
+    query = event.query
+    if event.entity or not query or not event.interaction.startswith("search") or (
+            "patient" not in query and "subject" not in query and "_id" not in query):
+        return None
+    patient_search = event.path.rstrip("/").removesuffix("/_search").endswith("/Patient")
+    for key, value in parse_qsl(query):
+        name, _, modifier = key.partition(":")
+        if "," in value or modifier not in ("", "Patient"):
+            continue
+        if name == "patient" or (name == "_id" and patient_search):
+            typed = value.rsplit("/", 2)[-2:] if "/" in value else ["Patient", value]
+        elif name == "subject":
+            typed = value.rsplit("/", 2)[-2:] if "/" in value else (
+                ["Patient", value] if modifier else [])
+        else:
+            continue
+        if len(typed) == 2 and typed[0] == "Patient" and _ID.fullmatch(typed[1]):
+            return typed[1]
+    return None
+
+
+#: The search columns of ``audit_log`` (schema version 4), in ``search_columns`` order.
+COLUMNS = ("agent", "client", "role", "org", "entity", "patient", "type", "subtype", "action",
+           "outcome", "address", "policy", "token")
+
+
+def search_columns(resource: dict[str, Any]) -> tuple[str | None, ...]:
+    """An AuditEvent's search columns (``COLUMNS``): the requestor's identifier value
+    (``agent``), the client (the requestor when it is a system client, else the app a user
+    acted through), the requestor's role and Organization id, the first entity's reference,
+    the Patient entity's id, type and subtype codes, action, outcome, network address, the
+    first policy that is not a token and the token id. ``store.schema._audit_backfill`` applies
+    the same rules in SQL."""
+    agents = resource["agent"]
+    first = agents[0]
+    who = first["who"]["identifier"]
+    client = who["value"] if who["system"] == CLIENT else (
+        agents[1]["who"]["identifier"]["value"] if len(agents) > 1 else None)
+    org = first.get("location", {}).get("reference", "")
+    patient = None
+    for entity in resource["entity"]:
+        ref = entity["what"].get("reference", "")
+        if ref.startswith("Patient/"):
+            patient = ref[8:]
+            break
+    policy = token = None
+    for uri in first.get("policy", ()):
+        if uri.startswith(TOKEN):
+            token = token or uri[len(TOKEN):]
+        elif policy is None:
+            policy = uri
+    return (who["value"], client, first["role"][0]["text"] if "role" in first else None,
+            org[13:] if org.startswith("Organization/") else None,
+            resource["entity"][0]["what"].get("reference"), patient, resource["type"]["code"],
+            resource["subtype"][0]["code"], resource["action"], resource["outcome"],
+            first.get("network", {}).get("address"), policy, token)
+
+
+def stated_reason(resource: dict[str, Any]) -> str | None:
+    """The reason stated for breaking the glass, as an AuditEvent records it."""
+    for purpose in resource["agent"][0].get("purposeOfUse", ()):
+        if purpose.get("text"):
+            return str(purpose["text"])
+    return None
+
+
+_INSERT = (f"INSERT INTO audit_log (seq, recorded, content, prev_hash, hash, "
+           f"{', '.join(COLUMNS)}) VALUES ({', '.join('?' * (5 + len(COLUMNS)))})")
 
 
 @dataclass(frozen=True)
@@ -119,21 +229,57 @@ class AuditLog:
     def __init__(self, db: Db, clock: Clock) -> None:
         self.db = db
         self.clock = clock
+        self._reasons: dict[str, str | None] = {}  # token id -> stated reason (immutable)
 
     def record(self, event: Event) -> int:
-        """Append one AuditEvent; returns its sequence number."""
-        now = self.clock()
-        recorded = datetime.fromtimestamp(now, timezone.utc)
-        content = canonical(audit_event(event, recorded))
+        """Append one AuditEvent with its search columns; returns its sequence number."""
+        a = event.access
+        if a is not None and a.break_glass and event.reason is None and a.token_id:
+            event = replace(event, reason=self.reason(a.token_id))
+        now = round(self.clock() * 1_000_000)  # µs: the ``recorded`` column and JSON agree
+        resource = audit_event(event, _EPOCH + timedelta(microseconds=now))
+        content = canonical(resource)
         with self.db.write() as c:
             if c.postgres:  # one appender at a time, so the chain never forks
                 c.run("LOCK TABLE audit_log IN EXCLUSIVE MODE")
-            last = c.one("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            last = c.one("SELECT seq, hash, recorded FROM audit_log ORDER BY seq DESC LIMIT 1")
             seq, prev = (int(last[0]) + 1, last[1]) if last else (1, GENESIS)
-            c.run("INSERT INTO audit_log (seq, recorded, content, prev_hash, hash) "
-                  "VALUES (?, ?, ?, ?, ?)",
-                  (seq, int(now * 1_000_000), content.decode(), prev, chain_hash(prev, content)))
+            if last and int(last[2]) > now:
+                # never earlier than the entry before it (an appender that waited for the
+                # lock, a clock stepped back): date searches read ranges of seq numbers
+                now = int(last[2])
+                resource = audit_event(event, _EPOCH + timedelta(microseconds=now))
+                content = canonical(resource)
+            c.run(_INSERT, (seq, now, content.decode(), prev,
+                            chain_hash(prev, content), *search_columns(resource)))
         return seq
+
+    def break_glass_granted(self, claims: dict[str, Any], reason: str | None) -> int:
+        """Record the issue of a break-the-glass access token (its verified-claims form:
+        ``sub``, ``kind``, ``role``, ``org``, ``client_id``, ``purpose``, ``jti``) and the
+        reason stated for it; the token's requests carry the reason from this entry."""
+        access = AccessContext(subject=claims["sub"], kind=claims.get("kind", "user"),
+                               role=claims.get("role", ""), org=claims.get("org"),
+                               client_id=claims.get("client_id"),
+                               purpose=claims.get("purpose") or "ETREAT", break_glass=True,
+                               token_id=claims["jti"])
+        reason = (reason or "").strip()[:MAX_REASON] or None
+        self._reasons[claims["jti"]] = reason
+        return self.record(Event("token", "POST", "/auth/token", 200, access=access,
+                                 reason=reason, detail="break the glass: emergency access "
+                                                       "token issued"))
+
+    def reason(self, token_id: str) -> str | None:
+        """The reason stated when the break-the-glass token ``token_id`` was issued."""
+        if token_id in self._reasons:
+            return self._reasons[token_id]
+        row = self.db.one("SELECT content FROM audit_log WHERE token = ? ORDER BY seq LIMIT 1",
+                          (token_id,))
+        reason = stated_reason(orjson.loads(row[0])) if row else None
+        if len(self._reasons) >= 10_000:
+            self._reasons.clear()
+        self._reasons[token_id] = reason
+        return reason
 
     def entries(self) -> list[dict[str, Any]]:
         return [orjson.loads(r[0]) for r in

@@ -13,7 +13,8 @@ Token scopes are what was asked for cut down to the role's ceiling (``identities
 and the client's registered scopes. A user whose password must change (the first
 administrator) gets no token until a ``new_password`` is sent with the password. Break the
 glass: ``purpose_of_use=ETREAT`` marks the token ``btg`` — the store will then widen the
-organisational scope, and every use is audited as emergency access.
+organisational scope, and every use is audited as emergency access, with the ``reason`` the
+clinician stated in the token request (``audit.AuditLog.break_glass_granted``).
 
 Who the token speaks for (``identity_claims``): a user with a Practitioner gets ``fhirUser:
 Practitioner/<id>``; a citizen gets ``fhirUser: Patient/<id>`` and the SMART launch context
@@ -29,7 +30,7 @@ import secrets
 from typing import Any
 
 from .assertions import ASSERTION_TYPE, verify_assertion
-from .audit import AuditLog
+from .audit import MAX_REASON, AuditLog
 from .context import AccessContext
 from .db import Db
 from .identities import CITIZEN, ROLES, AuthError, Client, Identities, User
@@ -111,7 +112,7 @@ class Auth:
             user = self.sign_in(form.get("username", ""), form.get("password", ""),
                                 form.get("new_password") or None)
             return self._user_token(user, form.get("scope", ""), client,
-                                    form.get("purpose_of_use"))
+                                    form.get("purpose_of_use"), form.get("reason"))
         if grant == "authorization_code":
             if client is None:
                 raise AuthError("invalid_request", "client_id is required")
@@ -206,7 +207,7 @@ class Auth:
         return granted
 
     def _user_token(self, user: User, requested: str, client: Client | None,
-                    purpose: str | None) -> dict[str, Any]:
+                    purpose: str | None, reason: str | None = None) -> dict[str, Any]:
         scope = self._scope(requested, user.role, client)
         extra: dict[str, Any] = {}
         if purpose:
@@ -215,7 +216,8 @@ class Auth:
                                                    f"{', '.join(sorted(PURPOSES))}")
             if purpose == "ETREAT" and user.role not in BREAK_GLASS_ROLES:
                 raise AuthError("invalid_request", f"role {user.role} may not break the glass")
-            extra = {"purpose": purpose, "btg": purpose == "ETREAT" or None}
+            extra = {"purpose": purpose, "btg": purpose == "ETREAT" or None,
+                     "reason": (reason or "").strip()[:MAX_REASON] or None}  # audited
         extra.update(identity_claims(user))
         return self._issue(user.username, "user", user.role, user.org, scope, client, extra,
                            refresh=True)
@@ -225,6 +227,8 @@ class Auth:
         client_id = client.client_id if client else None
         token, claims = self.tokens.issue(subject=subject, kind=kind, role=role, org=org,
                                           scope=scope, client_id=client_id, extra=extra)
+        if claims.get("btg"):  # audited at issue, with the reason stated for it
+            self.audit.break_glass_granted(claims, claims.get("reason"))
         answer: dict[str, Any] = {"access_token": token, "token_type": "Bearer",
                                   "expires_in": self.tokens.ttl, "scope": claims["scope"]}
         if extra.get("patient"):  # SMART launch context, next to the token

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .access import backfill_statements
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -214,8 +214,75 @@ def _v3(t: Types) -> list[str]:
     ]
 
 
+def _v4(t: Types) -> list[str]:
+    """Audit search (``songkhoe.auth.audit_search``): the search columns of ``audit_log``,
+    written by the same INSERT that appends an entry (``audit.search_columns``) and outside
+    the hash (which covers ``content`` only), and their indexes, each ending in ``seq`` so that
+    a search reads its newest matches first and stops after a page; refused and failed
+    requests (outcome other than 0) have an index of their own. The entries already written
+    get their columns from their JSON (``json_extract`` on SQLite, ``jsonb`` on PostgreSQL) by
+    the rules of ``audit.search_columns`` for the shapes ``audit.audit_event`` writes (the
+    Patient is the first or second entity, the token the second policy)."""
+    if t.backend == "postgres":
+        def j(*path: str) -> str:
+            return f"(s.j #>> '{{{','.join(path)}}}')"
+        frm = " FROM (SELECT seq, content::jsonb AS j FROM audit_log) AS s WHERE a.seq = s.seq"
+        table = "audit_log AS a"
+    else:
+        def j(*path: str) -> str:
+            return "json_extract(content, '$" + "".join(
+                f"[{p}]" if p.isdigit() else f".{p}" for p in path) + "')"
+        frm, table = "", "audit_log"
+
+    def after(prefix: str, value: str) -> str:
+        return (f"CASE WHEN substr({value}, 1, {len(prefix)}) = '{prefix}' "
+                f"THEN substr({value}, {len(prefix) + 1}) END")
+
+    who = ("agent", "0", "who", "identifier")
+    entity0, entity1 = (j("entity", n, "what", "reference") for n in ("0", "1"))
+    policy0, policy1 = (j("agent", "0", "policy", n) for n in ("0", "1"))
+    token = "urn:songkhoe:token:"
+    backfill = (
+        f"UPDATE {table} SET "
+        f"agent = {j(*who, 'value')}, "
+        f"client = CASE WHEN {j(*who, 'system')} = 'urn:songkhoe:client' "
+        f"THEN {j(*who, 'value')} ELSE {j('agent', '1', 'who', 'identifier', 'value')} END, "
+        f"role = {j('agent', '0', 'role', '0', 'text')}, "
+        f"org = {after('Organization/', j('agent', '0', 'location', 'reference'))}, "
+        f"entity = {entity0}, "
+        f"patient = COALESCE({after('Patient/', entity0)}, {after('Patient/', entity1)}), "
+        f"type = {j('type', 'code')}, subtype = {j('subtype', '0', 'code')}, "
+        f"action = {j('action')}, outcome = {j('outcome')}, "
+        f"address = {j('agent', '0', 'network', 'address')}, "
+        f"policy = CASE WHEN substr({policy0}, 1, {len(token)}) <> '{token}' "
+        f"THEN {policy0} END, "
+        f"token = COALESCE({after(token, policy0)}, {after(token, policy1)}){frm}")
+    columns = ("agent", "client", "role", "org", "entity", "patient", "type", "subtype",
+               "action", "outcome", "address", "policy", "token")
+    return [
+        *(f"ALTER TABLE audit_log ADD COLUMN {c} {t.text}" for c in columns),
+        backfill,
+        # ``recorded`` never goes back from one entry to the next (``AuditLog.record``), so a
+        # time range is a range of seq: older entries a little out of order (appenders that
+        # waited for the lock) take the time of the entry before them; the JSON keeps its own
+        ("UPDATE audit_log SET recorded = w.m FROM (SELECT seq, MAX(recorded) OVER "
+         "(ORDER BY seq) AS m FROM audit_log) AS w WHERE audit_log.seq = w.seq "
+         "AND audit_log.recorded < w.m"),
+        "CREATE INDEX audit_log_recorded ON audit_log (recorded, seq)",
+        "CREATE INDEX audit_log_agent ON audit_log (agent, seq)",
+        "CREATE INDEX audit_log_client ON audit_log (client, seq) WHERE client IS NOT NULL",
+        "CREATE INDEX audit_log_org ON audit_log (org, seq) WHERE org IS NOT NULL",
+        "CREATE INDEX audit_log_entity ON audit_log (entity, seq) WHERE entity IS NOT NULL",
+        "CREATE INDEX audit_log_patient ON audit_log (patient, seq) WHERE patient IS NOT NULL",
+        "CREATE INDEX audit_log_address ON audit_log (address, seq) WHERE address IS NOT NULL",
+        "CREATE INDEX audit_log_policy ON audit_log (policy, seq) WHERE policy IS NOT NULL",
+        "CREATE INDEX audit_log_token ON audit_log (token, seq) WHERE token IS NOT NULL",
+        "CREATE INDEX audit_log_failed ON audit_log (seq) WHERE outcome <> '0'",
+    ]
+
+
 # MIGRATIONS[n] takes a database at version n to version n + 1.
-MIGRATIONS = {0: _v1, 1: _v2, 2: _v3}
+MIGRATIONS = {0: _v1, 1: _v2, 2: _v3, 3: _v4}
 
 
 class SchemaTooNew(RuntimeError):
