@@ -34,6 +34,7 @@ from starlette.routing import Route
 from songkhoe.fhir import definitions
 from songkhoe.fhir.outcome import FhirError, operation_outcome
 from songkhoe.rest import (
+    audit_events,
     bundle,
     capabilities,
     create,
@@ -104,6 +105,8 @@ class FhirApi:
         interaction = call.target.interaction
         if call.in_bundle:
             check_entry(call.target)  # each entry against the request's scopes (auth on)
+        if audit_events.handles(call):  # the audit log, not the store: read and search only
+            return audit_events.dispatch(self.store, call)
         txf = None if in_transaction else self.store.transaction
         if interaction == "read":
             return read.read(ops, call)
@@ -309,7 +312,8 @@ class _Endpoint:
         """Whether a GET without query is a plain read that may take the lean path."""
         api = self.api
         type_, slash, id_ = scope.get("path_params", {}).get("path", "").partition("/")
-        if not slash or type_ not in api.types or not ID_PATTERN.fullmatch(id_):
+        if not slash or type_ not in api.types or not ID_PATTERN.fullmatch(id_) or \
+                type_ == audit_events.TYPE:
             return False
         for name, value in scope["headers"]:
             if name == b"accept":
