@@ -92,3 +92,11 @@ def test_org_tree_follows_part_of(store) -> None:
     org("a", "b")
     org("b", "a")  # a partOf cycle ends
     assert subtree("a") == {"a", "b"}
+
+
+def test_only_administrators_and_systems_write_directory_data() -> None:
+    assert rule_for(_ctx("user/*.cruds"), "Organization", "u") == DENY  # partOf moves scopes
+    assert rule_for(_ctx("user/*.cruds"), "Organization", "r").allowed
+    assert rule_for(_ctx("user/*.cruds"), "Patient", "u").allowed
+    assert rule_for(_ctx("user/*.cruds", role="administrator", org=None), "Organization",
+                    "c").unrestricted

@@ -11,6 +11,8 @@ clinical data": a row is visible when it satisfies any granting scope). Then:
   every Organization's people;
 - a specialist also sees the people of consultations assigned to their Practitioner;
 - a researcher never reads identified records: no row of a person-owned type;
+- directory data (types no person owns) are read by all and written only by administrators
+  and system clients;
 - patient-context scopes (``patient/…``) limit to the token's patient and its compartment;
   without a patient in the token they grant nothing;
 - break the glass (purpose of use ETREAT, HL7 v3 ActReason) lifts the Organization limit for
@@ -23,12 +25,18 @@ from songkhoe.store.access import DENY, Rule, owned
 
 from .context import AccessContext
 
+#: Roles that may write directory data — Organizations (the hierarchy access follows),
+#: Practitioners, Locations, terminology — rather than people's records.
+DIRECTORY_WRITERS = frozenset({"administrator", "system"})
+
 
 def rule_for(access: AccessContext, rtype: str, action: str) -> Rule:
     """The rows of ``rtype`` that ``access`` may ``action``."""
     grants = access.scopes.grants_for(rtype, action)
     if not grants or (access.role == "researcher" and owned(rtype)):
         return DENY
+    if action in "cud" and not owned(rtype) and access.role not in DIRECTORY_WRITERS:
+        return DENY  # rewriting Organization.partOf would move whole communes into a scope
     patient = None
     if all(g.context == "patient" for g in grants):
         if access.patient is None:

@@ -436,6 +436,8 @@ class Tx(Operations):
             where.append("h.type = ?")
             args.append(type)
         if id is not None and type is not None:
+            if self.guard is not None:  # a denied type is 403 for every id, known or not
+                self.guard.require(type, "r")
             current = self._current(type, id)
             if current is None or not self._sees(type, current[0], "r"):
                 raise not_found(f"{type}/{id} is not known")
