@@ -86,12 +86,14 @@ def _load_demo(store: Any, args: argparse.Namespace) -> None:
     from songkhoe.store.bulk import load
     from songkhoe.synth import SynthConfig, items
     from songkhoe.synth.admin import province
+    from songkhoe.synth.consent import ILLUSTRATIVE
 
     if store.search(None, [("_count", "1")]).matches:
         print("songkhoe: the database already holds data; no demo data loaded", flush=True)
         return
     config = SynthConfig(people=args.demo_people, seed=1, provinces=(args.demo_province,),
-                         communes_per_province=args.demo_communes, years=2, as_of=date.today())
+                         communes_per_province=args.demo_communes, years=2, as_of=date.today(),
+                         consent_permit=ILLUSTRATIVE[0], consent_deny=ILLUSTRATIVE[1])
     where = province(args.demo_province).name
     print(f"songkhoe: loading demo data: {config.people:,} people in {args.demo_communes} "
           f"communes of {where}, {config.years} years of check-ups …", flush=True)
@@ -107,6 +109,15 @@ def _load_demo(store: Any, args: argparse.Namespace) -> None:
         print(f"  rejected {rejection.source}: {rejection.reason}", file=sys.stderr)
 
 
+def _shares(text: str) -> tuple[float, float]:
+    """``PERMIT,DENY`` as two numbers."""
+    try:
+        permit, deny = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected PERMIT,DENY such as 0.8,0.05, not {text!r}")
+    return permit, deny
+
+
 def synth(args: argparse.Namespace) -> int:
     from datetime import date
 
@@ -119,6 +130,7 @@ def synth(args: argparse.Namespace) -> int:
         config = SynthConfig(people=args.people, seed=args.seed, provinces=tuple(args.province),
                              communes_per_province=args.communes, years=args.years,
                              coverage=args.coverage, faults=args.faults,
+                             consent_permit=args.consent[0], consent_deny=args.consent[1],
                              as_of=date.fromisoformat(args.as_of))
         from songkhoe.synth.admin import select
 
@@ -256,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--faults", action="store_true",
                    help="add data-quality faults and duplicate registrations (ground truth in "
                         "DIR/duplicates.csv)")
+    p.add_argument("--consent", type=_shares, default=(0.0, 0.0), metavar="PERMIT,DENY",
+                   help="shares of adults with a research Consent that permits / denies "
+                        "research use, e.g. 0.8,0.05 (default: none)")
     p.add_argument("--out", metavar="DIR", help="write DIR/<ResourceType>.ndjson")
     p.add_argument("--to", metavar="DB_URL", help="load into this database (bulk path)")
     p.add_argument("--workers", type=int, help="processes (default: one per core)")

@@ -57,3 +57,15 @@ def test_demo_loads_only_into_an_empty_store(tmp_path: Path, capsys: pytest.Capt
         assert "already holds data" in capsys.readouterr().out
     finally:
         store.close()
+
+
+def test_synth_writes_research_consents_when_asked(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["synth", "--people", "200", "--province", "56", "--communes", "2",
+                 "--consent", "0.8,0.05", "--out", str(tmp_path / "out"), "--workers", "1"]) == 0
+    consents = (tmp_path / "out" / "Consent.ndjson").read_bytes().count(b"\n")
+    assert 80 <= consents <= 200  # adults only, 85% of them
+    with pytest.raises(SystemExit):
+        main(["synth", "--people", "10", "--consent", "0.8", "--out", str(tmp_path / "x")])
+    assert main(["synth", "--people", "10", "--consent", "0.8,0.5",
+                 "--out", str(tmp_path / "y")]) == 2
