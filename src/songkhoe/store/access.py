@@ -244,14 +244,18 @@ def consult_patients_sql() -> str:
             f"WHERE ca.sp IN ({sps}) AND ca.target_type = 'Practitioner' AND ca.target_id = ?")
 
 
-def owner_where(rule: Rule, x: str) -> tuple[str, list[Any]] | None:
+def owner_where(rule: Rule, x: str, *, probe: bool) -> tuple[str, list[Any]] | None:
     """The condition on an ``owners`` row ``x`` that makes its resource visible under ``rule``
-    (None: no person-based limit)."""
+    (None: no person-based limit). ``probe``: for one row at a time (the subtree is probed by
+    its key); otherwise for selecting many rows (the subtree is listed once)."""
     if rule.patient is not None:
         return f"{x}.patient = ?", [rule.patient]
     if rule.org is None:
         return None
-    sql = f"{x}.org IN (SELECT t.org FROM org_tree t WHERE t.ancestor = ?)"
+    if probe:
+        sql = f"EXISTS (SELECT 1 FROM org_tree t WHERE t.ancestor = ? AND t.org = {x}.org)"
+    else:
+        sql = f"{x}.org IN (SELECT t.org FROM org_tree t WHERE t.ancestor = ?)"
     args: list[Any] = [rule.org]
     if rule.practitioner is not None:
         sql = f"({sql} OR {x}.patient IN ({consult_patients_sql()}))"

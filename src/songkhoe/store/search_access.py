@@ -59,13 +59,19 @@ class Guard:
         person limit can drive the search: a patient's or a commune's rows are few."""
         rule = self.require(rtype, action)
         out: list[Term] = []
-        owner = owner_where(rule, "{x}") if owned(rtype) else None
-        if owner is not None:
-            sql, args = owner
-            few = rule.patient is not None or (rule.org is not None and self._small(rule.org))
-            out.append(Term(f"{{x}}.type = ? AND {sql}", [rtype, *args], "owners",
-                            ordered=rule.patient is not None and rule.practitioner is None,
-                            cost=2 if few else 7, live_only=False))
+        if owned(rtype) and rule.patient is not None:  # rid-ordered in owners_patient
+            out.append(Term("{x}.patient = ? AND {x}.type = ?", [rule.patient, rtype], "owners",
+                            ordered=True, cost=2, live_only=False))
+        elif owned(rtype) and rule.org is not None:
+            # probed by the row's rid; when it drives, the subtree's rows are listed instead
+            o = ctx.alias("o")
+            probe = owner_where(rule, o, probe=True)
+            listed = owner_where(rule, "x", probe=False)
+            assert probe is not None and listed is not None
+            out.append(Term(f"EXISTS (SELECT 1 FROM owners {o} WHERE {o}.rid = {{r}}.rid AND "
+                            f"{o}.type = ? AND {probe[0]})", [rtype, *probe[1]], None,
+                            rids=f"SELECT x.rid FROM owners x WHERE x.type = ? AND {listed[0]}",
+                            cost=2 if self._small(rule.org) else 7))
         alternatives = _alternatives(rule, rtype, ctx)
         if alternatives is not None:
             out.append(Term(alternatives[0], alternatives[1], None, cost=6))
@@ -128,7 +134,7 @@ def _rule_condition(rule: Rule, rtype: str, r: str, ctx: Ctx) -> tuple[str, list
     parts: list[str] = []
     args: list[Any] = []
     o = ctx.alias("o")
-    owner = owner_where(rule, o) if owned(rtype) else None
+    owner = owner_where(rule, o, probe=True) if owned(rtype) else None
     if owner is not None:
         parts.append(f"EXISTS (SELECT 1 FROM owners {o} WHERE {o}.rid = {r}.rid AND {owner[0]})")
         args += owner[1]
