@@ -178,10 +178,11 @@ COLUMNS = ("agent", "client", "role", "org", "entity", "patient", "type", "subty
 def search_columns(resource: dict[str, Any]) -> tuple[str | None, ...]:
     """An AuditEvent's search columns (``COLUMNS``): the requestor's identifier value
     (``agent``), the client (the requestor when it is a system client, else the app a user
-    acted through), the requestor's role and Organization id, the first entity's reference,
-    the Patient entity's id, type and subtype codes, action, outcome, network address, the
-    first policy that is not a token and the token id. ``store.schema._audit_backfill`` applies
-    the same rules in SQL."""
+    acted through), the requestor's role and Organization id, the first entity's reference
+    unless it is a Patient, the Patient entity's id (``entity=Patient/x`` searches it: each
+    entry is in one index for the fact, not two), type and subtype codes, action, outcome,
+    network address, the first policy that is not a token and the token id. The schema version
+    4 migration (``store.schema._v4``) applies the same rules in SQL."""
     agents = resource["agent"]
     first = agents[0]
     who = first["who"]["identifier"]
@@ -189,8 +190,11 @@ def search_columns(resource: dict[str, Any]) -> tuple[str | None, ...]:
         agents[1]["who"]["identifier"]["value"] if len(agents) > 1 else None)
     org = first.get("location", {}).get("reference", "")
     patient = None
-    for entity in resource["entity"]:
-        ref = entity["what"].get("reference", "")
+    entity = resource["entity"][0]["what"].get("reference")
+    if entity is not None and entity.startswith("Patient/"):
+        entity = None
+    for entity_ in resource["entity"]:
+        ref = entity_["what"].get("reference", "")
         if ref.startswith("Patient/"):
             patient = ref[8:]
             break
@@ -202,7 +206,7 @@ def search_columns(resource: dict[str, Any]) -> tuple[str | None, ...]:
             policy = uri
     return (who["value"], client, first["role"][0]["text"] if "role" in first else None,
             org[13:] if org.startswith("Organization/") else None,
-            resource["entity"][0]["what"].get("reference"), patient, resource["type"]["code"],
+            entity, patient, resource["type"]["code"],
             resource["subtype"][0]["code"], resource["action"], resource["outcome"],
             first.get("network", {}).get("address"), policy, token)
 

@@ -28,6 +28,14 @@ is AND):
   or ``date``; ``_lastUpdated`` is the same), ``_total`` (none, estimate, accurate),
   ``_summary`` (count, true, text, data, false), ``_elements``; ``_cursor`` carries the page.
 
+Read from an index ending in ``seq``: ``_id`` and ``date`` (the primary key: a time range is
+a range of ``seq``), ``agent`` (a user or a system client), ``entity``, ``patient``, ``policy``
+and ``outcome`` other than 0.
+The rest (``agent-role``, ``agent-org``, ``type``, ``subtype``, ``action``, ``address``, a
+client's users) filter the entries read newest first, as a manager's subtree does, and are
+best bounded by ``date`` or an indexed parameter: each index costs every append a page
+written at commit (``store.schema._v4``).
+
 Anything else, or a value of the wrong form, is a 400 naming the parameter: an audit search
 that silently dropped a condition would show a reviewer more than was asked, or less.
 
@@ -71,7 +79,6 @@ OUTCOMES = ("0", "4", "8", "12")
 _TYPE_SYSTEMS = {"rest": _EVENT_TYPE, "110114": _DCM}
 _RESULT = frozenset({"_count", "_sort", "_total", "_summary", "_elements", "_cursor"})
 _SUMMARY = ("count", "true", "text", "data", "false")
-_NO_INDEX_ORG = "(org || '')"  # the column as an expression no index is on
 _SORTS = {"-date": True, "-_lastUpdated": True, "date": False, "_lastUpdated": False}
 
 
@@ -192,24 +199,39 @@ class AuditSearch:
                 return
 
     def _seq_range(self, q: _Query, lo: int | None, hi: int | None) -> None:
-        """Bound the sequence number by a range of ``recorded`` (µs, inclusive): ``recorded``
+        """Bound the sequence number by a range of ``recorded`` (µs, inclusive). ``recorded``
         never goes back from one entry to the next (``AuditLog.record``; the schema version 4
-        migration made it so for older entries), so one probe of the index on ``recorded`` per
-        end finds the first and the last entry of the range."""
-        if lo is not None:
-            row = self._rows("SELECT seq FROM audit_log WHERE recorded >= ? "
-                             "ORDER BY recorded, seq LIMIT 1", [lo])
-            if not row:
+        migration made it so for older entries), so a binary search over the sequence numbers
+        finds the first and the last entry of the range: some 2 log2(n) primary-key probes,
+        where an index on ``recorded`` would cost every append a page."""
+        with self.db.read() as c:
+            ends = c.one("SELECT (SELECT seq FROM audit_log ORDER BY seq LIMIT 1), "
+                         "(SELECT seq FROM audit_log ORDER BY seq DESC LIMIT 1)")
+            if ends[0] is None:  # (MIN and MAX together would scan the table on SQLite)
                 q.add("1 = 0")
                 return
-            q.add("seq >= ?", int(row[0][0]))
-        if hi is not None:
-            row = self._rows("SELECT seq FROM audit_log WHERE recorded <= ? "
-                             "ORDER BY recorded DESC, seq DESC LIMIT 1", [hi])
-            if not row:
-                q.add("1 = 0")
-                return
-            q.add("seq <= ?", int(row[0][0]))
+            first, last = int(ends[0]), int(ends[1])
+
+            def first_after(t: int, strict: bool) -> int:
+                """The first seq recorded at or after ``t`` (after, when strict); last + 1 if
+                none. Invariant: entries below ``a`` are earlier, entries from ``b`` are not."""
+                a, b = first, last + 1
+                while a < b:
+                    m = (a + b) // 2  # <= last: an entry at or after it exists
+                    s, r = c.one("SELECT seq, recorded FROM audit_log WHERE seq >= ? "
+                                 "ORDER BY seq LIMIT 1", (m,))
+                    if r > t or (r == t and not strict):
+                        b = m
+                    else:
+                        a = int(s) + 1
+                return a
+
+            start = first_after(lo, False) if lo is not None else first
+            end = first_after(hi, True) - 1 if hi is not None else last
+        if start > end:
+            q.add("1 = 0")
+            return
+        q.add("seq >= ? AND seq <= ?", start, end)
 
     # --- who sees what -----------------------------------------------------------------------
 
@@ -217,10 +239,8 @@ class AuditSearch:
         v = self.viewer
         if v is None or v.role == "administrator" or v.org is None:
             return
-        # a filter on the entries read newest first (``org || ''``: not the index on org, whose
-        # many ranges would have to be read whole and sorted)
-        q.add(f"({_NO_INDEX_ORG} = ? OR {_NO_INDEX_ORG} IN (SELECT org FROM org_tree "
-              "WHERE ancestor = ?))", v.org, v.org)
+        # a filter on the entries read newest first (org has no index: schema._v4)
+        q.add("(org = ? OR org IN (SELECT org FROM org_tree WHERE ancestor = ?))", v.org, v.org)
 
     # --- parameters --------------------------------------------------------------------------
 
@@ -404,11 +424,16 @@ def _relative(raw: str, text: str, rtype: str | None) -> tuple[str, str]:
 
 
 def _entity(q: _Query, raw: str, modifier: str, value: str) -> None:
+    """An entity that is a Patient is in the ``patient`` column (``audit.search_columns``)."""
     rtype = modifier or None
     if rtype is not None and not rtype[:1].isupper():
         _no_modifier(raw, modifier)
-    refs = ["/".join(_relative(raw, alt, rtype)) for alt in alternatives(value)]
-    q.add(_in("entity", refs), *refs)
+    refs = [_relative(raw, alt, rtype) for alt in alternatives(value)]
+    patients = [id_ for type_, id_ in refs if type_ == "Patient"]
+    others = [f"{type_}/{id_}" for type_, id_ in refs if type_ != "Patient"]
+    terms = ([_in("patient", patients)] if patients else []) + \
+        ([_in("entity", others)] if others else [])
+    q.add(terms[0] if len(terms) == 1 else f"({terms[0]} OR {terms[1]})", *patients, *others)
 
 
 def _patient(q: _Query, raw: str, modifier: str, value: str) -> None:
@@ -420,10 +445,10 @@ def _patient(q: _Query, raw: str, modifier: str, value: str) -> None:
 def _org(q: _Query, raw: str, modifier: str, value: str) -> None:
     _no_modifier(raw, modifier, ("below", "Organization"))
     ids = [_relative(raw, alt, "Organization")[1] for alt in alternatives(value)]
-    if modifier == "below":  # a filter, as for a manager's subtree (``_visible``)
+    if modifier == "below":
         marks = _marks(ids)
-        q.add(f"({_NO_INDEX_ORG} IN ({marks}) OR {_NO_INDEX_ORG} IN (SELECT org FROM org_tree "
-              f"WHERE ancestor IN ({marks})))", *ids, *ids)
+        q.add(f"(org IN ({marks}) OR org IN (SELECT org FROM org_tree WHERE ancestor IN "
+              f"({marks})))", *ids, *ids)
     else:
         q.add(_in("org", ids), *ids)
 
@@ -467,10 +492,9 @@ def _id(q: _Query, raw: str, modifier: str, value: str) -> None:
 
 def _date(q: _Query, raw: str, modifier: str, value: str) -> None:
     """``recorded`` within the value's range, as (from, to) µs, both inclusive (None: open).
-    The condition is written on ``+recorded`` — no index: ``_Query.times`` turns the range into
-    a range of sequence numbers (``AuditSearch._seq_range``), which the primary key reads
-    newest first and stops after a page, where the index on ``recorded`` would read every
-    entry of the range and sort them."""
+    ``_Query.times`` also turns the range into a range of sequence numbers
+    (``AuditSearch._seq_range``), which the primary key reads newest first, stopping after a
+    page; the condition on ``recorded`` itself is a filter (it has no index)."""
     _no_modifier(raw, modifier)
     terms: list[str] = []
     args: list[int] = []
@@ -493,13 +517,13 @@ def _date(q: _Query, raw: str, modifier: str, value: str) -> None:
         elif prefix == "eq":
             span = (d.lo, d.hi)
         else:  # ne: no range
-            terms.append("(+recorded < ? OR +recorded > ?)")
+            terms.append("(recorded < ? OR recorded > ?)")
             args += [d.lo, d.hi]
             ranges.append(None)
             continue
         lo, hi = span
-        terms.append(" AND ".join([*(["+recorded >= ?"] if lo is not None else []),
-                                   *(["+recorded <= ?"] if hi is not None else [])]))
+        terms.append(" AND ".join([*(["recorded >= ?"] if lo is not None else []),
+                                   *(["recorded <= ?"] if hi is not None else [])]))
         args += [v for v in span if v is not None]
         ranges.append(span)
     q.add("(" + " OR ".join(f"({t})" for t in terms) + ")" if len(terms) > 1 else terms[0],
