@@ -71,7 +71,7 @@ class Guard:
             out.append(Term(f"EXISTS (SELECT 1 FROM owners {o} WHERE {o}.rid = {{r}}.rid AND "
                             f"{o}.type = ? AND {probe[0]})", [rtype, *probe[1]], None,
                             rids=f"SELECT x.rid FROM owners x WHERE x.type = ? AND {listed[0]}",
-                            cost=2 if self._small(rule.org) else 7))
+                            cost=1 if self._small(rule.org) else 7))
         alternatives = _alternatives(rule, rtype, ctx)
         if alternatives is not None:
             out.append(Term(alternatives[0], alternatives[1], None, cost=6))
