@@ -36,6 +36,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import threading
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -229,34 +230,82 @@ class Problem:
     reason: str
 
 
+@dataclass
+class _Pending:
+    """An entry waiting for the group append that writes it."""
+
+    event: Event
+    now: int  # µs
+    seq: int | None = None
+    error: BaseException | None = None
+
+
 class AuditLog:
+    """The append-only log. Appends are group-committed: a request's thread either writes
+    every entry waiting at that moment, in one transaction, or waits for the thread that is
+    writing one that includes its own — either way its entry is committed before ``record``
+    returns, and concurrent requests share one transaction (and on PostgreSQL one lock and one
+    WAL flush) instead of queueing for one each."""
+
     def __init__(self, db: Db, clock: Clock) -> None:
         self.db = db
         self.clock = clock
         self._reasons: dict[str, str | None] = {}  # token id -> stated reason (immutable)
+        self._waiting: list[_Pending] = []
+        self._writing = False
+        self._turn = threading.Condition()
 
     def record(self, event: Event) -> int:
-        """Append one AuditEvent with its search columns; returns its sequence number."""
+        """Append one AuditEvent with its search columns; returns its sequence number once it
+        is committed."""
         a = event.access
         if a is not None and a.break_glass and event.reason is None and a.token_id:
             event = replace(event, reason=self.reason(a.token_id))
-        now = round(self.clock() * 1_000_000)  # µs: the ``recorded`` column and JSON agree
-        resource = audit_event(event, _EPOCH + timedelta(microseconds=now))
-        content = canonical(resource)
+        mine = _Pending(event, round(self.clock() * 1_000_000))  # µs: ``recorded`` and JSON agree
+        with self._turn:
+            self._waiting.append(mine)
+            while mine.seq is None and mine.error is None:
+                if self._writing:
+                    self._turn.wait()
+                    continue
+                self._writing = True
+                batch, self._waiting = self._waiting, []
+                self._turn.release()
+                try:
+                    self._append(batch)
+                except BaseException as exc:  # every waiter of the batch hears of it
+                    for pending in batch:
+                        pending.error = exc
+                finally:
+                    self._turn.acquire()
+                    self._writing = False
+                    self._turn.notify_all()
+        if mine.error is not None:
+            raise mine.error
+        assert mine.seq is not None
+        return mine.seq
+
+    def _append(self, batch: list[_Pending]) -> None:
+        """Write ``batch`` in one transaction, chained after the last entry."""
+        rows = []
         with self.db.write() as c:
             if c.postgres:  # one appender at a time, so the chain never forks
                 c.run("LOCK TABLE audit_log IN EXCLUSIVE MODE")
             last = c.one("SELECT seq, hash, recorded FROM audit_log ORDER BY seq DESC LIMIT 1")
-            seq, prev = (int(last[0]) + 1, last[1]) if last else (1, GENESIS)
-            if last and int(last[2]) > now:
+            seq, prev, floor = (int(last[0]), last[1], int(last[2])) if last else (0, GENESIS, 0)
+            for pending in batch:
                 # never earlier than the entry before it (an appender that waited for the
                 # lock, a clock stepped back): date searches read ranges of seq numbers
-                now = int(last[2])
-                resource = audit_event(event, _EPOCH + timedelta(microseconds=now))
+                now = max(pending.now, floor)
+                resource = audit_event(pending.event, _EPOCH + timedelta(microseconds=now))
                 content = canonical(resource)
-            c.run(_INSERT, (seq, now, content.decode(), prev,
-                            chain_hash(prev, content), *search_columns(resource)))
-        return seq
+                seq, floor = seq + 1, now
+                digest = chain_hash(prev, content)
+                rows.append((seq, now, content.decode(), prev, digest, *search_columns(resource)))
+                prev = digest
+            c.executemany(_INSERT, rows)
+        for pending, row in zip(batch, rows):
+            pending.seq = row[0]
 
     def break_glass_granted(self, claims: dict[str, Any], reason: str | None) -> int:
         """Record the issue of a break-the-glass access token (its verified-claims form:

@@ -51,3 +51,6 @@ class _Conn:
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
         cur = self.backend.execute(self.conn, sql, params)
         return int(cur.rowcount or 0)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.backend.executemany(self.conn, sql, rows)
