@@ -22,17 +22,14 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
 import shutil
 import subprocess
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import httpx
 import orjson
-from common import emit, fresh_db
+from common import emit, fresh_db, post_all, wrk_figures
 from checkup import checkup_bundle
 from tests.server import ServerProcess
 
@@ -89,11 +86,6 @@ def _token(server: ServerProcess) -> str:
     return f"Bearer {r.json()['access_token']}"
 
 
-def _ms(text: str) -> float:
-    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
-
-
 def reads(server: ServerProcess, bearer: str, patients: int, seconds: int) -> dict:
     work = Path(tempfile.mkdtemp())
     (work / "ids.txt").write_text("\n".join(f"p{n}" for n in range(patients)) + "\n")
@@ -104,11 +96,9 @@ def reads(server: ServerProcess, bearer: str, patients: int, seconds: int) -> di
     out = subprocess.run(["wrk", "-t2", "-c16", f"-d{seconds}s", "--latency", "-s",
                           str(work / "read.lua"), base],
                          check=True, capture_output=True, text=True).stdout
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    assert errors is None, out
-    lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M))
-    return {"requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-            "p50_ms": _ms(lat["50"]), "p99_ms": _ms(lat["99"])}
+    figures = wrk_figures(out)
+    assert figures["non_2xx"] == 0, out
+    return {k: figures[k] for k in ("requests_per_s", "p50_ms", "p99_ms")}
 
 
 def bundles(server: ServerProcess, bearer: str, count: int, seed: int) -> dict:
@@ -122,30 +112,7 @@ def bundles(server: ServerProcess, bearer: str, count: int, seed: int) -> dict:
     headers = {"Content-Type": "application/fhir+json", "Prefer": "return=minimal"}
     if bearer:
         headers["Authorization"] = bearer
-    queue = list(range(count))
-    lock = threading.Lock()
-    failures: list[str] = []
-
-    def client() -> None:
-        with httpx.Client(timeout=120, headers=headers) as c:
-            while True:
-                with lock:
-                    if not queue:
-                        return
-                    n = queue.pop()
-                r = c.post(server.base, content=bodies[n])
-                if r.status_code != 200:
-                    failures.append(r.text[:300])
-
-    threads = [threading.Thread(target=client) for _ in range(4)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    seconds = time.perf_counter() - start
-    assert not failures, failures[:3]
-    return {"resources_per_s": count * 17 / seconds}
+    return {"resources_per_s": count * 17 / post_all(server.base, bodies, 4, headers)}
 
 
 def run(backend: str, patients: int, seconds: int, rounds: int, count: int) -> None:

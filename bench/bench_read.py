@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
-from common import emit, fresh_db
+from common import emit, fresh_db, wrk_figures
 from checkup import checkup_bundle
 from tests.server import ServerProcess
 
@@ -32,11 +31,6 @@ request = function()
   return wrk.format("GET", "/fhir/Patient/" .. ids[math.random(#ids)])
 end
 """
-
-
-def _ms(text: str) -> float:
-    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
 
 
 def run(backend: str, patients: int, seconds: int, connections: int) -> None:
@@ -65,13 +59,10 @@ def run(backend: str, patients: int, seconds: int, connections: int) -> None:
                              check=True, capture_output=True, text=True).stdout
     finally:
         server.stop()
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M))
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    emit(name="read_by_id_http", backend=backend, requests_per_s=round(rps),
-         p50_ms=_ms(lat["50"]), p90_ms=_ms(lat["90"]), p99_ms=_ms(lat["99"]),
-         non_2xx=int(errors.group(1)) if errors else 0, patients=patients, seconds=seconds,
-         connections=connections, workers=2, load_generator="wrk -t2 (same machine)")
+    f = wrk_figures(out)
+    emit(name="read_by_id_http", backend=backend, requests_per_s=round(f["requests_per_s"]),
+         p50_ms=f["p50_ms"], p90_ms=f["p90_ms"], p99_ms=f["p99_ms"], non_2xx=f["non_2xx"],
+         patients=patients, seconds=seconds, connections=connections, workers=2, load_generator="wrk -t2 (same machine)")
 
 
 if __name__ == "__main__":

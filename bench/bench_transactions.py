@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import random
-import threading
 import time
 
 import httpx
 import orjson
 
-from common import emit, fresh_db
+from common import emit, fresh_db, post_all
 from checkup import checkup_bundle
 from tests.server import ServerProcess
 
@@ -31,36 +30,14 @@ def run(backend: str, bundles: int, clients: int, workers: int) -> None:
         warm = httpx.post(server.base, content=bodies[0], timeout=60,
                           headers={"Content-Type": "application/fhir+json"})
         assert warm.status_code == 200, warm.text
-        queue = list(range(1, bundles))
-        lock = threading.Lock()
-        failures: list[str] = []
-
-        def client() -> None:
-            with httpx.Client(timeout=120, headers={"Content-Type": "application/fhir+json",
-                                                    "Prefer": "return=minimal"}) as c:
-                while True:
-                    with lock:
-                        if not queue:
-                            return
-                        n = queue.pop()
-                    r = c.post(server.base, content=bodies[n])
-                    if r.status_code != 200:
-                        failures.append(r.text[:300])
-
-        threads = [threading.Thread(target=client) for _ in range(clients)]
         server_cpu = server.cpu_seconds()
         client_cpu = time.process_time()
-        start = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        seconds = time.perf_counter() - start
+        seconds = post_all(server.base, bodies[1:], clients, {
+            "Content-Type": "application/fhir+json", "Prefer": "return=minimal"})
         server_cpu = server.cpu_seconds() - server_cpu
         client_cpu = time.process_time() - client_cpu
     finally:
         server.stop()
-    assert not failures, failures[:3]
     resources = (bundles - 1) * per_bundle
     emit(name="transaction_bundles", backend=backend, resources_per_s=round(resources / seconds),
          bundles=bundles - 1, resources=resources, seconds=round(seconds, 2), clients=clients,

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import sys
+import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,3 +48,47 @@ def fresh_db(backend: str, name: str) -> str:
 def emit(**figure: object) -> None:
     """One JSON line per figure, with the machine it ran on."""
     print(json.dumps({**figure, "machine": machine()}, ensure_ascii=False), flush=True)
+
+
+def post_all(url: str, bodies: list[bytes], clients: int, headers: dict[str, str]) -> float:
+    """POST every body to ``url`` from ``clients`` threads; the seconds it took (each answer
+    must be a 200)."""
+    import httpx
+
+    queue = list(range(len(bodies)))
+    lock = threading.Lock()
+    failures: list[str] = []
+
+    def client() -> None:
+        with httpx.Client(timeout=120, headers=headers) as c:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    n = queue.pop()
+                r = c.post(url, content=bodies[n])
+                if r.status_code != 200:
+                    failures.append(r.text[:300])
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - start
+    assert not failures, failures[:3]
+    return seconds
+
+
+def wrk_figures(out: str) -> dict[str, float]:
+    """Requests/s, p50/p90/p99 (ms) and non-2xx answers from ``wrk --latency`` output."""
+    def ms(text: str) -> float:
+        value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+
+    lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+            "p50_ms": ms(lat["50"]), "p90_ms": ms(lat["90"]), "p99_ms": ms(lat["99"]),
+            "non_2xx": int(errors.group(1)) if errors else 0}

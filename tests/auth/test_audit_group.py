@@ -52,3 +52,26 @@ def test_a_failed_append_fails_its_requests_and_the_log_goes_on(auth, monkeypatc
         auth.audit.record(_event(1))
     seq = auth.audit.record(_event(2))
     assert auth.audit.head()[0] == seq and auth.audit.verify() is None
+
+
+def test_requests_of_one_event_loop_share_a_write(auth, monkeypatch) -> None:
+    import asyncio
+
+    from songkhoe.rest.audit_batch import AuditBatcher
+
+    calls = []
+    real = auth.audit.record_many
+
+    def counted(events):
+        calls.append(len(events))
+        return real(events)
+
+    monkeypatch.setattr(auth.audit, "record_many", counted)
+    batcher = AuditBatcher(auth.audit)
+
+    async def burst() -> list[int]:
+        return await asyncio.gather(*(batcher.record(_event(n)) for n in range(50)))
+
+    seqs = asyncio.run(burst())
+    assert len(set(seqs)) == 50 and sum(calls) == 50 and len(calls) < 50
+    assert auth.audit.verify() is None

@@ -130,24 +130,24 @@ def _ints(values: tuple[int, ...]) -> str:
 def managing_org_sql(patient: str) -> str:
     """A scalar sub-select: the managing Organization of the Patient whose id is ``patient``
     (a SQL expression), NULL when it is unknown, deleted or has none."""
+    # ``sp + 0``: the row is found by its rid; without statistics SQLite would rather read
+    # every Patient's managingOrganization row by ``sp`` and compare rids
     return ("(SELECT MIN(m.target_id) FROM idx_reference m WHERE m.rid = (SELECT mp.rid FROM "
-            f"resources mp WHERE mp.type = 'Patient' AND mp.id = {patient}) AND m.sp = "
+            f"resources mp WHERE mp.type = 'Patient' AND mp.id = {patient}) AND m.sp + 0 = "
             f"{_sp('Patient', 'organization')} AND m.target_type = 'Organization')")
 
 
 def owner_rows_sql(rids: str | None) -> str:
     """SELECT of (rid, type, patient) owner rows for the resources whose ``rid`` is in
-    ``rids`` (a SQL list; None: all): the Patients their owner parameters name, and each
-    Patient itself."""
-    x_rids = f"x.rid IN ({rids})" if rids else "1 = 1"
-    r_rids = f"r.rid IN ({rids})" if rids else "1 = 1"
-    return ("SELECT DISTINCT x.rid AS rid, r.type AS type, x.target_id AS patient "
-            "FROM idx_reference x "
-            "JOIN resources r ON r.rid = x.rid "
-            f"WHERE x.sp IN ({_ints(owner_sps())}) AND x.target_type = 'Patient' "
-            f"AND {x_rids} "
-            f"UNION SELECT r.rid, r.type, r.id FROM resources r WHERE r.type = 'Patient' "
-            f"AND {r_rids}")
+    ``rids`` (a SQL list; None: all, and each Patient owns itself): the Patients their owner
+    parameters name."""
+    refs = ("SELECT DISTINCT x.rid AS rid, r.type AS type, x.target_id AS patient "
+            "FROM idx_reference x JOIN resources r ON r.rid = x.rid "
+            f"WHERE x.sp IN ({_ints(owner_sps())}) AND x.target_type = 'Patient' AND "
+            + (f"x.rid IN ({rids})" if rids else "1 = 1"))
+    if rids:
+        return refs
+    return f"{refs} UNION SELECT r.rid, r.type, r.id FROM resources r WHERE r.type = 'Patient'"
 
 
 def org_tree_sql() -> str:
@@ -177,6 +177,7 @@ class OwnerIndex:
 
     def __init__(self) -> None:
         self.rids: list[int] = []  # written resources of owned types
+        self.selves: list[tuple[int, str]] = []  # (rid, id) of Patients written: own rows
         self.patients: set[str] = set()  # Patients written: their compartment follows them
         self.orgs_changed = False
 
@@ -184,6 +185,7 @@ class OwnerIndex:
         if owned(rtype):
             self.rids.append(rid)
             if rtype == "Patient":
+                self.selves.append((rid, id))
                 self.patients.add(id)
         elif rtype == "Organization":
             self.orgs_changed = True
@@ -199,7 +201,7 @@ class OwnerIndex:
         run with sequential scans, parallel workers and JIT off: during a bulk load the planner's statistics lag
         far behind the tables, and it chose to scan the whole reference index (28 s a batch
         at 200,000 resources instead of milliseconds)."""
-        if not (self.rids or self.patients or self.orgs_changed):
+        if not (self.rids or self.orgs_changed):
             return
         if backend == "postgres":
             execute("SET LOCAL enable_seqscan = off", [])
@@ -211,8 +213,14 @@ class OwnerIndex:
             execute(f"DELETE FROM owners WHERE rid IN ({marks})", chunk)
             execute("INSERT INTO owners (rid, type, patient, org) SELECT o.rid, o.type, "
                     f"o.patient, {managing_org_sql('o.patient')} "
-                    f"FROM ({owner_rows_sql(marks)}) o",
-                    chunk * 2)
+                    f"FROM ({owner_rows_sql(marks)}) o", chunk)
+        for start in range(0, len(self.selves), 500):
+            chunk_selves = self.selves[start:start + 500]
+            values = ", ".join("(CAST(? AS BIGINT), ?)" for _ in chunk_selves)
+            execute(f"INSERT INTO owners (rid, type, patient, org) WITH v(rid, id) AS "
+                    f"(VALUES {values}) SELECT v.rid, 'Patient', v.id, "
+                    f"{managing_org_sql('v.id')} FROM v WHERE NOT EXISTS (SELECT 1 FROM owners e WHERE e.rid = v.rid AND "
+                    "e.patient = v.id)", [x for pair in chunk_selves for x in pair])
         patients = sorted(self.patients)
         for start in range(0, len(patients), 500):
             chunk = patients[start:start + 500]
@@ -231,7 +239,7 @@ class OwnerIndex:
             execute("RESET enable_seqscan", [])
             execute("RESET jit", [])
             execute("RESET max_parallel_workers_per_gather", [])
-        self.rids, self.patients, self.orgs_changed = [], set(), False
+        self.rids, self.selves, self.patients, self.orgs_changed = [], [], set(), False
 
 
 # --- rules compiled to SQL ---------------------------------------------------------------------
