@@ -89,7 +89,8 @@ class AuthGuard:
         self.prefix = fhir_prefix
         self.types = types
         self.public = public
-        self.audit_writer = AuditBatcher(auth.audit)
+        self.audit_writer = AuditBatcher(auth.audit,
+                                         inline=auth.store.backend.name == "sqlite")
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
