@@ -71,7 +71,6 @@ class Rule:
 
 
 DENY = Rule(False)
-ALL = Rule()
 
 
 class Access(Protocol):

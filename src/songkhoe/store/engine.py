@@ -46,7 +46,7 @@ from .indexer import index_rows
 from .ranges import format_instant, from_us, instant_us
 from .schema import INDEX_COLUMNS
 from . import search_exec
-from .search import Query, parse
+from .search import parse
 from .search_access import Guard
 from .search_sql import Ctx
 
