@@ -494,3 +494,11 @@ def test_break_the_glass_reason_is_recorded_and_listed(http, auth, store, db_url
     assert capsys.readouterr().out.splitlines()[-1] == "0 break-the-glass entries, 0 tokens"
     assert main(["audit", "break-glass", "--db", db_url, "--since", "last week"]) == 2
     assert "--since" in capsys.readouterr().err
+
+
+def test_the_capability_statement_offers_audit_events_read_only() -> None:
+    from songkhoe.rest.capabilities import capability_statement
+
+    rest = capability_statement(None)["rest"][0]
+    audit = next(r for r in rest["resource"] if r["type"] == "AuditEvent")
+    assert {i["code"] for i in audit["interaction"]} == {"read", "vread", "search-type"}

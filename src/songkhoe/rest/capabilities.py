@@ -51,6 +51,11 @@ def search_params(rtype: str) -> list[dict[str, Any]]:
 
 
 def _resource(rtype: str) -> dict[str, Any]:
+    if rtype == "AuditEvent":  # served from the append-only audit log (``audit_events``)
+        return {"type": rtype, "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+                "interaction": [{"code": c} for c in ("read", "vread", "search-type")],
+                "versioning": "no-version", "readHistory": False, "updateCreate": False,
+                "searchParam": search_params(rtype)}
     return {
         "type": rtype,
         "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
