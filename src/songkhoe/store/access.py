@@ -170,19 +170,26 @@ def backfill_statements() -> list[str]:
     ]
 
 
+#: PostgreSQL planner settings while ownership is maintained (``OwnerIndex.apply``)
+_PLANNER = {"enable_seqscan": "off", "jit": "off", "max_parallel_workers_per_gather": "0"}
+
+
 class OwnerIndex:
     """Keeps ``owners`` and ``org_tree`` up to date with one transaction's writes, in a few
     set-based statements at each flush (``Tx.flush``)."""
 
     def __init__(self) -> None:
         self.rids: list[int] = []  # written resources of owned types
+        self.replaced: list[int] = []  # those of them that had a version before
         self.selves: list[tuple[int, str]] = []  # (rid, id) of Patients written: own rows
         self.patients: set[str] = set()  # Patients written: their compartment follows them
         self.orgs_changed = False
 
-    def written(self, rtype: str, id: str, rid: int) -> None:
+    def written(self, rtype: str, id: str, rid: int, version: int) -> None:
         if owned(rtype):
             self.rids.append(rid)
+            if version > 1:
+                self.replaced.append(rid)
             if rtype == "Patient":
                 self.selves.append((rid, id))
                 self.patients.add(id)
@@ -197,19 +204,22 @@ class OwnerIndex:
         """Run the statements (``execute(sql, args)``) after the index rows are written.
 
         Each is a handful of index lookups per written row by construction. On PostgreSQL they
-        run with sequential scans, parallel workers and JIT off: during a bulk load the planner's statistics lag
-        far behind the tables, and it chose to scan the whole reference index (28 s a batch
-        at 200,000 resources instead of milliseconds)."""
+        run with sequential scans, parallel workers and JIT off (``_PLANNER``): during a bulk
+        load the planner's statistics lag far behind the tables, and it chose to scan the
+        whole reference index (28 s a batch at 200,000 resources instead of milliseconds)."""
         if not (self.rids or self.orgs_changed):
             return
-        if backend == "postgres":
-            execute("SET LOCAL enable_seqscan = off", [])
-            execute("SET LOCAL jit = off", [])
-            execute("SET LOCAL max_parallel_workers_per_gather = 0", [])
+        restore = None
+        if backend == "postgres":  # one round trip each way
+            restore = execute(f"SELECT {', '.join(f'current_setting({n!r})' for n in _PLANNER)}, "
+                              + ", ".join(f"set_config({n!r}, {v!r}, true)"
+                                          for n, v in _PLANNER.items()), []).fetchone()
+        for start in range(0, len(self.replaced), 500):
+            chunk = self.replaced[start:start + 500]
+            execute(f"DELETE FROM owners WHERE rid IN ({', '.join('?' * len(chunk))})", chunk)
         for start in range(0, len(self.rids), 500):
             chunk = self.rids[start:start + 500]
             marks = ", ".join("?" * len(chunk))
-            execute(f"DELETE FROM owners WHERE rid IN ({marks})", chunk)
             execute("INSERT INTO owners (rid, type, patient, org) SELECT o.rid, o.type, "
                     f"o.patient, {managing_org_sql('o.patient')} "
                     f"FROM ({owner_rows_sql(marks)}) o", chunk)
@@ -234,11 +244,11 @@ class OwnerIndex:
                 execute("LOCK TABLE org_tree IN SHARE ROW EXCLUSIVE MODE", [])
             execute("DELETE FROM org_tree", [])
             execute(org_tree_sql(), [])
-        if backend == "postgres":
-            execute("RESET enable_seqscan", [])
-            execute("RESET jit", [])
-            execute("RESET max_parallel_workers_per_gather", [])
-        self.rids, self.selves, self.patients, self.orgs_changed = [], [], set(), False
+        if restore is not None:
+            execute("SELECT " + ", ".join(f"set_config({n!r}, ?, true)" for n in _PLANNER),
+                    list(restore[:len(_PLANNER)]))
+        self.rids, self.replaced, self.selves = [], [], []
+        self.patients, self.orgs_changed = set(), False
 
 
 # --- rules compiled to SQL ---------------------------------------------------------------------

@@ -252,7 +252,7 @@ class Tx(Operations):
                               method, content))
         for table, rows in (index if index is not None else index_rows(resource)).items():
             self._index[table].extend((rid, *row) for row in rows)
-        self.owners.written(resource["resourceType"], resource["id"], rid)
+        self.owners.written(resource["resourceType"], resource["id"], rid, version)
         return content
 
     def unindex(self, rid: int) -> None:
