@@ -252,3 +252,14 @@ def test_a_transaction_may_write_a_patient_after_its_observations(world) -> None
     assert world.search("Observation", [("subject", "Patient/other")]).matches == []
     with pytest.raises(FhirError):
         world.read("Patient", "other")
+
+
+def test_if_match_tells_nothing_of_a_hidden_version(world) -> None:
+    with acting_as(Fixed(Rule(org="tyt-a"))):
+        with pytest.raises(FhirError) as err:
+            world.delete("Patient", "pb", if_match=7)
+        assert err.value.status == 412 and "does not exist" in str(err.value.issues[0].diagnostics)
+        with pytest.raises(FhirError) as err:
+            world.update("Patient", "pb", _patient("pb", "tyt-a"), if_match=7)
+        assert err.value.status == 403
+    assert world.read("Patient", "pb").version == 1

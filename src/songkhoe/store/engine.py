@@ -209,15 +209,15 @@ class Tx(Operations):
                method: str, if_match: int | None = None, *, fresh_id: bool = False) -> WriteResult:
         """Store a new version; ``fresh_id``: the id was just generated, so no row can exist."""
         rtype = prepared.resource["resourceType"]
+        if self.guard is not None:  # before If-Match: a 412 would tell a hidden version
+            if current is not None:
+                self._check_existing(rtype, current[0], "u")
+            self.guard.require(rtype, "u" if current and not current[2] else "c")
         if if_match is not None and (current is None or current[1] != if_match):
             have = "does not exist" if current is None else f"is at version {current[1]}"
             raise precondition_failed(f"If-Match expects version {if_match} of {rtype}/{id}, "
                                       f"but it {have}")
         version = current[1] + 1 if current else 1
-        if self.guard is not None:
-            if current is not None:
-                self._check_existing(rtype, current[0], "u")
-            self.guard.require(rtype, "u" if current and not current[2] else "c")
         if fresh_id:
             rid = self.new_rid()
             self._resources.append((rid, rtype, id, 1, self.now, False))
@@ -351,14 +351,14 @@ class Tx(Operations):
         check_type(type)
         check_id(id)
         current = self._current(type, id, lock=True)
+        if current is not None and not self._sees(type, current[0], "d"):
+            current = None  # as if absent: hidden rows stay hidden
         if if_match is not None and (current is None or current[1] != if_match):
             have = "does not exist" if current is None else f"is at version {current[1]}"
             raise precondition_failed(f"If-Match expects version {if_match} of {type}/{id}, "
                                       f"but it {have}")
         if current is None or current[2]:
             return WriteResult("unchanged", None)
-        if not self._sees(type, current[0], "d"):
-            return WriteResult("unchanged", None)  # as if absent: hidden rows stay hidden
         self.owners.deleted(type)
         rid, version = current[0], current[1] + 1
         self._sql("UPDATE resources SET version = ?, last_updated = ?, deleted = ? WHERE rid = ?",
