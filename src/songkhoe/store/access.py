@@ -149,11 +149,12 @@ def owner_rows_sql(rids: str | None) -> str:
     return f"{refs} UNION SELECT r.rid, r.type, r.id FROM resources r WHERE r.type = 'Patient'"
 
 
-def org_tree_sql() -> str:
-    """INSERT of the closure of ``Organization.partOf`` into an empty ``org_tree`` (UNION
-    stops at cycles)."""
+def org_tree_sql(ids: str | None = None) -> str:
+    """INSERT of the closure of ``Organization.partOf`` into ``org_tree`` for the
+    Organizations whose id is in ``ids`` (a SQL list; None: all). UNION stops at cycles."""
+    which = f" AND id IN ({ids})" if ids else ""
     return ("INSERT INTO org_tree (ancestor, org) WITH RECURSIVE up(org, ancestor) AS ("
-            "SELECT id, id FROM resources WHERE type = 'Organization' UNION "
+            f"SELECT id, id FROM resources WHERE type = 'Organization'{which} UNION "
             "SELECT up.org, x.target_id FROM up JOIN resources o ON o.type = 'Organization' "
             "AND o.id = up.ancestor JOIN idx_reference x ON x.rid = o.rid "
             f"AND x.sp = {_sp('Organization', 'partof')} AND x.target_type = 'Organization') "
@@ -183,7 +184,7 @@ class OwnerIndex:
         self.replaced: list[int] = []  # those of them that had a version before
         self.selves: list[tuple[int, str]] = []  # (rid, id) of Patients written: own rows
         self.patients: set[str] = set()  # Patients written: their compartment follows them
-        self.orgs_changed = False
+        self.orgs: set[str] = set()  # Organizations written or deleted: their subtree moves
 
     def written(self, rtype: str, id: str, rid: int, version: int) -> None:
         if owned(rtype):
@@ -194,11 +195,11 @@ class OwnerIndex:
                 self.selves.append((rid, id))
                 self.patients.add(id)
         elif rtype == "Organization":
-            self.orgs_changed = True
+            self.orgs.add(id)
 
-    def deleted(self, rtype: str) -> None:
+    def deleted(self, rtype: str, id: str) -> None:
         if rtype == "Organization":
-            self.orgs_changed = True
+            self.orgs.add(id)
 
     def apply(self, execute: Any, backend: str) -> None:
         """Run the statements (``execute(sql, args)``) after the index rows are written.
@@ -207,7 +208,7 @@ class OwnerIndex:
         run with sequential scans, parallel workers and JIT off (``_PLANNER``): during a bulk
         load the planner's statistics lag far behind the tables, and it chose to scan the
         whole reference index (28 s a batch at 200,000 resources instead of milliseconds)."""
-        if not (self.rids or self.orgs_changed):
+        if not (self.rids or self.orgs):
             return
         restore = None
         if backend == "postgres":  # one round trip each way
@@ -228,8 +229,9 @@ class OwnerIndex:
             values = ", ".join("(CAST(? AS BIGINT), ?)" for _ in chunk_selves)
             execute(f"INSERT INTO owners (rid, type, patient, org) WITH v(rid, id) AS "
                     f"(VALUES {values}) SELECT v.rid, 'Patient', v.id, "
-                    f"{managing_org_sql('v.id')} FROM v WHERE NOT EXISTS (SELECT 1 FROM owners e WHERE e.rid = v.rid AND "
-                    "e.patient = v.id)", [x for pair in chunk_selves for x in pair])
+                    f"{managing_org_sql('v.id')} FROM v WHERE NOT EXISTS (SELECT 1 FROM "
+                    "owners e WHERE e.rid = v.rid AND e.patient = v.id)",
+                    [x for pair in chunk_selves for x in pair])
         patients = sorted(self.patients)
         for start in range(0, len(patients), 500):
             chunk = patients[start:start + 500]
@@ -239,16 +241,32 @@ class OwnerIndex:
                     f"{managing_org_sql('p.patient')} AS org FROM (SELECT DISTINCT patient FROM "
                     f"owners WHERE patient IN ({marks})) p) n WHERE owners.patient = n.patient "
                     "AND owners.org IS DISTINCT FROM n.org", chunk)
-        if self.orgs_changed:
-            if backend == "postgres":  # one rebuild at a time; readers keep the old tree
-                execute("LOCK TABLE org_tree IN SHARE ROW EXCLUSIVE MODE", [])
-            execute("DELETE FROM org_tree", [])
-            execute(org_tree_sql(), [])
+        if self.orgs:
+            self._update_tree(execute, backend)
         if restore is not None:
             execute("SELECT " + ", ".join(f"set_config({n!r}, ?, true)" for n in _PLANNER),
                     list(restore[:len(_PLANNER)]))
         self.rids, self.replaced, self.selves = [], [], []
-        self.patients, self.orgs_changed = set(), False
+        self.patients, self.orgs = set(), set()
+
+    def _update_tree(self, execute: Any, backend: str) -> None:
+        """Recompute the closure rows of the Organizations written and of everything under
+        them (a move carries the subtree; a new parent gains children loaded before it)."""
+        if backend == "postgres":  # one writer of the tree at a time; readers keep the old one
+            execute("LOCK TABLE org_tree IN SHARE ROW EXCLUSIVE MODE", [])
+        affected = set(self.orgs)
+        written = sorted(self.orgs)
+        for start in range(0, len(written), 500):
+            chunk = written[start:start + 500]
+            affected.update(r[0] for r in execute(
+                f"SELECT org FROM org_tree WHERE ancestor IN ({', '.join('?' * len(chunk))})",
+                chunk).fetchall())
+        ordered = sorted(affected)
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start:start + 500]
+            marks = ", ".join("?" * len(chunk))
+            execute(f"DELETE FROM org_tree WHERE org IN ({marks})", chunk)
+            execute(org_tree_sql(marks), chunk)
 
 
 # --- rules compiled to SQL ---------------------------------------------------------------------

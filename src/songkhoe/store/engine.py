@@ -359,7 +359,7 @@ class Tx(Operations):
                                       f"but it {have}")
         if current is None or current[2]:
             return WriteResult("unchanged", None)
-        self.owners.deleted(type)
+        self.owners.deleted(type, id)
         rid, version = current[0], current[1] + 1
         self._sql("UPDATE resources SET version = ?, last_updated = ?, deleted = ? WHERE rid = ?",
                   (version, self.now, True, rid))
