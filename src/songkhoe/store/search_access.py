@@ -111,7 +111,6 @@ class Guard:
         for (rule, _), members in groups.items():
             if not rule.allowed:
                 continue
-            cond = None
             if rule.alternatives:  # compiled per type: a scope query names type parameters
                 for rtype in members:
                     c = _rule_condition(rule, rtype, r, ctx)
