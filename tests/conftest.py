@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -36,9 +37,10 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"postgresql: {_PG_UNAVAILABLE or PG_URL}"
 
 
-@pytest.fixture
-def pg_schema_url() -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a fresh schema, dropped after the test."""
+@contextmanager
+def pg_schema(options: str = "") -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema (plus ``options``, URL-encoded
+    ``-c`` settings), dropped afterwards; skips when PostgreSQL is unavailable."""
     if _PG_UNAVAILABLE:
         pytest.skip(_PG_UNAVAILABLE)
     import psycopg
@@ -48,10 +50,17 @@ def pg_schema_url() -> Iterator[str]:
         conn.execute(f'create schema "{schema}"')
     sep = "&" if "?" in PG_URL else "?"
     try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}{options}"
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as conn:
             conn.execute(f'drop schema if exists "{schema}" cascade')
+
+
+@pytest.fixture
+def pg_schema_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped after the test."""
+    with pg_schema() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

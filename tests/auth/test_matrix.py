@@ -80,6 +80,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -93,7 +94,7 @@ from songkhoe.auth import Auth, ScopeSet, passwords
 from songkhoe.auth.audit import BREAK_GLASS
 from songkhoe.rest import create_app
 
-from ..conftest import _PG_UNAVAILABLE, PG_URL
+from ..conftest import pg_schema
 from .conftest import PASSWORD, add_orgs, password_token
 
 FHIR_JSON = "application/fhir+json"
@@ -383,40 +384,26 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
           ) -> Iterator[World]:
     from songkhoe.store import open_store
 
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('matrix') / 'songkhoe.db'}"
-    else:
-        if _PG_UNAVAILABLE:
-            pytest.skip(_PG_UNAVAILABLE)
-        import psycopg
-
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f'create schema "{schema}"')
-        sep = "&" if "?" in PG_URL else "?"
-        # no wait for the WAL flush at each commit: durability is not what this module tests
-        url = f"{PG_URL}{sep}options=-csearch_path%3D{schema}%20-csynchronous_commit%3Doff"
-    store = open_store(url)
-    try:
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path_factory.mktemp('matrix') / 'songkhoe.db'}"
+        else:
+            # no wait for the WAL flush at each commit: durability is not what this module tests
+            url = stack.enter_context(pg_schema("%20-csynchronous_commit%3Doff"))
+        store = open_store(url)
+        stack.callback(store.close)
         seed(store)
         auth = Auth(store)
-        with TestClient(create_app(store, auth=auth), raise_server_exceptions=True) as http, \
-                pytest.MonkeyPatch.context() as mp:
-            # argon2 at its cheapest: password hashing is not what this module tests
-            mp.setattr(passwords, "_HASHER", PasswordHasher(time_cost=1, memory_cost=8,
-                                                            parallelism=1))
-            w = World(request.param, store, auth, http)
-            _sign_in(w)
-            w.baseline = w._last_audit()[0]
-            yield w
-    finally:
-        store.close()
-        if schema is not None:
-            import psycopg
-
-            with psycopg.connect(PG_URL, autocommit=True) as conn:
-                conn.execute(f'drop schema if exists "{schema}" cascade')
+        http = stack.enter_context(TestClient(create_app(store, auth=auth),
+                                              raise_server_exceptions=True))
+        mp = stack.enter_context(pytest.MonkeyPatch.context())
+        # argon2 at its cheapest: password hashing is not what this module tests
+        mp.setattr(passwords, "_HASHER", PasswordHasher(time_cost=1, memory_cost=8,
+                                                        parallelism=1))
+        w = World(request.param, store, auth, http)
+        _sign_in(w)
+        w.baseline = w._last_audit()[0]
+        yield w
 
 
 def _sign_in(w: World) -> None:
