@@ -7,6 +7,7 @@ SQL-on-FHIR v2 requires.
     expr(resource)                             # -> Python values (see .expression)
     expr(resource, variables={"x": 1})         # %x
     expr.nodes(resource)                       # -> [Node(.value raw JSON, .type FHIR type)]
+    expr.free_variables                        # -> frozenset({"x"}): %names to supply
     evaluate(resource, "Patient.name.given")
 
 Resources are plain dicts as parsed from FHIR JSON. Modules: :mod:`.lexer`, :mod:`.parser`

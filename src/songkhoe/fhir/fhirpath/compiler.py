@@ -35,6 +35,16 @@ BUILTIN_CONSTANTS = {
     "sct": "http://snomed.info/sct",
     "loinc": "http://loinc.org",
 }
+# environment variables the engine itself supplies (N1 "Environment variables", R4 FHIRPath
+# "Variables")
+CONTEXT_VARIABLES = frozenset({"resource", "context", "rootResource"})
+
+
+def is_builtin_variable(name: str) -> bool:
+    """Whether ``%name`` is supplied by the engine (``%resource``, ``%ucum``, ``%vs-x``, …)
+    rather than by the caller's ``variables``."""
+    return name in CONTEXT_VARIABLES or name in BUILTIN_CONSTANTS or \
+        name.startswith(("vs-", "ext-"))
 
 
 class Context:

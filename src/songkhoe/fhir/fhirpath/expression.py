@@ -27,6 +27,9 @@ Three views of a result:
 ``expr.raw(resource)``
     the engine's own items (raw JSON, Node, System values), suitable as ``focus=`` for a
     further evaluation (e.g. SQL-on-FHIR ``forEach``).
+
+``expr.free_variables`` lists the environment variables (``%name``) the expression reads that
+the engine does not supply itself, so a caller can reject an undefined one before evaluating.
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ from decimal import Decimal
 from typing import Any
 
 from . import model as m
+from . import syntax as s
 from . import temporal as tm
-from .compiler import Compiler, Context
+from .compiler import Compiler, Context, is_builtin_variable
 from .errors import FHIRPathError
 from .model import Node
 from .parser import parse
@@ -47,13 +51,17 @@ from .quantity import Quantity
 class Expression:
     """A compiled FHIRPath expression. Thread-safe: calls share no mutable state."""
 
-    __slots__ = ("_fn", "_plain", "base_type", "static_type", "text")
+    __slots__ = ("_fn", "_plain", "base_type", "free_variables", "static_type", "text")
 
     def __init__(self, text: str, base_type: str | None = None) -> None:
         self.text = text
         self.base_type = base_type
         tree = parse(text)
         self._fn, self.static_type = Compiler(text).expr(tree, base_type)
+        #: the ``%names`` the caller must supply in ``variables`` (those the engine does not)
+        self.free_variables = frozenset(
+            n.name for n in s.walk(tree)
+            if type(n) is s.External and not is_builtin_variable(n.name))
         # results need no conversion unless they hold nodes, floats, or typed strings
         self._plain = self.static_type not in m.TEMPORAL_FHIR_TYPES and \
             self.static_type != "decimal"

@@ -9,7 +9,8 @@ Every node records ``pos``, its character offset in the source text, for error m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
 from typing import Any
 
 
@@ -86,3 +87,16 @@ class TypeOp(Node):
     op: str
     operand: Node
     type_name: str
+
+
+def walk(node: Node) -> Iterator[Node]:
+    """``node`` and every node below it, parents before children."""
+    yield node
+    for f in fields(node):
+        value = getattr(node, f.name)
+        if isinstance(value, Node):
+            yield from walk(value)
+        elif isinstance(value, tuple):
+            for item in value:
+                if isinstance(item, Node):
+                    yield from walk(item)
