@@ -22,6 +22,7 @@ def _app_from_env() -> Any:
     from songkhoe.store import open_store
 
     store = open_store(os.environ.get(ENV_DB) or None)
+    store.derive = _programmes()
     return create_app(store, max_body_bytes=int(os.environ[ENV_MAX_BODY]),
                       auth=None if os.environ.get(ENV_NO_AUTH) == "1" else _auth(store))
 
@@ -40,6 +41,7 @@ def serve(args: argparse.Namespace) -> int:
 
     db = args.db or f"sqlite:///{default_sqlite_path()}"
     store = open_store(db)  # create or migrate the schema once, before workers start
+    store.derive = _programmes()  # refuses to start on a definition error
     shown_host = "localhost" if args.host in ("0.0.0.0", "127.0.0.1", "::") else args.host
     print(f"songkhoe: database {db.split('@')[-1] if '@' in db else db}", flush=True)
     auth = None if args.insecure_no_auth else _auth(store)
@@ -79,6 +81,14 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _programmes() -> Any:
+    """The programmes engine for writes: outputs are derived in the writing transaction."""
+    from songkhoe.programs.apply import Online
+    from songkhoe.programs.cli import definitions
+
+    return Online(definitions())
+
+
 def _load_demo(store: Any, args: argparse.Namespace) -> None:
     """Load the demo population (a few communes of one province) into an empty store."""
     from datetime import date
@@ -105,6 +115,14 @@ def _load_demo(store: Any, args: argparse.Namespace) -> None:
         progress.finish()
     print(f"songkhoe: demo data loaded: {summary.loaded:,} resources in "
           f"{time.monotonic() - started:.1f} s", flush=True)
+    from songkhoe.programs.apply import run_batch
+
+    started = time.monotonic()
+    with store.transaction(derive=False) as tx:
+        people = tx.patient_ids()
+    derived = run_batch(store, store.derive.programmes, people)
+    print(f"songkhoe: programmes run for {len(people):,} people: {len(derived.written):,} "
+          f"resources derived in {time.monotonic() - started:.1f} s", flush=True)
     for rejection in summary.rejected[:5]:
         print(f"  rejected {rejection.source}: {rejection.reason}", file=sys.stderr)
 
@@ -277,8 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(run=synth)
 
     from songkhoe.auth.cli import add_commands
+    from songkhoe.programs.cli import add_commands as add_programme_commands
 
     add_commands(commands)
+    add_programme_commands(commands)
     args = parser.parse_args(argv)
     from songkhoe.store.schema import SchemaTooNew
 

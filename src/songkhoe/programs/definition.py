@@ -95,6 +95,20 @@ class Formula:
 
 
 @dataclass(frozen=True)
+class Value:
+    """A FHIRPath expression giving one value of any type (or None when it gives nothing)."""
+
+    text: str
+    expression: Expression = field(compare=False, repr=False)
+
+    def get(self, variables: dict[str, Any]) -> Any:
+        result = self.expression(None, variables=variables)
+        if len(result) > 1:
+            raise ValueError(f"expression {self.text!r} gave {len(result)} values, not one")
+        return result[0] if result else None
+
+
+@dataclass(frozen=True)
 class Unit:
     """A unit a result may arrive in, with the factor that converts it to the item's unit."""
 
@@ -169,7 +183,7 @@ class Score:
     label: Text
     kind: str  # "points" | "model"
     model: str | None  # "who_cvd_2019" for kind "model"
-    inputs: dict[str, str]  # model argument → variable name
+    inputs: dict[str, Value]  # model argument → its value
     rules: tuple[PointsRule, ...]
     bands: tuple[ScoreBand, ...]
     when: Condition | None
@@ -488,7 +502,9 @@ class _Loader:
                                "source"})
         kind = self.take(raw, where, "kind", str, allowed=("points", "model"))
         when = self.condition(raw, where)
-        rules, inputs, model = [], {}, None
+        rules: list[PointsRule] = []
+        inputs: dict[str, Value] = {}
+        model = None
         if kind == "points":
             for n, rule in enumerate(self.take(raw, where, "rule", list)):
                 path = f"{where}.rule[{n}]"
@@ -497,10 +513,10 @@ class _Loader:
                                         self.take(rule, path, "points", int)))
         else:
             model = self.take(raw, where, "model", str, allowed=("who_cvd_2019",))
-            inputs = self.take(raw, where, "inputs", dict)
-            for arg, var in inputs.items():
-                if not isinstance(var, str) or var not in self.names:
-                    raise self.fail(f"{where}.inputs.{arg}", f"{var!r} is not a variable")
+            for arg, text in self.take(raw, where, "inputs", dict).items():
+                if not isinstance(text, str):
+                    raise self.fail(f"{where}.inputs.{arg}", "expected a FHIRPath expression")
+                inputs[arg] = Value(text, self.expression(text, f"{where}.inputs.{arg}"))
         bands = []
         for n, band in enumerate(self.take(raw, where, "band", list)):
             path = f"{where}.band[{n}]"

@@ -269,6 +269,10 @@ def _transaction(api: FhirApi, outer: Call, entries: list[Entry]) -> Answer:
             _run_transaction(api, tx, entries)
     except _EntryFailed as failed:
         raise _failure(failed.entry, failed.error) from None
+    for e in entries:  # what the derivations completed before the commit (interpretations)
+        if e.answer is not None and e.answer.stored is not None:
+            e.answer = replace(e.answer, stored=tx.current(
+                WriteResult("updated", e.answer.stored)).stored)
     out = [_response_entry(e, outer) for e in entries]
     return Answer(200, body={"resourceType": "Bundle", "type": "transaction-response",
                              "entry": out})

@@ -84,7 +84,7 @@ def validate(store: Any, call: Call) -> Answer:
 def _dry_run(store: Any, rtype: str, id: str | None, resource: dict[str, Any] | None,
              mode: str) -> list[Issue]:
     try:
-        with store.transaction() as tx:
+        with store.transaction(derive=False) as tx:
             if mode == "create":
                 assert resource is not None
                 if resource.get("resourceType") != rtype:

@@ -154,7 +154,7 @@ def load(store: Store, items: Iterable[tuple[str, bytes | dict[str, Any] | None]
 
     def flush() -> None:
         if batch:
-            with store.transaction() as tx:
+            with store.transaction(derive=False) as tx:  # programmes run in batch after
                 summary.unchanged += _write_batch(tx, batch)
             summary.loaded += len(batch)
             if progress:

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import time
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -109,6 +110,18 @@ def prepare(resource: Any, rtype: str | None = None) -> Prepared:
     return Prepared(resource, index_rows(resource))
 
 
+def _patients_of(resource: dict[str, Any]) -> list[str]:
+    """The Patient a written resource belongs to (itself, its subject or its patient)."""
+    if resource["resourceType"] == "Patient":
+        return [resource["id"]]
+    out = []
+    for key in ("subject", "patient"):
+        ref = resource.get(key)
+        if isinstance(ref, dict) and str(ref.get("reference", "")).startswith("Patient/"):
+            out.append(ref["reference"][8:])
+    return out
+
+
 class Tx(Operations):
     """One database transaction. Obtain through ``Store.transaction()``."""
 
@@ -127,6 +140,10 @@ class Tx(Operations):
         self._index: dict[str, list[tuple[Any, ...]]] = {t: [] for t in INDEX_COLUMNS}
         self._unindex: list[int] = []
         self._lock = " FOR UPDATE" if backend.name == "postgres" else ""
+        #: ids of the Patients whose records this transaction wrote (for derivations)
+        self.patients: set[str] = set()
+        self._mine: dict[tuple[str, str], tuple[int, int]] = {}  # written here: rid, version
+        self._amended: dict[tuple[str, str], Stored] = {}
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -253,7 +270,45 @@ class Tx(Operations):
         for table, rows in (index if index is not None else index_rows(resource)).items():
             self._index[table].extend((rid, *row) for row in rows)
         self.owners.written(resource["resourceType"], resource["id"], rid, version)
+        self._mine[(resource["resourceType"], resource["id"])] = (rid, version)
+        self.patients.update(_patients_of(resource))
         return content
+
+    def amend(self, resource: dict[str, Any]) -> Stored:
+        """Replace the content of the version this transaction wrote of ``resource`` (same
+        type and id) instead of adding another version: a derivation completing a record
+        before it is committed (e.g. a result's interpretation)."""
+        key = (resource["resourceType"], resource["id"])
+        rid, version = self._mine[key]
+        prepared = prepare(resource)
+        self.flush()
+        meta = dict(prepared.resource.get("meta") or {})
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = format_instant(self.now)
+        content = orjson.dumps({**prepared.resource, "meta": meta})
+        self._sql("UPDATE history SET content = ? WHERE rid = ? AND version = ?",
+                  (content, rid, version))
+        self.unindex(rid)
+        self.flush()
+        for table, rows in prepared.index.items():
+            self._index[table].extend((rid, *row) for row in rows)
+        self.flush()
+        method = self._amended[key].method if key in self._amended else "PUT"
+        stored = Stored(key[0], key[1], version, from_us(self.now), content, method)
+        self._amended[key] = stored
+        return stored
+
+    def wrote(self, rtype: str, id: str) -> bool:
+        """Whether this transaction wrote a version of ``rtype/id``."""
+        return (rtype, id) in self._mine
+
+    def current(self, result: WriteResult) -> WriteResult:
+        """``result`` with the content a derivation amended before commit, if any."""
+        stored = result.stored
+        if stored is None or (stored.type, stored.id) not in self._amended:
+            return result
+        amended = self._amended[(stored.type, stored.id)]
+        return WriteResult(result.outcome, replace(stored, content=amended.content))
 
     def unindex(self, rid: int) -> None:
         """Drop the index rows of a resource's previous version (at the next flush)."""
@@ -397,6 +452,39 @@ class Tx(Operations):
             raise gone(f"{type}/{id} was deleted (version {row[0]})")
         return Stored(type, id, row[0], from_us(row[1]), bytes(row[2]), row[3])
 
+    def patient_ids(self, since: datetime | None = None) -> list[str]:
+        """Ids of the live Patients; with ``since``, only those with a record in their
+        compartment written at or after it (deletions included)."""
+        if since is None:
+            rows = self._sql("SELECT id FROM resources WHERE type = 'Patient' AND NOT deleted "
+                             "ORDER BY id").fetchall()
+        else:
+            rows = self._sql("SELECT DISTINCT o.patient FROM owners o JOIN resources r "
+                             "ON r.rid = o.rid WHERE r.last_updated >= ? ORDER BY o.patient",
+                             [instant_us(since)]).fetchall()
+        return [r[0] for r in rows]
+
+    def compartments(self, patients: list[str], types: list[str]) -> dict[str, list[bytes]]:
+        """The current JSON of every ``types`` resource in the compartments of ``patients``
+        (ids), grouped by patient, in one statement per type over the ``owners`` rows; only
+        what the caller may read."""
+        self.flush()
+        out: dict[str, list[bytes]] = {p: [] for p in patients}
+        if not patients:
+            return out
+        marks = ", ".join("?" * len(patients))
+        for rtype in types:
+            check_type(rtype)
+            limit, limit_args = self._limit(rtype, "r")
+            rows = self._sql(
+                "SELECT o.patient, h.content FROM owners o JOIN resources r ON r.rid = o.rid "
+                "JOIN history h ON h.rid = r.rid AND h.version = r.version "
+                f"WHERE o.patient IN ({marks}) AND o.type = ? AND NOT r.deleted{limit}",
+                [*patients, rtype, *limit_args]).fetchall()
+            for patient, content in rows:
+                out[patient].append(bytes(content))
+        return out
+
     def vread(self, type: str, id: str, version: int) -> Stored:
         check_type(type)
         check_id(id)
@@ -498,13 +586,20 @@ class Store(Operations):
             backend.close()
             raise
 
+    #: called with each writing transaction that wrote a patient's records, before it commits
+    #: (the programmes engine: its outputs are committed with the records they derive from)
+    derive: Callable[[Tx], None] | None = None
+
     @contextmanager
-    def transaction(self, access: Access | None = None) -> Iterator[Tx]:
+    def transaction(self, access: Access | None = None, *, derive: bool = True) -> Iterator[Tx]:
         """One database transaction: all of it is written, or none of it. ``access`` limits
-        what it reads and writes (default: the request's, ``access.CURRENT``)."""
+        what it reads and writes (default: the request's, ``access.CURRENT``); ``derive``:
+        run :attr:`derive` before the commit (bulk loads do not: they run it in batch)."""
         with self.backend.transaction(write=True) as conn:
             tx = Tx(self.backend, conn, access or CURRENT.get())
             yield tx
+            if derive and self.derive is not None and tx.patients:
+                self.derive(tx)
             tx.finish()
 
     @contextmanager
@@ -524,24 +619,28 @@ class Store(Operations):
                id: str | None = None) -> WriteResult:
         prepared = prepare(resource)
         with self.transaction() as tx:
-            return tx.create(prepared, if_none_exist=if_none_exist, id=id)
+            result = tx.create(prepared, if_none_exist=if_none_exist, id=id)
+        return tx.current(result)
 
     def update(self, type: str, id: str, resource: dict[str, Any] | Prepared, *,
                if_match: int | None = None, method: str = "PUT") -> WriteResult:
         prepared = prepare(resource, type)
         with self.transaction() as tx:
-            return tx.update(type, id, prepared, if_match=if_match, method=method)
+            result = tx.update(type, id, prepared, if_match=if_match, method=method)
+        return tx.current(result)
 
     def conditional_update(self, type: str, query: str, resource: dict[str, Any] | Prepared, *,
                            if_match: int | None = None) -> WriteResult:
         prepared = prepare(resource, type)
         with self.transaction() as tx:
-            return tx.conditional_update(type, query, prepared, if_match=if_match)
+            result = tx.conditional_update(type, query, prepared, if_match=if_match)
+        return tx.current(result)
 
     def patch(self, type: str, id: str, operations: list[dict[str, Any]], *,
               if_match: int | None = None) -> WriteResult:
         with self.transaction() as tx:
-            return tx.patch(type, id, operations, if_match=if_match)
+            result = tx.patch(type, id, operations, if_match=if_match)
+        return tx.current(result)
 
     def delete(self, type: str, id: str, *, if_match: int | None = None) -> WriteResult:
         with self.transaction() as tx:

@@ -1,0 +1,174 @@
+"""Storing what the programmes engine derives, in the transaction of the records it reads.
+
+``settle(tx, programmes, patient_ids)`` loads the people's records in one statement per
+type, evaluates them (``engine.evaluate``) and writes only the differences:
+
+- an Observation whose interpretation changes: its programme codings are replaced, other
+  interpretations kept. A result written by the same transaction is completed in place
+  (``Tx.amend``), so a check-up answers with its classifications in version 1;
+- outputs (RiskAssessment, Flag, ServiceRequest, EpisodeOfCare, CarePlan) that are new or
+  whose content differs are written under their derived ids;
+- this engine's RiskAssessments, Flags and CarePlans that are no longer derived (their results
+  were corrected or entered in error) become ``entered-in-error``; referrals and episodes of
+  care are left to the staff who act on them.
+
+The same function serves the online path (``Online``, wired as ``Store.derive``) and the
+batch run (``songkhoe programmes run``), so both store the same outputs; a second run
+writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from songkhoe.programs.definition import Programme
+from songkhoe.fhir.outcome import FhirError, Issue
+from songkhoe.programs.engine import (INPUT_TYPES, OUTPUT_TYPES, TAG, Facts, ProgrammeStatus,
+                                      Unusable, evaluate, item_value)
+from songkhoe.store.engine import Tx
+
+_OURS = "urn:songkhoe:programme:"
+_RETRACTABLE = {"RiskAssessment": "entered-in-error", "Flag": "entered-in-error",
+                "CarePlan": "entered-in-error"}
+
+
+@dataclass
+class Settled:
+    """What one settle wrote, and each person's programme status."""
+
+    written: list[dict[str, Any]] = field(default_factory=list)
+    status: dict[str, dict[str, ProgrammeStatus]] = field(default_factory=dict)
+
+
+def load_facts(tx: Tx, patient_ids: list[str]) -> dict[str, Facts]:
+    """Each person's records, read in one statement per resource type."""
+    groups = tx.compartments(patient_ids, ["Patient", *INPUT_TYPES, *OUTPUT_TYPES])
+    people: dict[str, Facts] = {}
+    for pid, contents in groups.items():
+        resources = [orjson.loads(c) for c in contents]
+        patient = next((r for r in resources if r["resourceType"] == "Patient"
+                        and r["id"] == pid), None)
+        if patient is None:
+            continue  # not visible to this caller, or not written yet
+        facts = Facts(patient)
+        for r in resources:
+            kind = r["resourceType"]
+            if kind == "Observation":
+                facts.observations.append(r)
+            elif kind == "Condition":
+                facts.conditions.append(r)
+            elif kind == "MedicationStatement":
+                facts.medications.append(r)
+            elif kind in OUTPUT_TYPES:
+                facts.outputs.append(r)
+        people[pid] = facts
+    return people
+
+
+def settle(tx: Tx, programmes: dict[str, Programme], patient_ids: list[str], *,
+           strict: bool = False) -> Settled:
+    """``strict``: refuse (422) a result written by this transaction that a programme cannot
+    use — a unit not accepted, a value outside the plausible range (the online path)."""
+    settled = Settled()
+    for pid, facts in load_facts(tx, patient_ids).items():
+        if strict:
+            refuse_unusable(tx, programmes, facts)
+        result = evaluate(programmes, facts)
+        settled.status[pid] = result.status
+        for obs in facts.observations:
+            _interpret(tx, obs, result.interpretations.get(obs["id"], []), settled)
+        existing = {(r["resourceType"], r["id"]): r for r in facts.outputs}
+        for key, wanted in result.resources.items():
+            have = existing.get(key)
+            if have is None or _content(have) != _content(wanted):
+                tx.update(key[0], key[1], wanted)
+                settled.written.append(wanted)
+        for key, have in existing.items():
+            if key in result.resources or key[0] not in _RETRACTABLE or \
+                    TAG not in (have.get("meta") or {}).get("tag", []) or \
+                    have.get("status") == _RETRACTABLE[key[0]]:
+                continue
+            retracted = {**_content(have), "status": _RETRACTABLE[key[0]]}
+            tx.update(key[0], key[1], retracted)
+            settled.written.append(retracted)
+    return settled
+
+
+def refuse_unusable(tx: Tx, programmes: dict[str, Programme], facts: Facts) -> None:
+    """422 with the element at fault for a result this transaction wrote that is unusable."""
+    for obs in facts.observations:
+        if not tx.wrote("Observation", obs["id"]):
+            continue
+        for p in programmes.values():
+            for item in p.items:
+                try:
+                    item_value(item, obs)
+                except Unusable as exc:
+                    raise FhirError(422, Issue("value", f"Observation/{obs['id']}: {exc}",
+                                               exc.path)) from None
+
+
+def _interpret(tx: Tx, obs: dict[str, Any], ours: list[dict[str, Any]],
+               settled: Settled) -> None:
+    others = [c for c in obs.get("interpretation", [])
+              if not any(str(coding.get("system", "")).startswith(_OURS)
+                         for coding in c.get("coding", []))]
+    wanted = others + ours
+    if wanted == obs.get("interpretation", []):
+        return
+    amended = _content(obs)
+    if wanted:
+        amended["interpretation"] = wanted
+    else:
+        amended.pop("interpretation", None)
+    if tx.wrote("Observation", obs["id"]):
+        tx.amend(amended)
+    else:
+        tx.update("Observation", obs["id"], amended)
+    settled.written.append(amended)
+
+
+def _content(resource: dict[str, Any]) -> dict[str, Any]:
+    """A resource without the meta the store sets (version, time)."""
+    meta = {k: v for k, v in (resource.get("meta") or {}).items()
+            if k not in ("versionId", "lastUpdated")}
+    out = {k: v for k, v in resource.items() if k != "meta"}
+    if meta:
+        out["meta"] = meta
+    return out
+
+
+class Online:
+    """``Store.derive``: settles the people a transaction wrote records of, before it commits.
+
+    It runs with the system's authority, not the caller's: a health worker allowed to record
+    a result for a person gets its derived referral even if their token's scopes do not name
+    ServiceRequest. Only the people whose records the caller was allowed to write are touched,
+    and what the caller gets back is their own records completed (interpretations)."""
+
+    def __init__(self, programmes: dict[str, Programme]) -> None:
+        self.programmes = programmes
+
+    def __call__(self, tx: Tx) -> None:
+        tx.finish()  # the caller's writes are checked against the caller's access first
+        guard, tx.guard = tx.guard, None
+        try:
+            settle(tx, self.programmes, sorted(tx.patients), strict=True)
+        finally:
+            tx.guard = guard
+
+
+def run_batch(store: Any, programmes: dict[str, Programme], patient_ids: list[str],
+              chunk: int = 200) -> Settled:
+    """Settle ``patient_ids`` in transactions of ``chunk`` people (no derive hook)."""
+    total = Settled()
+    for start in range(0, len(patient_ids), chunk):
+        with store.transaction(derive=False) as tx:
+            part = settle(tx, programmes, patient_ids[start:start + chunk])
+        total.written += part.written
+        total.status.update(part.status)
+    return total
+
