@@ -62,6 +62,8 @@ def load_facts(tx: Tx, patient_ids: list[str]) -> dict[str, Facts]:
                 facts.conditions.append(r)
             elif kind == "MedicationStatement":
                 facts.medications.append(r)
+            elif kind == "Task":
+                facts.tasks.append(r)
             elif kind in OUTPUT_TYPES:
                 facts.outputs.append(r)
         people[pid] = facts
@@ -73,7 +75,8 @@ def settle(tx: Tx, programmes: dict[str, Programme], patient_ids: list[str], *,
     """``strict``: refuse (422) a result written by this transaction that a programme cannot
     use — a unit not accepted, a value outside the plausible range (the online path)."""
     settled = Settled()
-    for pid, facts in load_facts(tx, patient_ids).items():
+    people = load_facts(tx, patient_ids)
+    for pid, facts in people.items():
         if strict:
             refuse_unusable(tx, programmes, facts)
         result = evaluate(programmes, facts)
@@ -94,7 +97,31 @@ def settle(tx: Tx, programmes: dict[str, Programme], patient_ids: list[str], *,
             retracted = {**_content(have), "status": _RETRACTABLE[key[0]]}
             tx.update(key[0], key[1], retracted)
             settled.written.append(retracted)
+    _store_status(tx, patient_ids, settled.status)
     return settled
+
+
+_STATUS_COLUMNS = ("patient", "programme", "kind", "eligible_from", "eligible_until",
+                   "enrolled", "last_visit", "next_due", "referral_due", "call_outcome",
+                   "call_day", "call_again")
+
+
+def _store_status(tx: Tx, patient_ids: list[str],
+                  status: dict[str, dict[str, ProgrammeStatus]]) -> None:
+    """Replace the ``programme_status`` rows of ``patient_ids`` (a person no longer visible
+    or deleted keeps no row)."""
+    for start in range(0, len(patient_ids), 500):
+        chunk = patient_ids[start:start + 500]
+        tx.execute(f"DELETE FROM programme_status WHERE patient IN "
+                   f"({', '.join('?' * len(chunk))})", chunk)
+    rows = [(pid, s.programme, s.kind, *(_iso(getattr(s, c)) for c in _STATUS_COLUMNS[3:]))
+            for pid, by_programme in status.items() for s in by_programme.values()]
+    if rows:
+        tx.insert_rows("programme_status", _STATUS_COLUMNS, rows)
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value
 
 
 def refuse_unusable(tx: Tx, programmes: dict[str, Programme], facts: Facts) -> None:

@@ -53,7 +53,11 @@ RESULT_STATUSES = frozenset({"final", "amended", "corrected"})
 #: Condition clinical statuses of a present condition (R4 condition-clinical)
 ACTIVE_CONDITION = frozenset({"active", "recurrence", "relapse"})
 #: resource types the engine reads for a person
-INPUT_TYPES = ("Observation", "Condition", "MedicationStatement")
+INPUT_TYPES = ("Observation", "Condition", "MedicationStatement", "Task")
+#: a worker's call to someone who missed a visit (``Task.code``), and its outcomes
+#: (``Task.businessStatus``), as the overdue lists of DHIS2's hypertension package record them
+CALL = ("urn:songkhoe:worklist", "call")
+CALL_OUTCOMES = ("agreed-to-return", "call-later", "moved-away", "died", "wrong-number")
 #: resource types the engine writes
 OUTPUT_TYPES = ("RiskAssessment", "Flag", "ServiceRequest", "EpisodeOfCare", "CarePlan")
 _PRIORITY = {"routine": "routine", "urgent": "urgent", "asap": "asap", "stat": "stat"}
@@ -62,6 +66,14 @@ _PRIORITY = {"routine": "routine", "urgent": "urgent", "asap": "asap", "stat": "
 def age_on(birth: date, day: date) -> int:
     """Completed years on ``day`` (see the module docstring for 29 February)."""
     return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
+
+
+def birthday(birth: date, years: int) -> date:
+    """The day a person completes ``years`` (1 March for 29 February in a common year)."""
+    try:
+        return birth.replace(year=birth.year + years)
+    except ValueError:
+        return date(birth.year + years, 3, 1)
 
 
 def output_id(prefix: str, *parts: str) -> str:
@@ -159,6 +171,7 @@ class Facts:
     observations: list[dict[str, Any]] = field(default_factory=list)
     conditions: list[dict[str, Any]] = field(default_factory=list)
     medications: list[dict[str, Any]] = field(default_factory=list)
+    tasks: list[dict[str, Any]] = field(default_factory=list)  # calls about missed visits
     #: outputs already stored (this engine's and those a person changed since)
     outputs: list[dict[str, Any]] = field(default_factory=list)
 
@@ -177,11 +190,19 @@ class Result:
 
 @dataclass
 class ProgrammeStatus:
+    """Where a person stands in one programme: the row of ``programme_status``."""
+
     programme: str
+    kind: str
+    eligible_from: date | None
+    eligible_until: date | None  # the last day of eligibility (inclusive)
+    enrolled: date | None
     last_visit: date | None
     next_due: date | None
-    open_referrals: int
-    enrolled_since: date | None
+    referral_due: date | None  # the end of the earliest open referral's window
+    call_outcome: str | None
+    call_day: date | None
+    call_again: date | None
 
 
 # ---- evaluation --------------------------------------------------------------------------
@@ -501,24 +522,36 @@ class _Person:
 
     def _plan(self, p: Programme) -> None:
         visits = self.visits.get(p.id, [])
-        start = self.enrolled.get(p.id)
-        open_referrals = sum(1 for (t, _), r in self.result.resources.items()
-                             if t == "ServiceRequest" and r.get("status") == "active"
-                             and any(u.startswith(f"{p.uri}|") for u in
-                                     r.get("instantiatesUri", [])))
-        if not visits:
-            if p.kind == "screening" or start is not None:
-                self.result.status[p.id] = ProgrammeStatus(p.id, None, None, open_referrals,
-                                                           start)
+        enrolled = self.enrolled.get(p.id)
+        if p.kind == "care" and enrolled is None:
             return
-        last = visits[-1]
+        eligible_from = eligible_until = None
+        if p.kind == "screening":
+            if self.birth is None or self.sex not in p.sexes:
+                return
+            eligible_from = birthday(self.birth, p.min_age) if p.min_age else self.birth
+            if p.max_age is not None:
+                eligible_until = birthday(self.birth, p.max_age + 1) - timedelta(days=1)
+        referral_due = min((_day(r["occurrencePeriod"]["end"]) for (t, _), r in
+                            self.result.resources.items() if t == "ServiceRequest"
+                            and r.get("status") == "active" and any(
+                                u.startswith(f"{p.uri}|") for u in r.get("instantiatesUri", []))),
+                           default=None)
+        last = visits[-1] if visits else None
+        call = self._latest_call(p, last)
+        status = ProgrammeStatus(
+            p.id, p.kind, eligible_from, eligible_until, enrolled, last,
+            eligible_from if p.kind == "screening" else enrolled, referral_due,
+            *call)
+        self.result.status[p.id] = status
+        if last is None:
+            return
         names, _ = self.variables(p, last)
         for score in p.scores:  # intervals may read scores of the last visit
             names.setdefault(score.id, [])
             names.setdefault(f"{score.id}_band", [])
         interval = next(i for i in p.intervals if i.when is None or i.when.holds(names))
-        due = last + timedelta(days=interval.days)
-        self.result.status[p.id] = ProgrammeStatus(p.id, last, due, open_referrals, start)
+        status.next_due = due = last + timedelta(days=interval.days)
         self._put({
             "resourceType": "CarePlan", "id": output_id("cp", p.id, self.pid),
             "meta": {"tag": [TAG]},
@@ -526,7 +559,7 @@ class _Person:
             "status": "active", "intent": "plan",
             "title": p.title.vi,
             "subject": self._subject(),
-            "period": {"start": (start or visits[0]).isoformat()},
+            "period": {"start": (enrolled or visits[0]).isoformat()},
             "activity": [{"detail": {
                 "kind": "Appointment",
                 "code": {"text": interval.label.vi},
@@ -535,6 +568,24 @@ class _Person:
                 "description": f"{interval.label.vi} (lần khám gần nhất {last.isoformat()})",
             }}],
         })
+
+    def _latest_call(self, p: Programme, after: date | None) -> tuple[Any, Any, Any]:
+        """(outcome, day, day to call again) of the latest call about ``p`` after ``after``."""
+        latest: tuple[date, str, date | None] | None = None
+        for task in self.facts.tasks:
+            if CALL not in _codes(task.get("code")) or \
+                    not str(task.get("instantiatesUri", "")).startswith(f"{p.uri}|"):
+                continue
+            day = _day((task.get("executionPeriod") or {}).get("start") or
+                       task.get("authoredOn"))
+            outcome = next((c for _, c in _codes(task.get("businessStatus"))
+                            if c in CALL_OUTCOMES), None)
+            if day is None or outcome is None or (after is not None and day <= after):
+                continue
+            again = _day(((task.get("restriction") or {}).get("period") or {}).get("start"))
+            if latest is None or day >= latest[0]:
+                latest = (day, outcome, again)
+        return (latest[1], latest[0], latest[2]) if latest else (None, None, None)
 
     # -- helpers --
 

@@ -150,6 +150,23 @@ class Tx(Operations):
     def _sql(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> Any:
         return self.backend.execute(self.conn, sql, args)
 
+    def execute(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> Any:
+        """Run a statement on a derived table kept in this transaction (``?`` placeholders);
+        buffered writes are flushed first so it sees them."""
+        self.flush()
+        return self._sql(sql, args)
+
+    def insert_rows(self, table: str, columns: tuple[str, ...],
+                    rows: list[tuple[Any, ...]]) -> None:
+        """Insert rows into a derived table the fastest way (PostgreSQL: ``COPY``)."""
+        self.flush()
+        self.backend.load_rows(self.conn, table, columns, rows)
+
+    def read_limit(self, rtype: str) -> tuple[str, list[Any]]:
+        """`` AND <condition on alias r>`` limiting reads of ``rtype`` to what the caller may
+        see, for queries of derived tables joined to ``resources r`` (403 if not allowed)."""
+        return self._limit(rtype, "r")
+
     def new_rid(self) -> int:
         """A fresh resource row id, taken from blocks reserved per transaction."""
         if not self._rids:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .access import backfill_statements
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -282,8 +282,26 @@ def _v4(t: Types) -> list[str]:
     ]
 
 
+def _v5(t: Types) -> list[str]:
+    """Programme status (``songkhoe.programs``): one row per person and programme that applies
+    to them now or later, derived from their records in the transaction that writes them, so
+    worklists are index reads. Dates are ISO ``YYYY-MM-DD`` text (ordered as dates).
+    ``eligible_from``/``eligible_until``: the ages that bound a screening programme, as dates;
+    ``next_due``: the next visit (the eligibility date when never seen); ``referral_due``: the
+    earliest open referral's end of window; ``call_*``: the latest call after the last visit
+    (outcome, day, day to call again). Rebuilt by ``songkhoe programmes run``."""
+    txt = t.text
+    return [
+        f"""CREATE TABLE programme_status (patient {txt} NOT NULL, programme {txt} NOT NULL,
+            kind {txt} NOT NULL, eligible_from {txt}, eligible_until {txt}, enrolled {txt},
+            last_visit {txt}, next_due {txt}, referral_due {txt}, call_outcome {txt},
+            call_day {txt}, call_again {txt}, PRIMARY KEY (patient, programme))""",
+        "CREATE INDEX programme_status_due ON programme_status (programme, next_due)",
+    ]
+
+
 # MIGRATIONS[n] takes a database at version n to version n + 1.
-MIGRATIONS = {0: _v1, 1: _v2, 2: _v3, 3: _v4}
+MIGRATIONS = {0: _v1, 1: _v2, 2: _v3, 3: _v4, 4: _v5}
 
 
 class SchemaTooNew(RuntimeError):
