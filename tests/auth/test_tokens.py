@@ -146,3 +146,73 @@ def test_rotated_key_verifies_until_its_tokens_expire(auth, clock) -> None:
 def test_jwks_has_only_public_parts(auth) -> None:
     keys = auth.keys.jwks()["keys"]
     assert keys and all("d" not in k and k["kty"] == "EC" and k["alg"] == "ES256" for k in keys)
+
+
+def _full_checks(auth: Auth, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Counts the tokens ``auth`` verifies in full (signature, claims, scopes)."""
+    seen: list[str] = []
+    real = auth.tokens._verify_in_full
+
+    def counted(token: str, address: str | None):
+        seen.append(token)
+        return real(token, address)
+
+    monkeypatch.setattr(auth.tokens, "_verify_in_full", counted)
+    return seen
+
+
+def test_a_token_seen_before_is_not_verified_again_but_still_expires(auth, clock,
+                                                                      monkeypatch) -> None:
+    full = _full_checks(auth, monkeypatch)
+    token, _ = _issue(auth)
+    first = auth.verify(token, "10.0.0.7")
+    assert auth.verify(token, "10.0.0.7") is first  # the remembered context itself
+    assert auth.verify(token, "10.0.0.8").address == "10.0.0.8"
+    assert full == [token]
+    clock.advance(auth.tokens.ttl + 31)  # past exp and the leeway: the hit is refused
+    with pytest.raises(InvalidToken, match="expired"):
+        auth.verify(token)
+    assert full == [token, token]  # and the expired token was checked in full, not served
+
+
+def test_a_tampered_copy_of_a_remembered_token_is_verified_in_full(auth, monkeypatch) -> None:
+    full = _full_checks(auth, monkeypatch)
+    token, claims = _issue(auth)
+    auth.verify(token)
+    head, _, sig = token.split(".")
+    forged = f"{head}.{_b64({**claims, 'role': 'administrator'})}.{sig}"
+    with pytest.raises(InvalidToken, match="Signature verification failed"):
+        auth.verify(forged)
+    assert full == [token, forged]
+    assert auth.verify(token).role == "doctor"
+
+
+def test_a_revocation_by_another_process_reaches_a_remembered_token(store, auth, clock) -> None:
+    from songkhoe.auth.tokens import REVOCATION_REREAD
+
+    token, _ = _issue(auth)
+    auth.verify(token)
+    other = Auth(store, clock=clock)  # another server process on the same database
+    other.revoke(token)
+    auth.verify(token)  # this process re-reads revocations at most every REVOCATION_REREAD
+    clock.advance(REVOCATION_REREAD)
+    with pytest.raises(InvalidToken, match="revoked"):
+        auth.verify(token)
+    with pytest.raises(InvalidToken, match="revoked"):
+        other.verify(token)
+
+
+def test_the_cache_keeps_the_most_recently_used_tokens(auth, monkeypatch) -> None:
+    from songkhoe.auth import tokens
+
+    monkeypatch.setattr(tokens, "CACHE_SIZE", 2)
+    full = _full_checks(auth, monkeypatch)
+    a, b, c = (_issue(auth)[0] for _ in range(3))
+    auth.verify(a)
+    auth.verify(b)
+    auth.verify(a)  # a is now the most recent: c pushes b out
+    auth.verify(c)
+    auth.verify(a)
+    assert full == [a, b, c]
+    auth.verify(b)
+    assert full == [a, b, c, b]

@@ -12,14 +12,19 @@ Verification refuses: a token not signed by one of our valid keys (unknown or ex
 ``kid``, bad signature), any ``alg`` other than ES256 (``none`` included — RFC 8725 §3.1),
 a wrong ``iss`` or ``aud``, an expired or not-yet-valid token, missing claims, and a revoked
 ``jti`` (revocation, RFC 7009: kept until the token would have expired anyway).
+
+Verified tokens are remembered (``CACHE_SIZE``, least recently used first out) with their
+access context, so a token seen before costs no signature check and no scope parsing; every
+use still checks its ``exp``/``nbf``, its key's validity and its revocation. The cache is keyed
+by the whole token string: an altered token is another key, verified in full.
 """
 
 from __future__ import annotations
 
 import secrets
 import threading
-import time
 from collections import OrderedDict
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jwt
@@ -50,6 +55,18 @@ class InvalidToken(Exception):
     """Why a bearer token was refused (for ``WWW-Authenticate: error_description``)."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A token whose signature and claims were checked: what every later use still checks,
+    and its access context (``address`` as first seen)."""
+
+    claims: dict[str, Any]
+    kid: str
+    exp: int
+    nbf: int
+    context: AccessContext
+
+
 class TokenService:
     def __init__(self, db: Db, keys: KeyRing, clock: Clock, *, issuer: str, audience: str,
                  ttl: int = ACCESS_TTL) -> None:
@@ -59,7 +76,7 @@ class TokenService:
         self.issuer = issuer
         self.audience = audience
         self.ttl = ttl
-        self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()  # token -> claims
+        self._verified: OrderedDict[str, _Verified] = OrderedDict()  # token -> checked
         self._revoked: tuple[float, frozenset[str]] | None = None  # (read at, jtis)
         self._lock = threading.Lock()
 
@@ -78,22 +95,41 @@ class TokenService:
         return token, claims
 
     def decode(self, token: str) -> dict[str, Any]:
-        """The verified claims of ``token``, or ``InvalidToken``.
+        """The verified claims of ``token``, or ``InvalidToken``."""
+        return dict(self._verified_entry(token, None).claims)
 
-        A token whose signature was checked before is found in a small cache; its time
-        limits, its key's validity and its revocation are still checked on every use."""
+    def verify(self, token: str, address: str | None = None) -> AccessContext:
+        """The access context of ``token`` for a request from ``address``, or ``InvalidToken``."""
+        context = self._verified_entry(token, address).context
+        return context if context.address == address else replace(context, address=address)
+
+    def _verified_entry(self, token: str, address: str | None) -> _Verified:
+        """``token`` verified: from the cache when its signature was checked before (its time
+        limits, its key's validity and its revocation are still checked on every use), else
+        in full and then remembered. A changed token is another string: verified in full."""
         with self._lock:
-            claims = self._verified.get(token)
-        if claims is not None:
+            entry = self._verified.get(token)
+            if entry is not None:
+                self._verified.move_to_end(token)
+        if entry is not None:
             now = self.clock()
-            header_kid = claims["__kid"]
-            if int(claims["exp"]) + LEEWAY > now and int(claims["nbf"]) - LEEWAY <= now and \
-                    self.keys.find(header_kid) is not None:
-                if self.is_revoked(claims["jti"]):
+            if entry.exp + LEEWAY > now and entry.nbf - LEEWAY <= now and \
+                    self.keys.find(entry.kid) is not None:
+                if self.is_revoked(entry.context.token_id or ""):
                     raise InvalidToken("the token has been revoked")
-                return {k: v for k, v in claims.items() if k != "__kid"}
+                return entry
             with self._lock:
                 self._verified.pop(token, None)
+        entry = self._verify_in_full(token, address)
+        with self._lock:
+            self._verified[token] = entry
+            if len(self._verified) > CACHE_SIZE:
+                self._verified.popitem(last=False)
+        return entry
+
+    def _verify_in_full(self, token: str, address: str | None) -> _Verified:
+        """Header, signature, claims, time limits and revocation checked; the access context
+        of a request from ``address``."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -109,11 +145,17 @@ class TokenService:
             raise InvalidToken(str(exc)) from None
         if self.is_revoked(claims["jti"]):
             raise InvalidToken("the token has been revoked")
-        with self._lock:
-            self._verified[token] = {**claims, "__kid": key.kid}
-            if len(self._verified) > CACHE_SIZE:
-                self._verified.popitem(last=False)
-        return claims
+        try:
+            scopes = ScopeSet.parse(claims.get("scope", ""))
+        except ScopeError as exc:
+            raise InvalidToken(str(exc)) from None
+        context = AccessContext(
+            subject=claims["sub"], kind=claims.get("kind", "user"), role=claims.get("role", ""),
+            org=claims.get("org"), scopes=scopes, client_id=claims.get("client_id"),
+            patient=claims.get("patient"), purpose=claims.get("purpose"),
+            practitioner=fhir_user_id(claims, "Practitioner"),
+            break_glass=bool(claims.get("btg")), address=address, token_id=claims["jti"])
+        return _Verified(claims, key.kid, int(claims["exp"]), int(claims["nbf"]), context)
 
     def _decode_at(self, token: str, key: Any) -> dict[str, Any]:
         """Decode with signature, iss and aud checks, and time checks against ``self.clock``."""
@@ -130,19 +172,6 @@ class TokenService:
             raise jwt.ImmatureSignatureError("The token is not yet valid (nbf)")
         return claims
 
-    def verify(self, token: str, address: str | None = None) -> AccessContext:
-        claims = self.decode(token)
-        try:
-            scopes = ScopeSet.parse(claims.get("scope", ""))
-        except ScopeError as exc:
-            raise InvalidToken(str(exc)) from None
-        return AccessContext(
-            subject=claims["sub"], kind=claims.get("kind", "user"), role=claims.get("role", ""),
-            org=claims.get("org"), scopes=scopes, client_id=claims.get("client_id"),
-            patient=claims.get("patient"), purpose=claims.get("purpose"),
-            practitioner=fhir_user_id(claims, "Practitioner"),
-            break_glass=bool(claims.get("btg")), address=address, token_id=claims["jti"])
-
     # --- revocation (RFC 7009) ---------------------------------------------------------------
 
     def revoke(self, jti: str, expires: float) -> None:
@@ -154,9 +183,10 @@ class TokenService:
 
     def is_revoked(self, jti: str) -> bool:
         """Whether ``jti`` was revoked: the (small) table of unexpired revocations is kept in
-        memory and re-read every ``REVOCATION_REREAD`` seconds, not queried per request."""
+        memory and re-read every ``REVOCATION_REREAD`` seconds (of ``clock``), not queried per
+        request."""
         cached = self._revoked
-        now = time.monotonic()
+        now = self.clock()
         if cached is None or not 0 <= now - cached[0] < REVOCATION_REREAD:
             rows = self.db.all("SELECT jti FROM auth_revoked")
             cached = self._revoked = (now, frozenset(r[0] for r in rows))
