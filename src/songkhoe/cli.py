@@ -24,6 +24,7 @@ def _app_from_env() -> Any:
     store = open_store(os.environ.get(ENV_DB) or None)
     store.derive = _programmes()
     return create_app(store, max_body_bytes=int(os.environ[ENV_MAX_BODY]),
+                      extra_routes=_app_api(store),
                       auth=None if os.environ.get(ENV_NO_AUTH) == "1" else _auth(store))
 
 
@@ -77,7 +78,8 @@ def serve(args: argparse.Namespace) -> int:
     else:
         from songkhoe.rest.app import create_app
 
-        uvicorn.run(create_app(store, max_body_bytes=max_body, auth=auth), **common)
+        uvicorn.run(create_app(store, max_body_bytes=max_body, auth=auth,
+                               extra_routes=_app_api(store)), **common)
     return 0
 
 
@@ -87,6 +89,12 @@ def _programmes() -> Any:
     from songkhoe.programs.cli import definitions
 
     return Online(definitions())
+
+
+def _app_api(store: Any) -> list[Any]:
+    from songkhoe.web.api import routes
+
+    return routes(store, store.derive.programmes)
 
 
 def _load_demo(store: Any, args: argparse.Namespace) -> None:

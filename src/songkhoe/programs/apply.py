@@ -124,6 +124,13 @@ def _iso(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
+def status_of(tx: Tx, programmes: dict[str, Programme],
+              patient: str) -> dict[str, ProgrammeStatus]:
+    """One person's status in each programme, evaluated from their records (nothing written)."""
+    facts = load_facts(tx, [patient]).get(patient)
+    return evaluate(programmes, facts).status if facts else {}
+
+
 def refuse_unusable(tx: Tx, programmes: dict[str, Programme], facts: Facts) -> None:
     """422 with the element at fault for a result this transaction wrote that is unusable."""
     for obs in facts.observations:
@@ -179,11 +186,11 @@ class Online:
     def __init__(self, programmes: dict[str, Programme]) -> None:
         self.programmes = programmes
 
-    def __call__(self, tx: Tx) -> None:
+    def __call__(self, tx: Tx) -> Settled:
         tx.finish()  # the caller's writes are checked against the caller's access first
         guard, tx.guard = tx.guard, None
         try:
-            settle(tx, self.programmes, sorted(tx.patients), strict=True)
+            return settle(tx, self.programmes, sorted(tx.patients), strict=True)
         finally:
             tx.guard = guard
 

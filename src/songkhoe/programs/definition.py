@@ -276,13 +276,24 @@ def load_dir(folder: Path = DATA) -> dict[str, Programme]:
             raise DefinitionError(p.file, "id", f"{p.id!r} is also defined in "
                                                 f"{programmes[p.id].file}")
         programmes[p.id] = p
+    seen: dict[str, tuple[Programme, Item]] = {}
     for p in programmes.values():
+        for n, item in enumerate(p.items):  # one item id, one meaning: the form shows it once
+            if item.id in seen and _meaning(seen[item.id][1]) != _meaning(item):
+                raise DefinitionError(p.file, f"item[{n}]", f"{item.id!r} differs from the item "
+                                      f"of that id in {seen[item.id][0].file} (code, component, "
+                                      "kind or unit)")
+            seen.setdefault(item.id, (p, item))
         for n, a in enumerate(p.actions):
             if a.programme is not None and (a.programme not in programmes or
                                             programmes[a.programme].kind != "care"):
                 raise DefinitionError(p.file, f"action[{n}].programme",
                                       f"{a.programme!r} is not a care programme defined here")
     return programmes
+
+
+def _meaning(item: Item) -> tuple[Any, ...]:
+    return item.system, item.code, item.component, item.kind, item.unit
 
 
 class _Loader:

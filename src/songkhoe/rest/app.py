@@ -334,7 +334,8 @@ def _too_large(size: int, limit: int) -> FhirError:
 
 def create_app(store: Any, *, base_url: str | None = None,
                max_body_bytes: int = DEFAULT_MAX_BODY, prefix: str = "/fhir",
-               direct_reads: bool = True, auth: Any = None) -> Starlette:
+               direct_reads: bool = True, auth: Any = None,
+               extra_routes: list[Route] | None = None) -> Starlette:
     """A Starlette app serving the FHIR REST API for ``store`` under ``prefix``.
 
     ``base_url`` fixes the service base used in ``Location``, ``fullUrl`` and links (default:
@@ -346,6 +347,7 @@ def create_app(store: Any, *, base_url: str | None = None,
     discovery are served, every other route needs a bearer token whose scopes cover the
     interaction, and every request is audited (``guard``). ``songkhoe serve`` always passes
     one; without it the API is open — for embedding in tests and tools only.
+    ``extra_routes`` (the app API) are served beside the FHIR API, behind the same guard.
     """
     api = FhirApi(store, base_url=base_url, max_body_bytes=max_body_bytes, prefix=prefix,
                   direct_reads=direct_reads)
@@ -358,6 +360,7 @@ def create_app(store: Any, *, base_url: str | None = None,
                             *(r.path for r in routes if r.path != "/health")})
         middleware.append(Middleware(AuthGuard, auth=auth, fhir_prefix=api.prefix,
                                      types=api.types, public=public))
+    routes += list(extra_routes or [])
     routes += [Route(api.prefix or "/", endpoint), Route(f"{api.prefix}/{{path:path}}", endpoint)]
     app = Starlette(routes=routes, middleware=middleware)
     app.state.fhir = api

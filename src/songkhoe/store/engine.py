@@ -111,11 +111,12 @@ def prepare(resource: Any, rtype: str | None = None) -> Prepared:
 
 
 def _patients_of(resource: dict[str, Any]) -> list[str]:
-    """The Patient a written resource belongs to (itself, its subject or its patient)."""
+    """The Patient a written resource belongs to (itself, its subject, patient or — a Task —
+    ``for``)."""
     if resource["resourceType"] == "Patient":
         return [resource["id"]]
     out = []
-    for key in ("subject", "patient"):
+    for key in ("subject", "patient", "for"):
         ref = resource.get(key)
         if isinstance(ref, dict) and str(ref.get("reference", "")).startswith("Patient/"):
             out.append(ref["reference"][8:])
@@ -144,6 +145,7 @@ class Tx(Operations):
         self.patients: set[str] = set()
         self._mine: dict[tuple[str, str], tuple[int, int]] = {}  # written here: rid, version
         self._amended: dict[tuple[str, str], Stored] = {}
+        self.derived: Any = None  # what ``Store.derive`` made of this transaction
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -605,7 +607,7 @@ class Store(Operations):
 
     #: called with each writing transaction that wrote a patient's records, before it commits
     #: (the programmes engine: its outputs are committed with the records they derive from)
-    derive: Callable[[Tx], None] | None = None
+    derive: Callable[[Tx], Any] | None = None
 
     @contextmanager
     def transaction(self, access: Access | None = None, *, derive: bool = True) -> Iterator[Tx]:
@@ -616,13 +618,17 @@ class Store(Operations):
             tx = Tx(self.backend, conn, access or CURRENT.get())
             yield tx
             if derive and self.derive is not None and tx.patients:
-                self.derive(tx)
+                tx.derived = self.derive(tx)
             tx.finish()
 
     @contextmanager
     def _reading(self) -> Iterator[Tx]:
         with self.backend.transaction(write=False) as conn:
             yield Tx(self.backend, conn, CURRENT.get())
+
+    def reading(self) -> Any:
+        """A read-only transaction (one snapshot) under the request's access."""
+        return self._reading()
 
     def close(self) -> None:
         self.backend.close()
