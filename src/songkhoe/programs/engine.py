@@ -248,9 +248,19 @@ class _Person:
                       {d for c in self.facts.conditions if (d := _condition_day(c))})
         ordered = sorted(self.programmes.values(), key=lambda p: p.kind != "screening")
         for day in days:
+            # enrolments first, so that a day's other actions see them as they would see an
+            # episode already on record (no "confirm the diagnosis" for the diagnosed)
+            points = {p.id: self._prepare(p, day) for p in ordered if self._applies(p, day)}
             for p in ordered:
-                if self._applies(p, day):
-                    self._point(p, day)
+                if p.id in points:
+                    self._actions(p, day, *points[p.id], enrol=True)
+            for p in ordered:
+                if p.id not in points and self._applies(p, day):  # enrolled this day
+                    points[p.id] = self._prepare(p, day)
+                if p.id in points:
+                    names, sources = points[p.id]
+                    names["enrolled"] = self.builtins(day)["enrolled"]
+                    self._actions(p, day, names, sources, enrol=False)
         for p in self.programmes.values():
             self._plan(p)
         return self.result
@@ -323,7 +333,9 @@ class _Person:
 
     # -- one evaluation point --
 
-    def _point(self, p: Programme, day: date) -> None:
+    def _prepare(self, p: Programme, day: date) -> tuple[dict[str, Any], dict[str, dict]]:
+        """The variables of ``p`` on ``day``; on a visit, its results' classifications and
+        its risk scores too."""
         visit = any(d == day for item in p.items for d, _, _ in self.values[(p.id, item.id)])
         names, sources = self.variables(p, day)
         if visit:
@@ -337,7 +349,13 @@ class _Person:
         else:
             for score in p.scores:
                 names[score.id], names[f"{score.id}_band"] = [], []
+        return names, sources
+
+    def _actions(self, p: Programme, day: date, names: dict[str, Any],
+                 sources: dict[str, dict], *, enrol: bool) -> None:
         for action in p.actions:
+            if (action.action == "enrol") is not enrol:
+                continue
             holds = action.when.holds(names)
             key = (p.id, action.id)
             started = self.runs.get(key)
