@@ -510,14 +510,13 @@ def test_glucose_in_mg_dl_meets_the_guidelines_paired_values_once_rounded(
     assert band("diabetes-screening", "glucose_class", glucose=value) == band_code
 
 
-@pytest.mark.xfail(reason="the engine does not round a converted result to the item's "
-                          "decimals before classifying: 126 mg/dL gives 6.994 mmol/L, "
-                          "below 5481's 7.0 (reported to the engine's owner)", strict=False)
-def test_engine_classifies_126_mg_dl_as_diabetes_range() -> None:
+@pytest.mark.parametrize("mg_dl, band_code", [(99, "normal"), (100, "prediabetes"),
+                                              (125, "prediabetes"), (126, "diabetes_range")])
+def test_the_engine_converts_as_the_guidelines_pair_the_units(mg_dl: int, band_code: str) -> None:
     from songkhoe.programs.engine import convert
     item = PROGRAMMES["diabetes-screening"].item("glucose")
-    value = convert(item, D(126), "mg/dL", "Observation.valueQuantity")
-    assert band("diabetes-screening", "glucose_class", glucose=value) == "diabetes_range"
+    value = convert(item, D(mg_dl), "mg/dL", "Observation.valueQuantity")
+    assert band("diabetes-screening", "glucose_class", glucose=value) == band_code
 
 
 # ---- the codes are those the synthetic records carry ---------------------------------------
