@@ -124,11 +124,12 @@ def _load_demo(store: Any, args: argparse.Namespace) -> None:
     print(f"songkhoe: demo data loaded: {summary.loaded:,} resources in "
           f"{time.monotonic() - started:.1f} s", flush=True)
     from songkhoe.programs.apply import run_batch
+    from songkhoe.programs.cli import definitions
 
     started = time.monotonic()
-    with store.transaction(derive=False) as tx:
+    with store.reading() as tx:
         people = tx.patient_ids()
-    derived = run_batch(store, store.derive.programmes, people)
+    derived = run_batch(store, definitions(), people)
     print(f"songkhoe: programmes run for {len(people):,} people: {len(derived.written):,} "
           f"resources derived in {time.monotonic() - started:.1f} s", flush=True)
     for rejection in summary.rejected[:5]:

@@ -53,6 +53,8 @@ def test_demo_loads_only_into_an_empty_store(tmp_path: Path, capsys: pytest.Capt
         patients = store.search("Patient", [("_count", "1000")]).matches
         assert len(patients) == 150
         assert store.search("Observation", [("_count", "1")]).matches
+        assert "programmes run for 150 people" in out  # the demo has worklists at once
+        assert store.search("CarePlan", [("_count", "1")]).matches
         _load_demo(store, args)
         assert "already holds data" in capsys.readouterr().out
     finally:

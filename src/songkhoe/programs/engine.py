@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from typing import Any
 
 from songkhoe.programs import who_cvd_risk
@@ -146,6 +146,11 @@ def convert(item: Item, value: Decimal, unit: str | None, path: str) -> Decimal:
     for accepted in item.units:
         if accepted.code == unit:
             converted = value * accepted.factor
+            if accepted.factor != 1 and item.decimals is not None:
+                # reported as the item's unit is reported: 126 mg/dL is 7.0 mmol/L (5481's
+                # threshold), not 6.994
+                converted = converted.quantize(Decimal(1).scaleb(-item.decimals),
+                                               rounding=ROUND_HALF_UP)
             break
     else:
         raise Unusable(f"{path}.code", f"{item.label.en}: unit {unit!r} is not accepted; use "
@@ -509,9 +514,12 @@ class _Person:
                                           "code": action.level}], "text": action.level},
             "reasonCode": [{"text": f"{action.reason.vi} — {p.sources[action.source]}"}],
         }
-        evidence = self._evidence(action, sources)
-        if evidence:
-            request["reasonReference"] = evidence
+        evidence = self._evidence(action, sources)  # R4: reasonReference takes results only
+        results = [r for r in evidence if r["reference"].startswith("Observation/")]
+        if results:
+            request["reasonReference"] = results
+        if len(results) < len(evidence):
+            request["supportingInfo"] = [r for r in evidence if r not in results]
         self._put(request)
 
     def _flag(self, p: Programme, action: Action, start: date, end: date | None,
