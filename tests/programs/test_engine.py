@@ -212,3 +212,28 @@ def test_evaluating_again_with_its_own_outputs_changes_nothing(
     assert second.resources == first.resources
     assert second.interpretations == first.interpretations
     assert second.status == first.status
+
+
+def test_the_next_visit_can_depend_on_the_last_visits_risk_score() -> None:
+    def obs(code: str, value: float, unit: str, day: str) -> dict[str, Any]:
+        return {"resourceType": "Observation", "id": f"{code}-{day}", "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                "subject": {"reference": "Patient/p1"}, "effectiveDateTime": day,
+                "valueQuantity": {"value": value, "unit": unit,
+                                  "system": "http://unitsofmeasure.org", "code": unit}}
+    cvd = PROGRAMMES["cvd-risk"]
+    day = "2026-06-01"
+    never = {"resourceType": "Observation", "id": "smoking", "status": "final",
+             "code": {"coding": [{"system": "http://loinc.org", "code": "72166-2"}]},
+             "subject": {"reference": "Patient/p1"}, "effectiveDateTime": day,
+             "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct",
+                                                  "code": "266919005"}]}}
+    records = [bp(178, 100, day), obs("14647-2", 7.5, "mmol/L", day), never,
+               obs("14771-0", 5.0, "mmol/L", day), obs("39156-5", 31, "kg/m2", day)]
+    result = evaluate(PROGRAMMES, Facts(patient("1955-01-01"), records))
+    [risk] = [r for r in outputs(result, "RiskAssessment")
+              if r["method"]["coding"][0]["system"].startswith(cvd.uri)]
+    assert risk["prediction"][0]["probabilityDecimal"] >= 0.2
+    interval = next(i for i in cvd.intervals if i.when is not None)
+    assert result.status["cvd-risk"].next_due == date(2026, 6, 1) + timedelta(days=interval.days)
+    assert interval.days < cvd.intervals[-1].days

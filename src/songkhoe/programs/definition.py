@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from songkhoe.fhir.fhirpath import Expression, FHIRPathError, compile
+from songkhoe.fhir.fhirpath.scalar import NotScalar, Scalar, scalar
 
 DATA = Path(__file__).parent / "data"
 _ID = re.compile(r"[a-z][a-z0-9_]{0,39}")
@@ -62,14 +63,35 @@ class Text:
 
 
 @dataclass(frozen=True)
-class Condition:
-    """A FHIRPath condition over the programme's variables: empty counts as false."""
+class Compiled:
+    """A FHIRPath expression over the programme's variables, compiled once: conditions and
+    numbers over single values run as native closures (``fhirpath.scalar``), anything else
+    (functions over lists such as ``%conditions.where(…)``) on the full engine."""
 
     text: str
     expression: Expression = field(compare=False, repr=False)
+    native: Scalar | None = field(compare=False, repr=False)
+
+    @classmethod
+    def of(cls, text: str, expression: Expression) -> Any:
+        return cls(text, expression, scalar(text))
+
+    def items(self, variables: dict[str, Any]) -> list[Any]:
+        if self.native is not None:
+            try:
+                value = self.native(variables)
+            except NotScalar:
+                pass
+            else:
+                return [] if value is None else [value]
+        return self.expression(None, variables=variables)
+
+
+class Condition(Compiled):
+    """A condition: empty counts as false."""
 
     def holds(self, variables: dict[str, Any]) -> bool:
-        result = self.expression(None, variables=variables)
+        result = self.items(variables)
         if not result:
             return False
         if len(result) != 1 or not isinstance(result[0], bool):
@@ -77,15 +99,11 @@ class Condition:
         return result[0]
 
 
-@dataclass(frozen=True)
-class Formula:
-    """A FHIRPath expression giving one number (or nothing when an input is missing)."""
-
-    text: str
-    expression: Expression = field(compare=False, repr=False)
+class Formula(Compiled):
+    """One number, or nothing when an input is missing."""
 
     def value(self, variables: dict[str, Any]) -> Decimal | None:
-        result = self.expression(None, variables=variables)
+        result = self.items(variables)
         if not result:
             return None
         if len(result) != 1 or isinstance(result[0], bool) or \
@@ -94,15 +112,11 @@ class Formula:
         return Decimal(result[0])
 
 
-@dataclass(frozen=True)
-class Value:
-    """A FHIRPath expression giving one value of any type (or None when it gives nothing)."""
-
-    text: str
-    expression: Expression = field(compare=False, repr=False)
+class Value(Compiled):
+    """One value of any type, or None when it gives nothing."""
 
     def get(self, variables: dict[str, Any]) -> Any:
-        result = self.expression(None, variables=variables)
+        result = self.items(variables)
         if len(result) > 1:
             raise ValueError(f"expression {self.text!r} gave {len(result)} values, not one")
         return result[0] if result else None
@@ -371,7 +385,7 @@ class _Loader:
         if text is None:
             return None
         path = f"{where}.{key}" if where else key
-        return Condition(text, self.expression(text, path))
+        return Condition.of(text, self.expression(text, path))
 
     def number(self, raw: dict[str, Any], where: str, key: str, default: Any = ...) -> Any:
         value = self.take(raw, where, key, (int, float), default)
@@ -446,7 +460,7 @@ class _Loader:
                                "range", "decimals", "values", "when", "derive"})
         when = self.condition(raw, where)  # before the id: it reads earlier items only
         derive_text = self.take(raw, where, "derive", str, None)
-        derive = Formula(derive_text, self.expression(derive_text, f"{where}.derive")) \
+        derive = Formula.of(derive_text, self.expression(derive_text, f"{where}.derive")) \
             if derive_text else None
         id_ = self.ident(raw, where, new_name=True)
         system, code = self.coding(raw, where, "code")
@@ -527,7 +541,7 @@ class _Loader:
             for arg, text in self.take(raw, where, "inputs", dict).items():
                 if not isinstance(text, str):
                     raise self.fail(f"{where}.inputs.{arg}", "expected a FHIRPath expression")
-                inputs[arg] = Value(text, self.expression(text, f"{where}.inputs.{arg}"))
+                inputs[arg] = Value.of(text, self.expression(text, f"{where}.inputs.{arg}"))
         bands = []
         for n, band in enumerate(self.take(raw, where, "band", list)):
             path = f"{where}.band[{n}]"

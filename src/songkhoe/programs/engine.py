@@ -226,49 +226,64 @@ class _Person:
         self.sex = self.patient.get("gender")
         self.result = Result()
         self.existing = {(r["resourceType"], r["id"]): r for r in facts.outputs}
-        # every usable result per programme item: (day, value, observation)
-        self.values: dict[tuple[str, str], list[tuple[date, Any, dict[str, Any]]]] = {}
+        # every usable result per item id: (day, value, observation)
+        self.values: dict[str, list[tuple[date, Any, dict[str, Any]]]] = {}
+        self._records_on: dict[date, tuple[list[str], list[str]]] = {}  # conditions, medicines
         self.enrolled: dict[str, date] = {}  # care programme → enrolment day
         self.ended: dict[str, date] = {}  # care programme → end of a finished episode
         self.runs: dict[tuple[str, str], date | None] = {}  # (programme, action) → run start
         self.visits: dict[str, list[date]] = {}
+        self.last_visit_names: dict[str, dict[str, Any]] = {}
 
     def run(self) -> Result:
-        observations = [o for o in self.facts.observations
-                        if o.get("status") in RESULT_STATUSES and observation_day(o)]
-        for p in self.programmes.values():
+        by_code: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for obs in self.facts.observations:
+            if obs.get("status") in RESULT_STATUSES and observation_day(obs):
+                for code in set(_codes(obs.get("code"))):
+                    by_code.setdefault(code, []).append(obs)
+        for p in self.programmes.values():  # an item id means the same in every programme
             for item in p.items:
-                rows = []
-                for obs in observations:
-                    try:
-                        value = item_value(item, obs)
-                    except Unusable:
-                        continue  # refused on the way in; imported data is skipped here
-                    if value is not None:
-                        rows.append((observation_day(obs), value, obs))
-                rows.sort(key=lambda r: (r[0], r[2].get("id", "")))
-                self.values[(p.id, item.id)] = rows  # type: ignore[assignment]
-        self._episodes_on_record()
-        days = sorted({d for rows in self.values.values() for d, _, _ in rows} |
-                      {d for c in self.facts.conditions if (d := _condition_day(c))})
+                if item.id not in self.values:
+                    self.values[item.id] = self._item_rows(item, by_code)
+        condition_days = {d for c in self.facts.conditions if (d := _condition_day(c))}
         ordered = sorted(self.programmes.values(), key=lambda p: p.kind != "screening")
-        for day in days:
+        # a programme is evaluated on the days of its own results and of diagnoses
+        points_of = {p.id: {d for i in p.items for d, _, _ in self.values[i.id]} |
+                     condition_days for p in ordered}
+        self._episodes_on_record()
+        for day in sorted(set().union(*points_of.values())):
             # enrolments first, so that a day's other actions see them as they would see an
             # episode already on record (no "confirm the diagnosis" for the diagnosed)
-            points = {p.id: self._prepare(p, day) for p in ordered if self._applies(p, day)}
+            points = {p.id: self._prepare(p, day) for p in ordered
+                      if day in points_of[p.id] and self._applies(p, day)}
             for p in ordered:
                 if p.id in points:
                     self._actions(p, day, *points[p.id], enrol=True)
+            enrolled = self._enrolled_on(day)
             for p in ordered:
-                if p.id not in points and self._applies(p, day):  # enrolled this day
-                    points[p.id] = self._prepare(p, day)
+                if p.id not in points and day in points_of[p.id] and self._applies(p, day):
+                    points[p.id] = self._prepare(p, day)  # enrolled this day
                 if p.id in points:
                     names, sources = points[p.id]
-                    names["enrolled"] = self.builtins(day)["enrolled"]
+                    names["enrolled"] = enrolled
                     self._actions(p, day, names, sources, enrol=False)
         for p in self.programmes.values():
             self._plan(p)
         return self.result
+
+    @staticmethod
+    def _item_rows(item: Item, by_code: dict[tuple[str, str], list[dict[str, Any]]]
+                   ) -> list[tuple[date, Any, dict[str, Any]]]:
+        rows = []
+        for obs in by_code.get((item.system, item.code), ()):
+            try:
+                value = item_value(item, obs)
+            except Unusable:
+                continue  # refused on the way in; imported data is skipped here
+            if value is not None:
+                rows.append((observation_day(obs), value, obs))
+        rows.sort(key=lambda r: (r[0], r[2].get("id", "")))
+        return rows  # type: ignore[return-value]
 
     def _episodes_on_record(self) -> None:
         """Episodes of care already stored (by this engine or by a clinician) count: a
@@ -290,16 +305,20 @@ class _Person:
     # -- who is in which programme on a day --
 
     def builtins(self, day: date) -> dict[str, Any]:
-        return {
-            "age": age_on(self.birth, day) if self.birth else [],
-            "sex": self.sex if self.sex else [],
-            "conditions": [code for c in self.facts.conditions if _condition_on(c, day)
-                           for _, code in _codes(c.get("code"), ICD10)],
-            "medications": [code for m in self.facts.medications if _medication_on(m, day)
-                            for _, code in _codes(m.get("medicationCodeableConcept"), ATC)],
-            "enrolled": [p for p, start in self.enrolled.items()
-                         if start <= day and not (p in self.ended and self.ended[p] < day)],
-        }
+        if day not in self._records_on:
+            self._records_on[day] = (
+                [code for c in self.facts.conditions if _condition_on(c, day)
+                 for _, code in _codes(c.get("code"), ICD10)],
+                [code for m in self.facts.medications if _medication_on(m, day)
+                 for _, code in _codes(m.get("medicationCodeableConcept"), ATC)])
+        conditions, medications = self._records_on[day]
+        return {"age": age_on(self.birth, day) if self.birth else [],
+                "sex": self.sex if self.sex else [], "conditions": conditions,
+                "medications": medications, "enrolled": self._enrolled_on(day)}
+
+    def _enrolled_on(self, day: date) -> list[str]:
+        return [p for p, start in self.enrolled.items()
+                if start <= day and not (p in self.ended and self.ended[p] < day)]
 
     def _applies(self, p: Programme, day: date) -> bool:
         if p.kind == "care":
@@ -321,7 +340,7 @@ class _Person:
         oldest = day - timedelta(days=p.lookback_days)
         for item in p.items:
             latest = None
-            for d, value, obs in self.values[(p.id, item.id)]:
+            for d, value, obs in self.values[item.id]:
                 if oldest <= d <= day:
                     latest = (value, obs)
             if latest is not None:
@@ -341,7 +360,7 @@ class _Person:
     def _prepare(self, p: Programme, day: date) -> tuple[dict[str, Any], dict[str, dict]]:
         """The variables of ``p`` on ``day``; on a visit, its results' classifications and
         its risk scores too."""
-        visit = any(d == day for item in p.items for d, _, _ in self.values[(p.id, item.id)])
+        visit = any(d == day for item in p.items for d, _, _ in self.values[item.id])
         names, sources = self.variables(p, day)
         if visit:
             self.visits.setdefault(p.id, []).append(day)
@@ -351,6 +370,7 @@ class _Person:
                 names[score.id] = value if value is not None else []
                 band = score.band(value) if value is not None else None
                 names[f"{score.id}_band"] = band.code if band else []
+            self.last_visit_names[p.id] = names  # the next interval reads them
         else:
             for score in p.scores:
                 names[score.id], names[f"{score.id}_band"] = [], []
@@ -376,13 +396,13 @@ class _Person:
 
     def _classify(self, p: Programme, day: date, names: dict[str, Any]) -> None:
         for c in p.classifications:
-            for d, value, obs in self.values[(p.id, c.item)]:
+            for d, value, obs in self.values[c.item]:
                 if d != day:
                     continue
                 own = dict(names)
                 own[c.item] = value
                 for other in c.inputs:  # the same Observation's values come first
-                    mine = [v for dd, v, o in self.values[(p.id, other)] if o is obs]
+                    mine = [v for dd, v, o in self.values[other] if o is obs]
                     if mine:
                         own[other] = mine[0]
                 band = c.classify(own)
@@ -572,10 +592,7 @@ class _Person:
         self.result.status[p.id] = status
         if last is None:
             return
-        names, _ = self.variables(p, last)
-        for score in p.scores:  # intervals may read scores of the last visit
-            names.setdefault(score.id, [])
-            names.setdefault(f"{score.id}_band", [])
+        names = self.last_visit_names[p.id]  # with the scores of that visit
         interval = next(i for i in p.intervals if i.when is None or i.when.holds(names))
         status.next_due = due = last + timedelta(days=interval.days)
         self._put({
