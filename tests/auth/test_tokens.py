@@ -216,3 +216,16 @@ def test_the_cache_keeps_the_most_recently_used_tokens(auth, monkeypatch) -> Non
     assert full == [a, b, c]
     auth.verify(b)
     assert full == [a, b, c, b]
+
+
+def test_a_tokens_rules_are_computed_once_and_are_its_own(auth) -> None:
+    token, _ = _issue(auth)
+    citizen, _ = auth.tokens.issue(subject="lan", kind="user", role="citizen", org=None,
+                                   scope=ScopeSet.parse("patient/*.rs"), client_id=None,
+                                   extra={"patient": "p4"})
+    ctx, rules = auth.verify_with_rules(token, "10.0.0.7")
+    assert auth.verify_with_rules(token, "10.0.0.8")[1] is rules  # not per request
+    assert rules.rule("Observation", "r").org == "tyt-00004"
+    _, theirs = auth.verify_with_rules(citizen)
+    assert theirs is not rules and theirs.rule("Observation", "r").patient == "p4"
+    assert theirs.rule("Observation", "r").org is None

@@ -263,3 +263,32 @@ def test_if_match_tells_nothing_of_a_hidden_version(world) -> None:
             world.update("Patient", "pb", _patient("pb", "tyt-a"), if_match=7)
         assert err.value.status == 403
     assert world.read("Patient", "pb").version == 1
+
+
+def test_remembered_conditions_are_the_compiled_ones() -> None:
+    from songkhoe.store import search_access
+    from songkhoe.store.search_sql import Ctx
+
+    rules = [Rule(True, org="so-1"), Rule(True, org="so-1", practitioner="pr-1"),
+             Rule(True, patient="pa"), Rule(True)]
+    for rule in rules:
+        for rtype in ("Observation", "Organization"):
+            for start in (0, 4):
+                first, fresh, again = (Ctx("sqlite", start) for _ in range(3))
+                compiled = search_access._compile_condition(rule, rtype, "r", fresh)
+                assert search_access._rule_condition(rule, rtype, "r", first) == compiled
+                assert search_access._rule_condition(rule, rtype, "r", again) == compiled
+                assert first.counter == fresh.counter == again.counter  # aliases alike
+
+
+def test_reads_under_a_remembered_condition_see_what_they_saw(world) -> None:
+    from songkhoe.store import search_access
+
+    subtree = Fixed(Rule(True, org="tyt-a"))
+    search_access._CONDITIONS.clear()
+    for _ in range(2):  # compiled, then remembered
+        with acting_as(subtree):
+            assert world.read("Patient", "pa").id == "pa"
+            with pytest.raises(FhirError) as err:
+                world.read("Patient", "pb")
+            assert err.value.status == 404

@@ -53,7 +53,9 @@ def rule_for(access: AccessContext, rtype: str, action: str) -> Rule:
 
 
 class ContextAccess:
-    """An ``AccessContext`` as the store's ``Access``, its rules computed once per request."""
+    """An ``AccessContext`` as the store's ``Access``, each rule computed once (per verified
+    token: ``tokens.TokenService.verify_with_rules``). Rules do not depend on the client's
+    address; concurrent requests may compute a rule twice, to the same value."""
 
     def __init__(self, context: AccessContext) -> None:
         self.context = context

@@ -36,6 +36,7 @@ from .db import Db
 from .identities import CITIZEN, ROLES, AuthError, Client, Identities, User
 from .keys import KeyRing
 from .passwords import Clock, Throttle, system_clock
+from .policy import ContextAccess
 from .pkce import AuthorizationCodes
 from .refresh import RefreshGrant, RefreshTokens
 from .scopes import ScopeError, ScopeSet
@@ -83,6 +84,11 @@ class Auth:
     def verify(self, token: str, address: str | None = None) -> AccessContext:
         """The access context of a bearer token, or ``InvalidToken``."""
         return self.tokens.verify(token, address)
+
+    def verify_with_rules(self, token: str, address: str | None = None
+                          ) -> tuple[AccessContext, ContextAccess]:
+        """``verify``, and the store's rules for the context (remembered with the token)."""
+        return self.tokens.verify_with_rules(token, address)
 
     # --- sign-in -----------------------------------------------------------------------------
 

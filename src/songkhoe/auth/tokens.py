@@ -14,7 +14,8 @@ a wrong ``iss`` or ``aud``, an expired or not-yet-valid token, missing claims, a
 ``jti`` (revocation, RFC 7009: kept until the token would have expired anyway).
 
 Verified tokens are remembered (``CACHE_SIZE``, least recently used first out) with their
-access context, so a token seen before costs no signature check and no scope parsing; every
+access context and its rules (``policy.ContextAccess``), so a token seen before costs no
+signature check, no scope parsing and no rule computation; every
 use still checks its ``exp``/``nbf``, its key's validity and its revocation. The cache is keyed
 by the whole token string: an altered token is another key, verified in full.
 """
@@ -33,6 +34,7 @@ from .context import AccessContext
 from .db import Db
 from .keys import ALG, KeyRing
 from .passwords import Clock
+from .policy import ContextAccess
 from .scopes import ScopeError, ScopeSet
 
 ACCESS_TTL = 300  # seconds: a stolen token is useful for five minutes at most
@@ -58,13 +60,14 @@ class InvalidToken(Exception):
 @dataclass(frozen=True, slots=True)
 class _Verified:
     """A token whose signature and claims were checked: what every later use still checks,
-    and its access context (``address`` as first seen)."""
+    its access context (``address`` as first seen) and the rules of that context."""
 
     claims: dict[str, Any]
     kid: str
     exp: int
     nbf: int
     context: AccessContext
+    rules: ContextAccess
 
 
 class TokenService:
@@ -100,8 +103,16 @@ class TokenService:
 
     def verify(self, token: str, address: str | None = None) -> AccessContext:
         """The access context of ``token`` for a request from ``address``, or ``InvalidToken``."""
-        context = self._verified_entry(token, address).context
-        return context if context.address == address else replace(context, address=address)
+        return self.verify_with_rules(token, address)[0]
+
+    def verify_with_rules(self, token: str, address: str | None = None
+                          ) -> tuple[AccessContext, ContextAccess]:
+        """``verify``, and the rows the context may touch (computed once per token)."""
+        entry = self._verified_entry(token, address)
+        context = entry.context
+        if context.address != address:
+            context = replace(context, address=address)
+        return context, entry.rules
 
     def _verified_entry(self, token: str, address: str | None) -> _Verified:
         """``token`` verified: from the cache when its signature was checked before (its time
@@ -155,7 +166,8 @@ class TokenService:
             patient=claims.get("patient"), purpose=claims.get("purpose"),
             practitioner=fhir_user_id(claims, "Practitioner"),
             break_glass=bool(claims.get("btg")), address=address, token_id=claims["jti"])
-        return _Verified(claims, key.kid, int(claims["exp"]), int(claims["nbf"]), context)
+        return _Verified(claims, key.kid, int(claims["exp"]), int(claims["nbf"]), context,
+                         ContextAccess(context))
 
     def _decode_at(self, token: str, key: Any) -> dict[str, Any]:
         """Decode with signature, iss and aud checks, and time checks against ``self.clock``."""

@@ -103,6 +103,7 @@ class AuthGuard:
         query = scope.get("query_string", b"").decode("latin-1")
         target = self._target(method, path)
         access: AccessContext | None = None
+        rules: ContextAccess | None = None
         refused: str | None = None
         audited = False
 
@@ -137,7 +138,7 @@ class AuthGuard:
                 try:
                     # on the event loop: a token seen before is a dictionary lookup, a new one
                     # one signature check (~0.1 ms); a thread hop cost more than either
-                    access = self.auth.verify(token, address)
+                    access, rules = self.auth.verify_with_rules(token, address)
                 except InvalidToken as exc:
                     refused = f"invalid token: {exc}"
                     await _unauthorized("invalid_token", str(exc))(scope, receive, sending)
@@ -151,7 +152,7 @@ class AuthGuard:
                         await _outcome(403, err)(scope, receive, sending)
                         return
             token_var = ACCESS.set(access)
-            store_var = CURRENT.set(ContextAccess(access) if access is not None else None)
+            store_var = CURRENT.set(rules)
             try:
                 await self.app(scope, receive, sending)
             finally:

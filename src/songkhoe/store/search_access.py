@@ -129,7 +129,34 @@ class Guard:
         return ("(" + " OR ".join(branches) + ")" if branches else "1 = 0"), args
 
 
+#: ``_rule_condition`` of rules without scope queries, by (rule, owned type, row alias, first
+#: alias number): (condition, its arguments, aliases used); a few entries per Organization
+_CONDITIONS: dict[tuple[Rule, bool, str, int], tuple[tuple[str, tuple[Any, ...]] | None, int]] = {}
+_CONDITIONS_MAX = 4096
+
+
 def _rule_condition(rule: Rule, rtype: str, r: str, ctx: Ctx) -> tuple[str, list[Any]] | None:
+    """The condition of ``rule`` on the row ``r``. The same rule, type ownership, alias and
+    alias counter always compile to the same SQL: without scope queries (whose compilation may
+    read the clock) it is compiled once and replayed, advancing ``ctx``'s counter alike."""
+    if rule.alternatives:
+        return _compile_condition(rule, rtype, r, ctx)
+    key = (rule, owned(rtype), r, ctx.counter)
+    found = _CONDITIONS.get(key)
+    if found is None:
+        start = ctx.counter
+        cond = _compile_condition(rule, rtype, r, ctx)
+        found = ((cond[0], tuple(cond[1])) if cond else None), ctx.counter - start
+        if len(_CONDITIONS) >= _CONDITIONS_MAX:
+            _CONDITIONS.clear()
+        _CONDITIONS[key] = found
+        return cond
+    ctx.counter += found[1]
+    return (found[0][0], list(found[0][1])) if found[0] else None
+
+
+def _compile_condition(rule: Rule, rtype: str, r: str, ctx: Ctx
+                       ) -> tuple[str, list[Any]] | None:
     parts: list[str] = []
     args: list[Any] = []
     o = ctx.alias("o")
