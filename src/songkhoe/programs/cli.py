@@ -37,13 +37,13 @@ def check(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from concurrent.futures import ProcessPoolExecutor
+
     from songkhoe.store import open_store
     from songkhoe.store.backends import default_sqlite_path
 
-    from .apply import run_batch
-
     try:
-        programmes = definitions(args.dir)
+        definitions(args.dir)
     except DefinitionError as exc:
         print(f"songkhoe programmes: {exc}", file=sys.stderr)
         return 2
@@ -52,25 +52,78 @@ def run(args: argparse.Namespace) -> int:
         since = datetime.fromisoformat(args.since)
         if since.tzinfo is None:
             since = since.replace(tzinfo=timezone.utc)
-    store = open_store(args.db or f"sqlite:///{default_sqlite_path()}")
+    url = args.db or f"sqlite:///{default_sqlite_path()}"
+    store = open_store(url)
     try:
-        with store.transaction(derive=False) as tx:
+        with store.reading() as tx:
             people = tx.patient_ids(since)
-        started = time.monotonic()
-        written: Counter[str] = Counter()
-        done = 0
-        step = max(args.chunk * 10, 1000)
-        for start in range(0, len(people), step):
-            part = run_batch(store, programmes, people[start:start + step], chunk=args.chunk)
-            written.update(r["resourceType"] for r in part.written)
-            done += min(step, len(people) - start)
-            _progress(done, len(people), started)
-        seconds = time.monotonic() - started
     finally:
         store.close()
+    started = time.monotonic()
+    written: Counter[str] = Counter()
+    step = max(args.chunk * 5, 500)
+    parts = [people[i:i + step] for i in range(0, len(people), step)]
+    done = 0
+    with ProcessPoolExecutor(max(1, args.workers)) as pool:
+        for count, kinds in pool.map(_run_part, [(url, args.dir, p, args.chunk) for p in parts]):
+            written.update(kinds)
+            done += count
+            _progress(done, len(people), started)
+    seconds = time.monotonic() - started
     sys.stderr.write("\n" if sys.stderr.isatty() else "")
     what = ", ".join(f"{n:,} {t}" for t, n in sorted(written.items())) or "nothing"
     print(f"{len(people):,} people in {seconds:.1f} s; written: {what}")
+    return 0
+
+
+def _run_part(job: tuple[str, str | None, list[str], int]) -> tuple[int, Counter[str]]:
+    """One worker's share: its own connection, transactions of ``chunk`` people."""
+    from songkhoe.store import open_store
+
+    from .apply import run_batch
+
+    url, folder, people, chunk = job
+    store = open_store(url)
+    try:
+        part = run_batch(store, definitions(folder), people, chunk=chunk)
+    finally:
+        store.close()
+    return len(people), Counter(r["resourceType"] for r in part.written)
+
+
+def show_worklist(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from songkhoe.fhir.outcome import FhirError
+    from songkhoe.store import open_store
+    from songkhoe.store.backends import default_sqlite_path
+
+    from .worklist import worklist
+
+    programmes = definitions(args.dir)
+    if args.programme not in programmes:
+        print(f"songkhoe programmes: unknown programme {args.programme!r}; known: "
+              f"{', '.join(programmes)}", file=sys.stderr)
+        return 2
+    today = date.fromisoformat(args.today) if args.today else date.today()
+    store = open_store(args.db or f"sqlite:///{default_sqlite_path()}")
+    try:
+        with store.reading() as tx:
+            page = worklist(tx, programmes[args.programme], args.list, today=today,
+                            org=args.org, count=args.count)
+    except FhirError as exc:
+        print(f"songkhoe programmes: {exc.issues[0].diagnostics}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    print(f"{page.total:,} people on the {args.list} list of {args.programme}"
+          f"{' in ' + args.org if args.org else ''} on {today.isoformat()}")
+    for e in page.entries:
+        late = f"{e.days_overdue} days late" if e.days_overdue else ""
+        call = f"call: {e.call_outcome} {e.call_day}" if e.call_outcome else ""
+        print(f"  {e.patient:<28} {e.name:<28} {e.birth_date or '':<10} {e.phone or '':<12} "
+              f"due {e.next_due or '—':<10} last {e.last_visit or 'never':<10} {late} {call}"
+              .rstrip())
     return 0
 
 
@@ -82,6 +135,8 @@ def _progress(done: int, total: int, started: float) -> None:
 
 
 def add_commands(commands: Any) -> None:
+    from .worklist import LISTS
+
     p = commands.add_parser("programmes", help="screening and chronic-care programmes")
     sub = p.add_subparsers(dest="action", required=True)
     c = sub.add_parser("check", help="load and validate the programme definitions")
@@ -95,4 +150,16 @@ def add_commands(commands: Any) -> None:
                    help="only people with a record written since DATE (ISO 8601)")
     r.add_argument("--dir", help="folder of definitions (default: the shipped programmes)")
     r.add_argument("--chunk", type=int, default=200, help="people per transaction")
+    r.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="processes (default: one per core)")
     r.set_defaults(run=run)
+    w = sub.add_parser("worklist", help="a worklist of an Organization (due, overdue, "
+                                        "referral, lost)")
+    w.add_argument("list", choices=LISTS)
+    w.add_argument("--programme", required=True)
+    w.add_argument("--org", help="Organization id (its whole subtree); default: everyone")
+    w.add_argument("--today", metavar="DATE", help="the day the list is for (default: today)")
+    w.add_argument("--count", type=int, default=50)
+    w.add_argument("--db", help="database URL (default: the embedded file)")
+    w.add_argument("--dir", help="folder of definitions (default: the shipped programmes)")
+    w.set_defaults(run=show_worklist)

@@ -1,0 +1,181 @@
+"""Issue 6 targets: the programmes engine in batch, worklists, and a check-up's round trip.
+
+- ``batch``: a synthetic population (``--people``, two years of check-ups and hypertension
+  follow-up) bulk-loaded, then ``run_batch`` over everyone: the first run (every output
+  written) and a recomputation (nothing changed, nothing written); also the engine alone
+  (``evaluate`` per person, no database). Target: 1 million people recomputed < 5 minutes.
+- ``worklist``: one commune of ``--commune-people`` people (target 10,000), every list of the
+  hypertension programmes, ``--queries`` times each: p50/p95 ms. Target p95 < 150 ms.
+- ``checkup``: the server (security on, 1 worker) and ``POST /api/checkups`` of a full adult
+  check-up for random people of that commune, one client: p50/p95 ms. Target p95 < 100 ms.
+
+    python bench/bench_programmes.py [--backend sqlite|postgres] [--people 20000]
+                                     [--commune-people 10000] [--only batch|worklist|checkup]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from datetime import date
+from typing import Any
+
+import httpx
+import orjson
+from common import emit, fresh_db
+from tests.server import ServerProcess
+
+from songkhoe.auth import Auth
+from songkhoe.programs.apply import load_facts, run_batch
+from songkhoe.programs.cli import definitions
+from songkhoe.programs.engine import evaluate
+from songkhoe.programs.worklist import LISTS, worklist
+from songkhoe.store import open_store
+from songkhoe.store.bulk import load_parallel
+from songkhoe.synth import SynthConfig, items
+
+PROGRAMMES = definitions()
+TODAY = date(2026, 11, 23)
+
+
+def populate(backend: str, name: str, people: int, communes: int | None) -> tuple[str, float]:
+    url = fresh_db(backend, name)
+    open_store(url).close()
+    config = SynthConfig(people=people, seed=11, provinces=(1,), communes_per_province=communes,
+                         years=2, as_of=date(2026, 11, 1))
+    started = time.perf_counter()
+    summary = load_parallel(url, items(config, workers=2), workers=2)
+    assert not summary.rejected, summary.rejected[:3]
+    return url, time.perf_counter() - started
+
+
+def batch(backend: str, people: int) -> None:
+    url, loading = populate(backend, "songkhoe_bench_programmes", people, None)
+    store = open_store(url)
+    try:
+        with store.reading() as tx:
+            ids = tx.patient_ids()
+        sample = ids[: min(len(ids), 5000)]
+        with store.reading() as tx:
+            facts = load_facts(tx, sample)
+        started = time.perf_counter()
+        for f in facts.values():
+            evaluate(PROGRAMMES, f)
+        engine = (time.perf_counter() - started) / len(facts)
+        started = time.perf_counter()
+        first = run_batch(store, PROGRAMMES, ids)
+        first_s = time.perf_counter() - started
+        started = time.perf_counter()
+        again = run_batch(store, PROGRAMMES, ids)
+        again_s = time.perf_counter() - started
+    finally:
+        store.close()
+    assert not again.written
+    emit(name="programmes_batch", backend=backend, people=len(ids), load_s=round(loading, 1),
+         engine_us_per_person=round(engine * 1e6), first_run_s=round(first_s, 1),
+         written=len(first.written), recompute_s=round(again_s, 1),
+         recompute_people_per_s=round(len(ids) / again_s),
+         recompute_1m_people_min_extrapolated=round(1_000_000 / (len(ids) / again_s) / 60, 1),
+         target_1m_min=5, processes=1)
+
+
+def _commune(backend: str, people: int) -> tuple[str, str]:
+    url, _ = populate(backend, "songkhoe_bench_worklist", people, 1)
+    store = open_store(url)
+    try:
+        with store.reading() as tx:
+            ids = tx.patient_ids()
+            org = tx.execute("SELECT org FROM owners WHERE type = 'Patient' GROUP BY org "
+                             "ORDER BY COUNT(*) DESC LIMIT 1").fetchone()[0]
+        run_batch(store, PROGRAMMES, ids)
+    finally:
+        store.close()
+    return url, org
+
+
+def worklists(url: str, backend: str, org: str, queries: int) -> None:
+    store = open_store(url)
+    try:
+        with store.reading() as tx:
+            size = tx.execute("SELECT COUNT(*) FROM owners WHERE type = 'Patient' AND org = ?",
+                              [org]).fetchone()[0]
+        for pid in ("hypertension-screening", "hypertension-care"):
+            for kind in LISTS:
+                times, total = [], 0
+                for _ in range(queries):
+                    started = time.perf_counter()
+                    with store.reading() as tx:
+                        total = worklist(tx, PROGRAMMES[pid], kind, today=TODAY, org=org).total
+                    times.append((time.perf_counter() - started) * 1000)
+                times.sort()
+                emit(name="worklist_ms", backend=backend, programme=pid, list=kind,
+                     commune_people=size, entries=total, p50=round(statistics.median(times), 1),
+                     p95=round(times[int(len(times) * 0.95) - 1], 1), queries=queries,
+                     target_p95_ms=150)
+    finally:
+        store.close()
+
+
+def checkups(url: str, backend: str, org: str, count: int) -> None:
+    store = open_store(url)
+    auth = Auth(store)
+    auth.identities.add_user("ytx-bench-programmes", "bench password 2026", "health_worker", org)
+    with store.reading() as tx:
+        ids = [r[0] for r in tx.execute("SELECT patient FROM owners WHERE type = 'Patient' "
+                                        "AND org = ?", [org]).fetchall()]
+    store.close()
+    server = ServerProcess(url, workers=1, secure=True).start()
+    try:
+        token = httpx.post(f"http://127.0.0.1:{server.port}/auth/token", data={
+            "grant_type": "password", "username": "ytx-bench-programmes",
+            "password": "bench password 2026"}).json()["access_token"]
+        rng = random.Random(3)
+        times: list[float] = []
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}",
+                          headers={"Authorization": f"Bearer {token}"}) as client:
+            for n in range(count + 20):
+                body = orjson.dumps({"patient": rng.choice(ids), "date": TODAY.isoformat(),
+                                     "values": _values(rng)})
+                started = time.perf_counter()
+                answer = client.post("/api/checkups", content=body,
+                                     headers={"Content-Type": "application/json"})
+                if n >= 20:  # warm-up excluded
+                    times.append((time.perf_counter() - started) * 1000)
+                assert answer.status_code == 201, answer.text
+    finally:
+        server.stop()
+    times.sort()
+    emit(name="checkup_round_trip_ms", backend=backend, checkups=count,
+         p50=round(statistics.median(times), 1), p95=round(times[int(len(times) * 0.95) - 1], 1),
+         target_p95_ms=100, security="on", workers=1)
+
+
+def _values(rng: random.Random) -> dict[str, Any]:
+    return {"height": round(rng.uniform(145, 180), 1), "weight": round(rng.uniform(40, 90), 1),
+            "waist": rng.randint(60, 105), "heart_rate": rng.randint(55, 110),
+            "sbp": rng.randint(100, 190), "dbp": rng.randint(60, 115),
+            "glucose": round(rng.uniform(4, 12), 1), "cholesterol": round(rng.uniform(3, 8), 1),
+            "smoking": rng.choice(["never", "former", "current"])}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], action="append")
+    parser.add_argument("--people", type=int, default=20000)
+    parser.add_argument("--commune-people", type=int, default=10000)
+    parser.add_argument("--queries", type=int, default=40)
+    parser.add_argument("--checkups", type=int, default=200)
+    parser.add_argument("--only", choices=["batch", "worklist", "checkup"], action="append")
+    args = parser.parse_args()
+    only = set(args.only or ["batch", "worklist", "checkup"])
+    for backend in args.backend or ["sqlite", "postgres"]:
+        if "batch" in only:
+            batch(backend, args.people)
+        if only & {"worklist", "checkup"}:
+            url, org = _commune(backend, args.commune_people)
+            if "worklist" in only:
+                worklists(url, backend, org, args.queries)
+            if "checkup" in only:
+                checkups(url, backend, org, args.checkups)
