@@ -237,3 +237,34 @@ def test_the_next_visit_can_depend_on_the_last_visits_risk_score() -> None:
     interval = next(i for i in cvd.intervals if i.when is not None)
     assert result.status["cvd-risk"].next_due == date(2026, 6, 1) + timedelta(days=interval.days)
     assert interval.days < cvd.intervals[-1].days
+
+
+def quantity(code: str, value: float, unit: str, day: str) -> dict[str, Any]:
+    return {"resourceType": "Observation", "id": f"{code}-{day}", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "subject": {"reference": "Patient/p1"}, "effectiveDateTime": day,
+            "valueQuantity": {"value": value, "unit": unit,
+                              "system": "http://unitsofmeasure.org", "code": unit}}
+
+
+@pytest.mark.parametrize("glucose, unit, confirm", [
+    (6.9, "mmol/L", False), (7.0, "mmol/L", True), (7.1, "mmol/L", True),
+    (125, "mg/dL", False), (126, "mg/dL", True)])
+def test_a_diabetes_range_glucose_is_referred_for_confirmation(
+        glucose: float, unit: str, confirm: bool) -> None:
+    facts = Facts(patient("1970-01-01"), [quantity("14771-0", glucose, unit, "2026-06-01")])
+    result = evaluate(PROGRAMMES, facts)
+    assert ("confirm_raised" in {r["code"]["coding"][0]["code"] for r in
+                                 outputs(result, "ServiceRequest") if "diabetes-screening"
+                                 in r["instantiatesUri"][0]}) is confirm
+
+
+def test_what_to_measure_follows_the_items_conditions() -> None:
+    from songkhoe.programs.engine import items_due
+    young = Facts(patient("2000-01-01"), [quantity("39156-5", 21, "kg/m2", "2026-01-10")])
+    older = Facts(patient("1975-01-01"), [quantity("39156-5", 21, "kg/m2", "2026-01-10")])
+    day = date(2026, 6, 1)
+    assert "glucose" not in items_due(PROGRAMMES, young, day)["diabetes-screening"]
+    assert "glucose" in items_due(PROGRAMMES, older, day)["diabetes-screening"]
+    assert "cervical-screening" not in items_due(PROGRAMMES, older, day)  # a man
+    assert "cvd-risk" in items_due(PROGRAMMES, older, day)

@@ -20,6 +20,7 @@ writes nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import orjson
@@ -27,7 +28,7 @@ import orjson
 from songkhoe.programs.definition import Programme
 from songkhoe.fhir.outcome import FhirError, Issue
 from songkhoe.programs.engine import (INPUT_TYPES, OUTPUT_TYPES, TAG, Facts, ProgrammeStatus,
-                                      Unusable, evaluate, item_value)
+                                      Unusable, evaluate, item_value, items_due)
 from songkhoe.store.engine import Tx
 
 _OURS = "urn:songkhoe:programme:"
@@ -124,11 +125,14 @@ def _iso(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
-def status_of(tx: Tx, programmes: dict[str, Programme],
-              patient: str) -> dict[str, ProgrammeStatus]:
-    """One person's status in each programme, evaluated from their records (nothing written)."""
+def status_of(tx: Tx, programmes: dict[str, Programme], patient: str,
+              day: date) -> tuple[dict[str, ProgrammeStatus], dict[str, list[str]]]:
+    """One person's status in each programme and the items to measure on ``day``, evaluated
+    from their records (nothing written)."""
     facts = load_facts(tx, [patient]).get(patient)
-    return evaluate(programmes, facts).status if facts else {}
+    if facts is None:
+        return {}, {}
+    return evaluate(programmes, facts).status, items_due(programmes, facts, day)
 
 
 def refuse_unusable(tx: Tx, programmes: dict[str, Programme], facts: Facts) -> None:

@@ -216,6 +216,21 @@ def evaluate(programmes: dict[str, Programme], facts: Facts) -> Result:
     return _Person(programmes, facts).run()
 
 
+def items_due(programmes: dict[str, Programme], facts: Facts, day: date) -> dict[str, list[str]]:
+    """What to measure at a check-up on ``day``: per programme that applies, its items whose
+    ``when`` holds on the person's current values (e.g. glucose from 45 or BMI ≥ 23)."""
+    person = _Person(programmes, facts)
+    person.run()
+    due: dict[str, list[str]] = {}
+    for p in programmes.values():
+        if not person._applies(p, day):
+            continue
+        names, _ = person.variables(p, day)
+        due[p.id] = [i.id for i in p.items if i.derive is None
+                     and (i.when is None or i.when.holds(names))]
+    return due
+
+
 class _Person:
     def __init__(self, programmes: dict[str, Programme], facts: Facts) -> None:
         self.programmes = programmes

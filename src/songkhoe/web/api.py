@@ -6,7 +6,8 @@
   check-up and answers its Observations with their classifications, the outputs the
   programmes derived (risk assessments, referrals, flags, enrolment, next visit) and the
   person's programme status;
-- ``GET /api/people/{id}/programmes`` — the person's status in each programme;
+- ``GET /api/people/{id}/programmes?date=`` — the person's status in each programme and
+  the items to measure at a check-up on that day;
 - ``GET /api/worklists/{due|overdue|referral|lost}?programme=&org=&today=&count=&cursor=``;
 - ``POST /api/calls`` — ``{"patient", "programme", "outcome", "call_again"?, "note"?}``:
   records a call about a missed visit (a ``Task``) and answers the new status.
@@ -130,15 +131,17 @@ class _AppApi:
     async def person(self, request: Request) -> Response:
         patient = request.path_params["patient"]
 
-        def read() -> dict[str, ProgrammeStatus]:
+        def read(day: date) -> tuple[dict[str, ProgrammeStatus], dict[str, list[str]]]:
             with self.store.reading() as tx:
                 tx.read("Patient", patient)
-                return status_of(tx, self.programmes, patient)
+                return status_of(tx, self.programmes, patient, day)
         try:
-            status = await run_in_threadpool(read)
+            q = request.query_params
+            day = _day(q["date"], "date") if "date" in q else date.today()
+            status, items = await run_in_threadpool(read, day)
         except FhirError as err:
             return _error(err)
-        return _json({"patient": patient, "status": _status(status)})
+        return _json({"patient": patient, "status": _status(status), "items": items})
 
     async def worklist(self, request: Request) -> Response:
         q = request.query_params
