@@ -1,5 +1,6 @@
-"""``songkhoe programmes check|run``: validate the definitions; derive every output in batch
-(after a bulk import, or after a definition changed)."""
+"""``songkhoe programmes check|run|worklist|export``: validate the definitions; derive every
+output in batch (after a bulk import, or after a definition changed); an Organization's
+worklist; the definitions as FHIR R4 PlanDefinition Bundles."""
 
 from __future__ import annotations
 
@@ -127,6 +128,51 @@ def show_worklist(args: argparse.Namespace) -> int:
     return 0
 
 
+def export(args: argparse.Namespace) -> int:
+    """Write each programme as a FHIR R4 Bundle (PlanDefinition and its artifacts), validated:
+    to ``DIR/<id>.json``, or to stdout for a single programme without ``--out``."""
+    import json
+
+    from songkhoe.fhir.outcome import FhirError
+    from songkhoe.store.engine import checked
+
+    from .plandefinition import export as export_bundle
+
+    try:
+        programmes = definitions(args.dir)
+    except DefinitionError as exc:
+        print(f"songkhoe programmes: {exc}", file=sys.stderr)
+        return 2
+    unknown = [i for i in args.ids if i not in programmes]
+    if unknown:
+        print(f"songkhoe programmes: no programme {', '.join(unknown)}; defined: "
+              f"{', '.join(programmes)}", file=sys.stderr)
+        return 2
+    chosen = [programmes[i] for i in dict.fromkeys(args.ids)] or list(programmes.values())
+    if args.out is None and len(chosen) != 1:
+        print("songkhoe programmes: several programmes need --out DIR", file=sys.stderr)
+        return 2
+    texts = {}
+    for p in chosen:
+        bundle = export_bundle(p)
+        try:
+            checked(bundle)
+        except FhirError as exc:
+            print(f"songkhoe programmes: {p.file}: the export is not valid FHIR R4: {exc}",
+                  file=sys.stderr)
+            return 2
+        texts[p.id] = json.dumps(bundle, ensure_ascii=False, indent=2) + "\n"
+    if args.out is None:
+        sys.stdout.write(next(iter(texts.values())))
+        return 0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for pid, text in texts.items():
+        (out / f"{pid}.json").write_text(text, encoding="utf-8")
+        print(out / f"{pid}.json")
+    return 0
+
+
 def _progress(done: int, total: int, started: float) -> None:
     if sys.stderr.isatty():
         rate = done / max(time.monotonic() - started, 1e-9)
@@ -153,6 +199,12 @@ def add_commands(commands: Any) -> None:
     r.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="processes (default: one per core)")
     r.set_defaults(run=run)
+    e = sub.add_parser("export", help="write programmes as FHIR R4 PlanDefinition Bundles")
+    e.add_argument("ids", nargs="*", metavar="ID", help="programme ids (default: all)")
+    e.add_argument("--out", metavar="DIR", help="write DIR/<id>.json (default: stdout, for "
+                                                "one programme)")
+    e.add_argument("--dir", help="folder of definitions (default: the shipped programmes)")
+    e.set_defaults(run=export)
     w = sub.add_parser("worklist", help="a worklist of an Organization (due, overdue, "
                                         "referral, lost)")
     w.add_argument("list", choices=LISTS)
