@@ -60,13 +60,13 @@ def test_requests_of_one_event_loop_share_a_write(auth, monkeypatch) -> None:
     from songkhoe.rest.audit_batch import AuditBatcher
 
     calls = []
-    real = auth.audit.record_many
+    real = auth.audit._append
 
-    def counted(events):
-        calls.append(len(events))
-        return real(events)
+    def counted(batch):
+        calls.append(len(batch))
+        return real(batch)
 
-    monkeypatch.setattr(auth.audit, "record_many", counted)
+    monkeypatch.setattr(auth.audit, "_append", counted)
     batcher = AuditBatcher(auth.audit)
 
     async def burst() -> list[int]:

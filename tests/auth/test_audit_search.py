@@ -79,6 +79,7 @@ def log(auth, clock) -> dict[str, int]:
 
 def _seqs(auth: Any, params: list[tuple[str, str]], viewer: AccessContext | None = None
           ) -> list[int]:
+    auth.audit.flush()  # entries of requests answered before their commit
     return [e.seq for e in AuditSearch(auth.db, viewer).search(params).entries]
 
 

@@ -357,9 +357,10 @@ def _real_time_for_http(clock) -> None:
 def test_no_answer_leaves_without_its_audit_entry(http, auth, doctor, monkeypatch) -> None:
     token = password_token(http, doctor)["access_token"]
 
-    def broken(events):
+    def broken(batch):
         raise RuntimeError("audit log unavailable")
 
-    monkeypatch.setattr(auth.audit, "record_many", broken)
+    monkeypatch.setattr(auth.audit, "_append", broken)
     with pytest.raises(RuntimeError, match="audit log unavailable"):
-        http.get("/fhir/Patient", headers=_bearer(token))
+        http.post("/fhir/Patient", json=patient_of("tyt-00004"),
+                  headers={**_bearer(token), "content-type": "application/fhir+json"})

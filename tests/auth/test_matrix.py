@@ -307,6 +307,8 @@ class World:
         return Sent(method, url, r.status_code, parsed)
 
     def _last_audit(self) -> tuple[int, dict[str, Any]]:
+        # reads are answered before their AuditEvent is committed: commit the queue first
+        self.auth.audit.flush()
         row = self.auth.db.one("SELECT seq, content FROM audit_log ORDER BY seq DESC LIMIT 1")
         return (int(row[0]), orjson.loads(row[1])) if row else (0, {})
 

@@ -223,7 +223,7 @@ def test_a_tokens_rules_are_computed_once_and_are_its_own(auth) -> None:
     citizen, _ = auth.tokens.issue(subject="lan", kind="user", role="citizen", org=None,
                                    scope=ScopeSet.parse("patient/*.rs"), client_id=None,
                                    extra={"patient": "p4"})
-    ctx, rules = auth.verify_with_rules(token, "10.0.0.7")
+    _, rules = auth.verify_with_rules(token, "10.0.0.7")
     assert auth.verify_with_rules(token, "10.0.0.8")[1] is rules  # not per request
     assert rules.rule("Observation", "r").org == "tyt-00004"
     _, theirs = auth.verify_with_rules(citizen)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import re
 import threading
 from dataclasses import dataclass, replace
@@ -48,6 +49,7 @@ from .context import AccessContext
 from .db import Db
 from .passwords import Clock
 
+_log = logging.getLogger("songkhoe.audit")
 GENESIS = "0" * 64
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _INTERACTION = "http://hl7.org/fhir/restful-interaction"
@@ -230,30 +232,50 @@ class Problem:
     reason: str
 
 
-@dataclass
-class _Pending:
-    """An entry waiting for the group append that writes it."""
+@dataclass(eq=False)
+class Pending:
+    """An entry queued for the group append that writes it."""
 
     event: Event
     now: int  # µs
+    waited: bool  # someone waits for it: a failed write fails it (else it is queued again)
     seq: int | None = None
     error: BaseException | None = None
 
 
 class AuditLog:
-    """The append-only log. Appends are group-committed: a request's thread either writes
-    every entry waiting at that moment, in one transaction, or waits for the thread that is
-    writing one that includes its own — either way its entry is committed before ``record``
-    returns, and concurrent requests share one transaction (and on PostgreSQL one lock and one
-    WAL flush) instead of queueing for one each."""
+    """The append-only log. Entries are queued (``submit``) and appended in batches, one
+    transaction each, by whichever thread writes next: ``record``/``record_many`` queue and
+    return once their entries are committed, ``flush`` commits everything queued before it.
+    One batch is written at a time; threads that arrive meanwhile wait for it and write the
+    next, so concurrent requests share one transaction (and on PostgreSQL one lock and one WAL
+    flush) instead of queueing for one each.
+
+    A failed batch fails the entries someone waits for (their request fails). The others —
+    entries of requests already answered (``submit(waited=False)``) — are never dropped: they
+    go back to the head of the queue for the next batch, and ``failing`` holds the error
+    until a batch is committed again (the server's health check reports it)."""
 
     def __init__(self, db: Db, clock: Clock) -> None:
         self.db = db
         self.clock = clock
+        self.failing: BaseException | None = None
         self._reasons: dict[str, str | None] = {}  # token id -> stated reason (immutable)
-        self._waiting: list[_Pending] = []
-        self._writing = False
+        self._waiting: list[Pending] = []
+        self._writing: list[Pending] = []  # the batch being written
+        self._busy = False
         self._turn = threading.Condition()
+
+    def submit(self, event: Event, *, waited: bool = False) -> Pending:
+        """Queue ``event`` for the next batch; its ``Pending`` shows when it is written."""
+        pending = Pending(event, round(self.clock() * 1_000_000), waited)  # µs, as ``recorded``
+        with self._turn:
+            self._waiting.append(pending)
+        return pending
+
+    def pending(self) -> int:
+        """Entries queued or being written."""
+        return len(self._waiting) + len(self._writing)
 
     def record(self, event: Event) -> int:
         """Append one AuditEvent with its search columns; returns its sequence number once it
@@ -261,38 +283,69 @@ class AuditLog:
         return self.record_many([event])[0]
 
     def record_many(self, events: list[Event]) -> list[int]:
-        """Append AuditEvents in this order, committed together with whatever other threads
-        are appending; their sequence numbers."""
-        mine = []
-        for event in events:
-            a = event.access
-            if a is not None and a.break_glass and event.reason is None and a.token_id:
-                event = replace(event, reason=self.reason(a.token_id))
-            mine.append(_Pending(event, round(self.clock() * 1_000_000)))  # µs, as ``recorded``
-        with self._turn:
-            self._waiting += mine
-            while any(p.seq is None and p.error is None for p in mine):
-                if self._writing:
-                    self._turn.wait()
-                    continue
-                self._writing = True
-                batch, self._waiting = self._waiting, []
-                self._turn.release()
-                try:
-                    self._append(batch)
-                except BaseException as exc:  # every waiter of the batch hears of it
-                    for pending in batch:
-                        pending.error = exc
-                finally:
-                    self._turn.acquire()
-                    self._writing = False
-                    self._turn.notify_all()
-        for pending in mine:
-            if pending.error is not None:
-                raise pending.error
+        """Append AuditEvents in this order, committed together with whatever else is queued;
+        their sequence numbers."""
+        mine = [self.submit(event, waited=True) for event in events]
+        self._write_until(mine)
         return [p.seq for p in mine if p.seq is not None]
 
-    def _append(self, batch: list[_Pending]) -> None:
+    def flush(self) -> None:
+        """Commit every entry queued before the call (raises if a batch of them fails)."""
+        with self._turn:
+            mine = self._waiting + self._writing
+        if mine:
+            self._write_until(mine)
+
+    def unwritten(self) -> list[bytes]:
+        """The queued entries as AuditEvent JSON (for the error log when they cannot be
+        written at shutdown)."""
+        with self._turn:
+            queued = self._writing + self._waiting
+        return [canonical(audit_event(p.event, _EPOCH + timedelta(microseconds=p.now)))
+                for p in queued]
+
+    def _write_until(self, mine: list[Pending]) -> None:
+        """Write batches until every entry of ``mine`` is committed; raise the error of a
+        failed batch that held one of them."""
+        with self._turn:
+            while True:
+                for pending in mine:
+                    if pending.error is not None:
+                        raise pending.error
+                if all(p.seq is not None for p in mine):
+                    return
+                if self._busy:
+                    self._turn.wait()
+                    continue
+                self._busy = True
+                batch, self._waiting = self._waiting, []
+                self._writing = batch
+                self._turn.release()
+                error: BaseException | None = None
+                try:
+                    self._append(batch)
+                except BaseException as exc:  # noqa: BLE001 - every waiter of the batch hears of it
+                    error = exc
+                finally:
+                    self._turn.acquire()
+                    self._busy = False
+                    self._writing = []
+                    self.failing = error
+                    if error is not None:
+                        self._failed(batch, error)
+                    self._turn.notify_all()
+
+    def _failed(self, batch: list[Pending], error: BaseException) -> None:
+        """Fail ``batch``; queue its entries nobody waits for again, first (lock held)."""
+        again = [Pending(p.event, p.now, False) for p in batch if not p.waited]
+        for pending in batch:
+            pending.error = error
+        self._waiting = again + self._waiting
+        if again:
+            _log.error("audit log: %d answered requests' entries could not be written (%s); "
+                       "kept for the next batch", len(again), error)
+
+    def _append(self, batch: list[Pending]) -> None:
         """Write ``batch`` in one transaction, chained after the last entry."""
         rows = []
         with self.db.write() as c:
@@ -301,18 +354,22 @@ class AuditLog:
             last = c.one("SELECT seq, hash, recorded FROM audit_log ORDER BY seq DESC LIMIT 1")
             seq, prev, floor = (int(last[0]), last[1], int(last[2])) if last else (0, GENESIS, 0)
             for pending in batch:
+                event = pending.event
+                a = event.access
+                if a is not None and a.break_glass and event.reason is None and a.token_id:
+                    event = pending.event = replace(event, reason=self._reason(c, a.token_id))
                 # never earlier than the entry before it (an appender that waited for the
                 # lock, a clock stepped back): date searches read ranges of seq numbers
                 now = max(pending.now, floor)
-                resource = audit_event(pending.event, _EPOCH + timedelta(microseconds=now))
+                resource = audit_event(event, _EPOCH + timedelta(microseconds=now))
                 content = canonical(resource)
                 seq, floor = seq + 1, now
                 digest = chain_hash(prev, content)
                 rows.append((seq, now, content.decode(), prev, digest, *search_columns(resource)))
                 prev = digest
             c.executemany(_INSERT, rows)
-        for pending, row in zip(batch, rows):
-            pending.seq = row[0]
+        for number, pending in enumerate(batch, seq - len(batch) + 1):
+            pending.seq = number
 
     def break_glass_granted(self, claims: dict[str, Any], reason: str | None) -> int:
         """Record the issue of a break-the-glass access token (its verified-claims form:
@@ -329,28 +386,35 @@ class AuditLog:
                                  reason=reason, detail="break the glass: emergency access "
                                                        "token issued"))
 
-    def reason(self, token_id: str) -> str | None:
-        """The reason stated when the break-the-glass token ``token_id`` was issued."""
+    def _reason(self, c: Any, token_id: str) -> str | None:
+        """The reason stated when the break-the-glass token ``token_id`` was issued (read
+        with the connection ``c`` the first time)."""
         if token_id in self._reasons:
             return self._reasons[token_id]
-        row = self.db.one("SELECT content FROM audit_log WHERE token = ? ORDER BY seq LIMIT 1",
-                          (token_id,))
+        row = c.one("SELECT content FROM audit_log WHERE token = ? ORDER BY seq LIMIT 1",
+                    (token_id,))
         reason = stated_reason(orjson.loads(row[0])) if row else None
         if len(self._reasons) >= 10_000:
             self._reasons.clear()
         self._reasons[token_id] = reason
         return reason
 
+    # Reading the log first commits what this process has queued: an answered request is
+    # never missing from what an auditor (or a test) reads here.
+
     def entries(self) -> list[dict[str, Any]]:
+        self.flush()
         return [orjson.loads(r[0]) for r in
                 self.db.all("SELECT content FROM audit_log ORDER BY seq")]
 
     def head(self) -> tuple[int, str]:
+        self.flush()
         row = self.db.one("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
         return (int(row[0]), row[1]) if row else (0, GENESIS)
 
     def verify(self) -> Problem | None:
         """The first entry that breaks the chain, or None when the whole chain holds."""
+        self.flush()
         prev, expected = GENESIS, 1
         with self.db.read() as c:
             cursor = c.backend.execute(c.conn, "SELECT seq, content, prev_hash, hash "

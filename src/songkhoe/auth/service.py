@@ -36,8 +36,8 @@ from .db import Db
 from .identities import CITIZEN, ROLES, AuthError, Client, Identities, User
 from .keys import KeyRing
 from .passwords import Clock, Throttle, system_clock
-from .policy import ContextAccess
 from .pkce import AuthorizationCodes
+from .policy import ContextAccess
 from .refresh import RefreshGrant, RefreshTokens
 from .scopes import ScopeError, ScopeSet
 from .tokens import ACCESS_TTL, InvalidToken, TokenService

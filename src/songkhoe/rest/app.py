@@ -20,6 +20,9 @@ the database across a network, pass ``direct_reads=False``.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -47,6 +50,7 @@ from songkhoe.rest import (
     update,
     validate_op,
 )
+from songkhoe.rest.audit_batch import AuditBatcher
 from songkhoe.rest.auth_routes import AuthEndpoints
 from songkhoe.rest.errors import error_response, internal_error_response
 from songkhoe.rest.exchange import (
@@ -76,6 +80,7 @@ from songkhoe.rest.guard import AuthGuard, check_entry
 from songkhoe.rest.routing import ID_PATTERN, resolve
 
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
+_log = logging.getLogger("songkhoe.audit")
 _FHIR_JSON_UTF8 = f"{FHIR_JSON}; charset=utf-8".encode()
 
 #: How each interaction's request body is decoded (None: the body is ignored).
@@ -354,19 +359,45 @@ def create_app(store: Any, *, base_url: str | None = None,
     endpoint = _Endpoint(api)  # an ASGI app, so every method reaches it (405s are FHIR's)
     routes: list[Route] = [Route("/health", _health, methods=["GET"])]
     middleware: list[Middleware] = []
+    audit_writer = None
     if auth is not None:
         routes += AuthEndpoints(auth, api.prefix).routes()
         public = frozenset({"/health", f"{api.prefix}/metadata",
                             *(r.path for r in routes if r.path != "/health")})
+        audit_writer = AuditBatcher(auth.audit, inline=store.backend.name == "sqlite")
         middleware.append(Middleware(AuthGuard, auth=auth, fhir_prefix=api.prefix,
-                                     types=api.types, public=public))
+                                     types=api.types, public=public, audit_writer=audit_writer))
     routes += list(extra_routes or [])
     routes += [Route(api.prefix or "/", endpoint), Route(f"{api.prefix}/{{path:path}}", endpoint)]
-    app = Starlette(routes=routes, middleware=middleware)
+    app = Starlette(routes=routes, middleware=middleware, lifespan=_lifespan)
     app.state.fhir = api
     app.state.auth = auth
+    app.state.audit_writer = audit_writer
     return app
 
 
+@asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    """At shutdown, after the last request: commit the AuditEvents still queued. If that
+    fails, each one goes to the error log rather than nowhere."""
+    yield
+    writer = app.state.audit_writer
+    if writer is None:
+        return
+    try:
+        await writer.drain()
+    except Exception:  # noqa: BLE001 - logged with every entry that could not be written
+        unwritten = writer.log.unwritten()
+        _log.exception("audit log: %d entries could not be written at shutdown; they follow",
+                       len(unwritten))
+        for content in unwritten:
+            _log.error("unwritten AuditEvent: %s", content.decode())
+
+
 async def _health(request: Request) -> Response:
+    """503 while the audit log cannot be written (answered requests' entries are waiting)."""
+    auth = request.app.state.auth
+    if auth is not None and auth.audit.failing is not None:
+        return JSONResponse({"status": "failing", "reason": "the audit log cannot be written",
+                             "queued": auth.audit.pending()}, status_code=503)
     return JSONResponse({"status": "ok"})

@@ -1,50 +1,99 @@
-"""AuditEvents of concurrent requests written together, from the event loop.
+"""AuditEvents of an event loop's requests, committed in batches by one writer task.
 
-Every request waits for its AuditEvent to be committed before its answer leaves (issue 5).
-Handing each one to a worker thread cost a thread hop per request; instead the requests of
-one event loop queue their events, and one task at a time writes everything queued in one
-``AuditLog.record_many`` call (one transaction per batch). ``inline``: on the event loop
-itself — for the embedded SQLite store, whose batch append (~60 µs an entry) costs less than
-handing it to a thread; PostgreSQL's network round trips and WAL flush go to a thread. A
-failed write fails every request of its batch.
+Two kinds of requests (issue 5; docs/security.md "Audit"):
+
+- answered first (``queue``): reads, searches, history and other requests that change
+  nothing and succeeded. The AuditEvent is queued in the log (``AuditLog.submit``) and the
+  answer leaves at once; the writer commits the queue in batches, the next one as soon as
+  the previous is done, so under load a batch holds every entry queued meanwhile and its
+  commit is shared by all of them.
+- answered once audited (``record``): writes, refusals and failures, sign-ins — and every
+  request while the log is failing or while ``limit`` entries are queued (backpressure).
+  Their entry is committed, with whatever was queued before it, before the answer starts.
+
+``inline``: the writer runs on the event loop itself — for the embedded SQLite store, whose
+batch append costs less than handing it to a thread; PostgreSQL's round trips and WAL flush
+go to a thread. A failed batch fails the requests waiting for it; its answered entries stay
+queued (``AuditLog`` puts them back) and are retried with the next batch, or after
+``RETRY_FIRST``… ``RETRY_MAX`` seconds when nothing else comes. ``drain`` commits everything
+queued (the app's lifespan calls it at shutdown; tests call it at request boundaries).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from starlette.concurrency import run_in_threadpool
 
-from songkhoe.auth.audit import AuditLog, Event
+from songkhoe.auth.audit import AuditLog, Event, Pending
+
+QUEUE_LIMIT = 2048  # answered-first entries queued at most; beyond, requests wait for theirs
+RETRY_FIRST = 0.1  # seconds before a failed batch of answered requests is retried …
+RETRY_MAX = 10.0  # … doubling up to this
+
+_log = logging.getLogger("songkhoe.audit")
 
 
 class AuditBatcher:
-    def __init__(self, log: AuditLog, *, inline: bool = False) -> None:
+    def __init__(self, log: AuditLog, *, inline: bool = False, limit: int = QUEUE_LIMIT) -> None:
         self.log = log
         self.inline = inline
-        self._queue: list[tuple[Event, asyncio.Future[int]]] = []
+        self.limit = limit
+        self._waiters: list[tuple[Pending, asyncio.Future[int]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._retry = RETRY_FIRST
+
+    def accepting(self) -> bool:
+        """Whether a request may be answered before its entry is committed: the log is
+        writing and its queue is below ``limit``."""
+        return self.log.failing is None and self.log.pending() < self.limit
+
+    def queue(self, event: Event) -> None:
+        """Queue ``event`` and return at once; the writer commits it with the next batch."""
+        self.log.submit(event)
+        self._start()
 
     async def record(self, event: Event) -> int:
-        """Queue ``event``; its sequence number once it is committed."""
+        """Queue ``event``; its sequence number once it is committed (the write's error if
+        its batch fails)."""
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append((event, done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write())
+        self._waiters.append((self.log.submit(event, waited=True), done))
+        self._start()
         return await done
 
+    async def drain(self) -> None:
+        """Commit every entry queued so far (raises if that fails)."""
+        if self.inline:
+            self.log.flush()
+        else:
+            await run_in_threadpool(self.log.flush)
+
+    def _start(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+
     async def _write(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue, []
+        while self._waiters or self.log.pending():
+            waiters, self._waiters = self._waiters, []
             try:
-                events = [e for e, _ in batch]
-                seqs = self.log.record_many(events) if self.inline else \
-                    await run_in_threadpool(self.log.record_many, events)
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
+                await self.drain()
+            except Exception:  # noqa: BLE001 - the waiters hear of it below, the log logged it
+                failed = True
             else:
-                for (_, done), seq in zip(batch, seqs):
-                    if not done.done():
-                        done.set_result(seq)
+                failed = False
+                self._retry = RETRY_FIRST
+            for pending, done in waiters:
+                if done.done():  # the request went away
+                    continue
+                if pending.seq is not None:
+                    done.set_result(pending.seq)
+                elif pending.error is not None:
+                    done.set_exception(pending.error)
+                else:  # queued behind a failed batch: in the next one
+                    self._waiters.append((pending, done))
+            if failed and not self._waiters:  # only answered requests' entries: retry later
+                _log.warning("audit log: retrying %d entries in %.1f s", self.log.pending(),
+                             self._retry)
+                await asyncio.sleep(self._retry)
+                self._retry = min(self._retry * 2, RETRY_MAX)

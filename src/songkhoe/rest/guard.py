@@ -14,8 +14,13 @@
   (``check_entry``); context variables reach store calls made in worker threads.
 - Every request, answered or refused, is written to the audit log as an AuditEvent
   (``songkhoe.auth.audit``, batched across concurrent requests by ``audit_batch``) when its
-  answer starts and before any of it is sent: if the audit log cannot be written, the client
-  gets no data.
+  answer starts. A request that changes something, is refused or fails, or signs in, waits
+  for its entry to be committed before any of its answer is sent: if the audit log cannot be
+  written, the client gets no answer but a 500. A successful read, search, history,
+  ``$everything``, ``$validate`` or CapabilityStatement is answered once its entry is queued
+  (``answered_first``), unless the log is failing or its queue is full; ``/health`` never
+  waits (it must answer while the log is failing, and shows no data). AuditEvent reads and
+  searches first commit the queue, so they show every request answered before them.
 """
 
 from __future__ import annotations
@@ -45,6 +50,21 @@ _ACTIONS = {
     "create": "c", "update": "u", "patch": "u", "conditional-update": "u",
     "conditional-patch": "u", "delete": "d", "conditional-delete": "d",
 }
+
+#: Interactions that change nothing: answered before their AuditEvent is committed.
+_READ_ONLY = frozenset({"read", "vread", "search-type", "search-system", "search-compartment",
+                        "history-instance", "history-type", "history-system", "capabilities"})
+_READ_ONLY_OPERATIONS = frozenset({"everything", "validate"})
+
+
+def answered_first(target: Target | None, status: int) -> bool:
+    """Whether a request may be answered before its AuditEvent is committed: it succeeded
+    (refusals, errors and hidden records' 404s wait) and changed nothing."""
+    if target is None or status >= 400:
+        return False
+    if target.interaction == "operation":
+        return target.operation in _READ_ONLY_OPERATIONS
+    return target.interaction in _READ_ONLY
 
 
 def interaction_action(target: Target) -> tuple[str | None, str] | None:
@@ -83,14 +103,15 @@ def check_entry(target: Target) -> None:
 
 class AuthGuard:
     def __init__(self, app: Any, auth: Auth, fhir_prefix: str, types: frozenset[str],
-                 public: frozenset[str]) -> None:
+                 public: frozenset[str], audit_writer: AuditBatcher,
+                 health: str = "/health") -> None:
         self.app = app
         self.auth = auth
         self.prefix = fhir_prefix
         self.types = types
         self.public = public
-        self.audit_writer = AuditBatcher(auth.audit,
-                                         inline=auth.store.backend.name == "sqlite")
+        self.audit_writer = audit_writer
+        self.health = health
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -116,10 +137,15 @@ class AuthGuard:
                 query=unquote(query), entity=_entity(location, target, self.prefix),
                 access=access, who=extra.get("who"), address=address,
                 detail=refused or extra.get("detail"))
-            await self.audit_writer.record(event)
+            writer = self.audit_writer
+            if path == self.health or (answered_first(target, status) and writer.accepting()):
+                writer.queue(event)
+            else:
+                await writer.record(event)
 
         async def sending(message: Any) -> None:
-            # The AuditEvent is written before the answer leaves: no answer without its entry.
+            # The AuditEvent is queued (and, unless answered first, committed) before the
+            # answer leaves: no answer without its entry.
             if message["type"] == "http.response.start":
                 location = next((v.decode("latin-1") for k, v in message.get("headers", [])
                                  if k.lower() == b"location"), None)
@@ -151,6 +177,8 @@ class AuthGuard:
                         refused = err.issues[0].diagnostics if err.issues else "forbidden"
                         await _outcome(403, err)(scope, receive, sending)
                         return
+            if target is not None and target.type == "AuditEvent":
+                await self.audit_writer.drain()  # the log as of this request
             token_var = ACCESS.set(access)
             store_var = CURRENT.set(rules)
             try:
