@@ -40,6 +40,7 @@ import re
 import threading
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -94,58 +95,79 @@ class Event:
     reason: str | None = None  # the reason stated for breaking the glass
 
 
+_LOGIN_TYPE = {"system": _DCM, "code": "110114", "display": "User Authentication"}
+_REST_TYPE = {"system": _EVENT_TYPE, "code": "rest", "display": "RESTful Operation"}
+_SOURCE = {"observer": {"display": "songkhoe"},
+           "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type",
+                     "code": "4", "display": "Application Server"}]}
+
+
 def audit_event(event: Event, recorded: datetime) -> dict[str, Any]:
-    a = event.access
-    outcome = "0" if event.status < 400 else ("4" if event.status < 500 else "8")
-    base = event.interaction.split("-")[0]
-    action = ACTIONS.get(base, "E")
+    """The AuditEvent of ``event`` (``entry`` builds its canonical JSON faster)."""
     login = event.interaction in ("login", "token")
-    resource: dict[str, Any] = {
+    return {
         "resourceType": "AuditEvent",
-        "type": ({"system": _DCM, "code": "110114", "display": "User Authentication"} if login
-                 else {"system": _EVENT_TYPE, "code": "rest", "display": "RESTful Operation"}),
-        "subtype": [{"system": _INTERACTION if not login else _DCM,
-                     "code": event.interaction if not login else "110122",
-                     "display": event.interaction}],
-        "action": action,
+        "type": _LOGIN_TYPE if login else _REST_TYPE,
+        "subtype": [_subtype(event.interaction)],
+        "action": ACTIONS.get(event.interaction.split("-")[0], "E"),
         "recorded": recorded.isoformat().replace("+00:00", "Z"),
-        "outcome": outcome,
+        "outcome": _outcome(event.status),
         "outcomeDesc": f"HTTP {event.status}" + (f": {event.detail}" if event.detail else ""),
-        "agent": [{
-            "type": {"coding": [{"system": _DCM, "code": "110153", "display": "Source Role ID"}]},
-            "who": {"identifier": {"system": USER if not a or a.kind == "user" else CLIENT,
-                                   "value": a.subject if a else (event.who or "anonymous")}},
-            "requestor": True,
-            **({"role": [{"text": a.role}]} if a and a.role else {}),
-            **({"location": {"reference": f"Organization/{a.org}"}} if a and a.org else {}),
-            **({"purposeOfUse": [{"coding": [{"system": _PURPOSE, "code": a.purpose}],
-                                  **({"text": event.reason} if event.reason else {})}]}
-               if a and a.purpose else {}),
-            **({"network": {"address": event.address, "type": "2"}} if event.address else {}),
-        }],
-        "source": {"observer": {"display": "songkhoe"},
-                   "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type",
-                             "code": "4", "display": "Application Server"}]},
-        "entity": [{"what": {"reference": event.entity}} if event.entity else
-                   {"what": {"display": f"{event.method} {event.path}"}}],
+        "agent": _agents(event.access, event.who, event.address, event.reason),
+        "source": _SOURCE,
+        "entity": _entities(event),
     }
+
+
+def _outcome(status: int) -> str:
+    return "0" if status < 400 else ("4" if status < 500 else "8")
+
+
+def _subtype(interaction: str) -> dict[str, str]:
+    login = interaction in ("login", "token")
+    return {"system": _INTERACTION if not login else _DCM,
+            "code": interaction if not login else "110122", "display": interaction}
+
+
+def _agents(a: AccessContext | None, who: str | None, address: str | None,
+            reason: str | None) -> list[dict[str, Any]]:
+    """The requestor (and the client application a user acted through)."""
+    requestor: dict[str, Any] = {
+        "type": {"coding": [{"system": _DCM, "code": "110153", "display": "Source Role ID"}]},
+        "who": {"identifier": {"system": USER if not a or a.kind == "user" else CLIENT,
+                               "value": a.subject if a else (who or "anonymous")}},
+        "requestor": True,
+        **({"role": [{"text": a.role}]} if a and a.role else {}),
+        **({"location": {"reference": f"Organization/{a.org}"}} if a and a.org else {}),
+        **({"purposeOfUse": [{"coding": [{"system": _PURPOSE, "code": a.purpose}],
+                              **({"text": reason} if reason else {})}]}
+           if a and a.purpose else {}),
+        **({"network": {"address": address, "type": "2"}} if address else {}),
+    }
+    if a and a.break_glass:
+        requestor["policy"] = [BREAK_GLASS, *([TOKEN + a.token_id] if a.token_id else [])]
+    agents = [requestor]
+    if a and a.client_id:
+        agents.append({"who": {"identifier": {"system": CLIENT, "value": a.client_id}},
+                       "requestor": False})
+    return agents
+
+
+def _entities(event: Event) -> list[dict[str, Any]]:
+    """What the request was about, and the Patient a search names."""
+    first: dict[str, Any] = ({"what": {"reference": event.entity}} if event.entity else
+                             {"what": {"display": f"{event.method} {event.path}"}})
     if event.query:
-        resource["entity"][0]["query"] = base64.b64encode(event.query.encode()).decode()
-        resource["entity"][0]["description"] = event.query
+        first["query"] = base64.b64encode(event.query.encode()).decode()
+        first["description"] = event.query
+    entities = [first]
     patient = _named_patient(event)
     if patient is not None:
-        resource["entity"].append({
+        entities.append({
             "what": {"reference": f"Patient/{patient}"},
             "type": {"system": _ENTITY_TYPE, "code": "1", "display": "Person"},
             "role": {"system": _OBJECT_ROLE, "code": "1", "display": "Patient"}})
-    if a and a.break_glass:
-        resource["agent"][0]["policy"] = [BREAK_GLASS, *([TOKEN + a.token_id]
-                                                         if a.token_id else [])]
-    if a and a.client_id:
-        resource["agent"].append({"who": {"identifier": {"system": CLIENT,
-                                                         "value": a.client_id}},
-                                  "requestor": False})
-    return resource
+    return entities
 
 
 def _named_patient(event: Event) -> str | None:
@@ -186,21 +208,20 @@ def search_columns(resource: dict[str, Any]) -> tuple[str | None, ...]:
     entry is in one index for the fact, not two), type and subtype codes, action, outcome,
     network address, the first policy that is not a token and the token id. The schema version
     4 migration (``store.schema._v4``) applies the same rules in SQL."""
-    agents = resource["agent"]
+    agent, client, role, org, address, policy, token = _agent_columns(resource["agent"])
+    entity, patient = _entity_columns(resource["entity"])
+    return (agent, client, role, org, entity, patient, resource["type"]["code"],
+            resource["subtype"][0]["code"], resource["action"], resource["outcome"], address,
+            policy, token)
+
+
+def _agent_columns(agents: list[dict[str, Any]]) -> tuple[str | None, ...]:
+    """agent, client, role, org, address, policy and token of ``search_columns``."""
     first = agents[0]
     who = first["who"]["identifier"]
     client = who["value"] if who["system"] == CLIENT else (
         agents[1]["who"]["identifier"]["value"] if len(agents) > 1 else None)
     org = first.get("location", {}).get("reference", "")
-    patient = None
-    entity = resource["entity"][0]["what"].get("reference")
-    if entity is not None and entity.startswith("Patient/"):
-        entity = None
-    for entity_ in resource["entity"]:
-        ref = entity_["what"].get("reference", "")
-        if ref.startswith("Patient/"):
-            patient = ref[8:]
-            break
     policy = token = None
     for uri in first.get("policy", ()):
         if uri.startswith(TOKEN):
@@ -209,9 +230,61 @@ def search_columns(resource: dict[str, Any]) -> tuple[str | None, ...]:
             policy = uri
     return (who["value"], client, first["role"][0]["text"] if "role" in first else None,
             org[13:] if org.startswith("Organization/") else None,
-            entity, patient, resource["type"]["code"],
-            resource["subtype"][0]["code"], resource["action"], resource["outcome"],
             first.get("network", {}).get("address"), policy, token)
+
+
+def _entity_columns(entities: list[dict[str, Any]]) -> tuple[str | None, str | None]:
+    """entity and patient of ``search_columns``."""
+    entity = entities[0]["what"].get("reference")
+    if entity is not None and entity.startswith("Patient/"):
+        entity = None
+    for entity_ in entities:
+        ref = entity_["what"].get("reference", "")
+        if ref.startswith("Patient/"):
+            return entity, ref[8:]
+    return entity, None
+
+
+@lru_cache(maxsize=4096)
+def _agent_part(a: AccessContext | None, who: str | None, address: str | None,
+                reason: str | None) -> tuple[bytes, tuple[str | None, ...]]:
+    """The canonical JSON of the agents and their search columns: the same for every request
+    of one token from one address, so built once."""
+    agents = _agents(a, who, address, reason)
+    return canonical(agents), _agent_columns(agents)
+
+
+@lru_cache(maxsize=64)
+def _fixed_part(interaction: str) -> tuple[bytes, bytes, bytes, str, str, str]:
+    """``action``, ``subtype`` and ``type`` as canonical JSON, and their codes."""
+    action = ACTIONS.get(interaction.split("-")[0], "E")
+    subtype = _subtype(interaction)
+    kind = _LOGIN_TYPE if interaction in ("login", "token") else _REST_TYPE
+    return (canonical(action), canonical([subtype]), canonical(kind), action, subtype["code"],
+            kind["code"])
+
+
+_SOURCE_JSON = canonical(_SOURCE)
+
+
+def entry(event: Event, recorded_us: int) -> tuple[bytes, tuple[str | None, ...]]:
+    """``canonical(audit_event(event, t))`` and ``search_columns`` of it, for the instant
+    ``recorded_us`` (µs since the epoch), assembled from cached parts in sorted key order."""
+    agents, (agent, client, role, org, address, policy, token) = _agent_part(
+        event.access, event.who, event.address, event.reason)
+    action, subtype, kind, action_code, subtype_code, kind_code = _fixed_part(event.interaction)
+    entities = _entities(event)
+    entity, patient = _entity_columns(entities)
+    outcome = _outcome(event.status)
+    recorded = (_EPOCH + timedelta(microseconds=recorded_us)).isoformat().replace("+00:00", "Z")
+    content = b"".join((
+        b'{"action":', action, b',"agent":', agents, b',"entity":', canonical(entities),
+        b',"outcome":"', outcome.encode(), b'","outcomeDesc":',
+        orjson.dumps(f"HTTP {event.status}" + (f": {event.detail}" if event.detail else "")),
+        b',"recorded":"', recorded.encode(), b'","resourceType":"AuditEvent","source":',
+        _SOURCE_JSON, b',"subtype":', subtype, b',"type":', kind, b"}"))
+    return content, (agent, client, role, org, entity, patient, kind_code, subtype_code,
+                     action_code, outcome, address, policy, token)
 
 
 def stated_reason(resource: dict[str, Any]) -> str | None:
@@ -301,8 +374,7 @@ class AuditLog:
         written at shutdown)."""
         with self._turn:
             queued = self._writing + self._waiting
-        return [canonical(audit_event(p.event, _EPOCH + timedelta(microseconds=p.now)))
-                for p in queued]
+        return [entry(p.event, p.now)[0] for p in queued]
 
     def _write_until(self, mine: list[Pending]) -> None:
         """Write batches until every entry of ``mine`` is committed; raise the error of a
@@ -361,11 +433,10 @@ class AuditLog:
                 # never earlier than the entry before it (an appender that waited for the
                 # lock, a clock stepped back): date searches read ranges of seq numbers
                 now = max(pending.now, floor)
-                resource = audit_event(event, _EPOCH + timedelta(microseconds=now))
-                content = canonical(resource)
+                content, columns = entry(event, now)
                 seq, floor = seq + 1, now
                 digest = chain_hash(prev, content)
-                rows.append((seq, now, content.decode(), prev, digest, *search_columns(resource)))
+                rows.append((seq, now, content.decode(), prev, digest, *columns))
                 prev = digest
             c.executemany(_INSERT, rows)
         for number, pending in enumerate(batch, seq - len(batch) + 1):
