@@ -98,16 +98,16 @@ def settle(tx: Tx, programmes: dict[str, Programme], patient_ids: list[str], *,
             retracted = {**_content(have), "status": _RETRACTABLE[key[0]]}
             tx.update(key[0], key[1], retracted)
             settled.written.append(retracted)
-    _store_status(tx, patient_ids, settled.status)
+    _store_status(tx, patient_ids, people, settled.status)
     return settled
 
 
-_STATUS_COLUMNS = ("patient", "programme", "kind", "eligible_from", "eligible_until",
+_STATUS_COLUMNS = ("patient", "programme", "org", "kind", "eligible_from", "eligible_until",
                    "enrolled", "last_visit", "next_due", "referral_due", "call_outcome",
                    "call_day", "call_again")
 
 
-def _store_status(tx: Tx, patient_ids: list[str],
+def _store_status(tx: Tx, patient_ids: list[str], people: dict[str, Facts],
                   status: dict[str, dict[str, ProgrammeStatus]]) -> None:
     """Replace the ``programme_status`` rows of ``patient_ids`` (a person no longer visible
     or deleted keeps no row)."""
@@ -115,10 +115,16 @@ def _store_status(tx: Tx, patient_ids: list[str],
         chunk = patient_ids[start:start + 500]
         tx.execute(f"DELETE FROM programme_status WHERE patient IN "
                    f"({', '.join('?' * len(chunk))})", chunk)
-    rows = [(pid, s.programme, s.kind, *(_iso(getattr(s, c)) for c in _STATUS_COLUMNS[3:]))
+    rows = [(pid, s.programme, _org(people[pid].patient), s.kind,
+             *(_iso(getattr(s, c)) for c in _STATUS_COLUMNS[4:]))
             for pid, by_programme in status.items() for s in by_programme.values()]
     if rows:
         tx.insert_rows("programme_status", _STATUS_COLUMNS, rows)
+
+
+def _org(patient: dict[str, Any]) -> str | None:
+    ref = str((patient.get("managingOrganization") or {}).get("reference", ""))
+    return ref[len("Organization/"):] if ref.startswith("Organization/") else None
 
 
 def _iso(value: Any) -> Any:

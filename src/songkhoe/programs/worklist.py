@@ -12,8 +12,9 @@ Lists (``LISTS``), for one programme, on a day:
 
 People a call found to have moved away or died (after their last visit) leave every list, as
 DHIS2's overdue lists do. The statement starts from the Organization's subtree (``org_tree``)
-and the Patients it manages (``owners``), so a commune's list reads only its people, and it
-carries the caller's access rule: nobody lists people they may not see.
+and reads that commune's rows of ``programme_status`` in due order (index ``(programme, org,
+next_due)``), so a commune's list reads only its people, and it carries the caller's access
+rule on the Patient: nobody lists people they may not see.
 """
 
 from __future__ import annotations
@@ -90,11 +91,11 @@ def worklist(tx: Tx, programme: Programme, kind: str, *, today: date,
     limit, limit_args = tx.read_limit("Patient")
     scope, scope_args = "", []
     if org is not None:
-        scope = "JOIN org_tree t ON t.org = o.org AND t.ancestor = ? "
+        scope = "JOIN org_tree t ON t.org = s.org AND t.ancestor = ? "
         scope_args = [org]
-    joins = (f"FROM owners o {scope}JOIN programme_status s ON s.patient = o.patient "
-             "JOIN resources r ON r.rid = o.rid ")
-    condition = f"WHERE o.type = 'Patient' AND NOT r.deleted AND {' AND '.join(where)}{limit}"
+    joins = (f"FROM programme_status s {scope}"
+             "JOIN resources r ON r.type = 'Patient' AND r.id = s.patient ")
+    condition = f"WHERE NOT r.deleted AND {' AND '.join(where)}{limit}"
     base_args = [*scope_args, *args, *limit_args]
     total = int(tx.execute(f"SELECT COUNT(*) {joins}{condition}", base_args).fetchone()[0])
     order_key = "COALESCE(s.next_due, '')"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .access import backfill_statements
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 @dataclass(frozen=True)
@@ -286,22 +286,56 @@ def _v5(t: Types) -> list[str]:
     """Programme status (``songkhoe.programs``): one row per person and programme that applies
     to them now or later, derived from their records in the transaction that writes them, so
     worklists are index reads. Dates are ISO ``YYYY-MM-DD`` text (ordered as dates).
-    ``eligible_from``/``eligible_until``: the ages that bound a screening programme, as dates;
-    ``next_due``: the next visit (the eligibility date when never seen); ``referral_due``: the
-    earliest open referral's end of window; ``call_*``: the latest call after the last visit
-    (outcome, day, day to call again). Rebuilt by ``songkhoe programmes run``."""
+    ``org``: the Patient's managing Organization (a worklist reads one commune's rows in due
+    order from ``programme_status_due``); ``eligible_from``/``eligible_until``: the ages that
+    bound a screening programme, as dates; ``next_due``: the next visit (the eligibility date
+    when never seen); ``referral_due``: the earliest open referral's end of window;
+    ``call_*``: the latest call after the last visit (outcome, day, day to call again).
+    Rebuilt by ``songkhoe programmes run``."""
     txt = t.text
     return [
         f"""CREATE TABLE programme_status (patient {txt} NOT NULL, programme {txt} NOT NULL,
-            kind {txt} NOT NULL, eligible_from {txt}, eligible_until {txt}, enrolled {txt},
-            last_visit {txt}, next_due {txt}, referral_due {txt}, call_outcome {txt},
-            call_day {txt}, call_again {txt}, PRIMARY KEY (patient, programme))""",
-        "CREATE INDEX programme_status_due ON programme_status (programme, next_due)",
+            org {txt}, kind {txt} NOT NULL, eligible_from {txt}, eligible_until {txt},
+            enrolled {txt}, last_visit {txt}, next_due {txt}, referral_due {txt},
+            call_outcome {txt}, call_day {txt}, call_again {txt},
+            PRIMARY KEY (patient, programme))""",
+        "CREATE INDEX programme_status_due ON programme_status (programme, org, next_due)",
+    ]
+
+
+def _v6(t: Types) -> list[str]:
+    """Bulk Data export jobs (``songkhoe.store.jobs``; Bulk Data Access IG 2.0.0 ``$export``),
+    kept in the database so that a job survives a restart of the server that accepted it.
+
+    - ``bulk_jobs``: one row per export, from kick-off until it is cancelled or expires.
+      ``status`` queued | running | completed | failed; ``owner`` who started it (``user:name``
+      or ``system:client``, NULL with security off); ``request`` the kick-off URL; ``access``
+      the caller's access context as JSON (the job runs under it, also after a restart);
+      ``params`` what to export (JSON); ``transaction_time`` (µs) is fixed when the job first
+      runs; ``progress`` the point to resume from (JSON), ``output`` the files written so far,
+      ``error`` why it failed (JSON); ``worker`` the process running it, whose ``heartbeat``
+      (µs) shows it alive — a job ``running`` without one for a while is taken over.
+    - ``bulk_job_patients``: the people a Group-level (or ``patient=``, or research) export is
+      limited to, probed by the reading statements.
+    - PostgreSQL: ``resources (type, last_updated, rid)``, the order exports read a type in
+      (keyset on ``(last_updated, rid)``, also for ``_since``); on SQLite
+      ``resources_type_updated`` already ends in the row id."""
+    txt, big = t.text, t.bigint
+    return [
+        f"""CREATE TABLE bulk_jobs (id {txt} PRIMARY KEY, status {txt} NOT NULL, owner {txt},
+            request {txt} NOT NULL, access {txt}, params {txt} NOT NULL,
+            transaction_time {big}, progress {txt}, output {txt}, error {txt}, worker {txt},
+            heartbeat {big}, created {big} NOT NULL, updated {big} NOT NULL)""",
+        "CREATE INDEX bulk_jobs_status ON bulk_jobs (status, created)",
+        f"""CREATE TABLE bulk_job_patients (job {txt} NOT NULL, patient {txt} NOT NULL,
+            PRIMARY KEY (job, patient))""",
+        *(["CREATE INDEX resources_type_updated_rid ON resources (type, last_updated, rid)"]
+          if t.backend == "postgres" else []),
     ]
 
 
 # MIGRATIONS[n] takes a database at version n to version n + 1.
-MIGRATIONS = {0: _v1, 1: _v2, 2: _v3, 3: _v4, 4: _v5}
+MIGRATIONS = {0: _v1, 1: _v2, 2: _v3, 3: _v4, 4: _v5, 5: _v6}
 
 
 class SchemaTooNew(RuntimeError):
