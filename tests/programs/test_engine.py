@@ -36,6 +36,13 @@ def bp(sbp: float, dbp: float, day: str, id_: str | None = None) -> dict[str, An
             "component": [comp("8480-6", sbp), comp("8462-4", dbp)]}
 
 
+def quantity(code: str, value: float, unit: str, day: str) -> dict[str, Any]:
+    return {"resourceType": "Observation", "id": f"{code}-{day}", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "subject": {"reference": "Patient/p1"}, "effectiveDateTime": day,
+            "valueQuantity": {"value": value, "unit": unit,
+                              "system": "http://unitsofmeasure.org", "code": unit}}
+
 def hypertension(day: str) -> dict[str, Any]:
     return {"resourceType": "Condition", "id": "c-htn",
             "clinicalStatus": {"coding": [{
@@ -215,12 +222,7 @@ def test_evaluating_again_with_its_own_outputs_changes_nothing(
 
 
 def test_the_next_visit_can_depend_on_the_last_visits_risk_score() -> None:
-    def obs(code: str, value: float, unit: str, day: str) -> dict[str, Any]:
-        return {"resourceType": "Observation", "id": f"{code}-{day}", "status": "final",
-                "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
-                "subject": {"reference": "Patient/p1"}, "effectiveDateTime": day,
-                "valueQuantity": {"value": value, "unit": unit,
-                                  "system": "http://unitsofmeasure.org", "code": unit}}
+    obs = quantity
     cvd = PROGRAMMES["cvd-risk"]
     day = "2026-06-01"
     never = {"resourceType": "Observation", "id": "smoking", "status": "final",
@@ -238,13 +240,6 @@ def test_the_next_visit_can_depend_on_the_last_visits_risk_score() -> None:
     assert result.status["cvd-risk"].next_due == date(2026, 6, 1) + timedelta(days=interval.days)
     assert interval.days < cvd.intervals[-1].days
 
-
-def quantity(code: str, value: float, unit: str, day: str) -> dict[str, Any]:
-    return {"resourceType": "Observation", "id": f"{code}-{day}", "status": "final",
-            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
-            "subject": {"reference": "Patient/p1"}, "effectiveDateTime": day,
-            "valueQuantity": {"value": value, "unit": unit,
-                              "system": "http://unitsofmeasure.org", "code": unit}}
 
 
 @pytest.mark.parametrize("glucose, unit, confirm", [
