@@ -149,3 +149,49 @@ def test_worklists_follow_calls_and_stay_inside_the_callers_scope(store: Any) ->
             break
         cursor = page.next_cursor
     assert seen == [e.patient for e in after.entries]
+
+
+def test_concurrent_check_ups_of_one_person_both_count(store: Any) -> None:
+    """Two transactions record a visit of the same person at the same moment: whichever
+    commits last derives from both (the derivation locks the Patient first). On SQLite the
+    writers queue for the one write lock, so only PostgreSQL can hold both open at once."""
+    import threading
+
+    store.derive = Online(PROGRAMMES)
+    with store.transaction() as tx:
+        tx.create({"resourceType": "Patient", "birthDate": "1960-01-01", "gender": "male"},
+                  id="pc")
+
+    def bp(day: str) -> dict[str, Any]:
+        comp = [{"code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                 "valueQuantity": {"value": value, "unit": "mm[Hg]",
+                                   "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}}
+                for code, value in (("8480-6", 150), ("8462-4", 95))]
+        return {"resourceType": "Observation", "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+                "subject": {"reference": "Patient/pc"}, "effectiveDateTime": day,
+                "component": comp}
+
+    for round_ in range(3):
+        days = [f"2026-0{round_ + 1}-10", f"2026-0{round_ + 1}-01"]
+        together = store.backend.name == "postgres"
+        barrier = threading.Barrier(2 if together else 1)
+        errors: list[BaseException] = []
+
+        def visit(day: str) -> None:
+            try:
+                with store.transaction() as tx:
+                    tx.create(bp(day))
+                    barrier.wait(timeout=30)  # both written, neither settled nor committed
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+        threads = [threading.Thread(target=visit, args=(d,)) for d in days]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        with store.reading() as tx:
+            last = tx.execute("SELECT last_visit FROM programme_status WHERE patient = 'pc' "
+                              "AND programme = 'hypertension-screening'").fetchone()[0]
+        assert last == days[0]

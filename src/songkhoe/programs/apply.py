@@ -25,8 +25,8 @@ from typing import Any
 
 import orjson
 
-from songkhoe.programs.definition import Programme
 from songkhoe.fhir.outcome import FhirError, Issue
+from songkhoe.programs.definition import Programme
 from songkhoe.programs.engine import (INPUT_TYPES, OUTPUT_TYPES, TAG, Facts, ProgrammeStatus,
                                       Unusable, evaluate, item_value, items_due)
 from songkhoe.store.engine import Tx
@@ -76,6 +76,7 @@ def settle(tx: Tx, programmes: dict[str, Programme], patient_ids: list[str], *,
     """``strict``: refuse (422) a result written by this transaction that a programme cannot
     use — a unit not accepted, a value outside the plausible range (the online path)."""
     settled = Settled()
+    tx.lock("Patient", patient_ids)  # concurrent writers for a person settle one after another
     people = load_facts(tx, patient_ids)
     for pid, facts in people.items():
         if strict:

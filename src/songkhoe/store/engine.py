@@ -471,6 +471,18 @@ class Tx(Operations):
             raise gone(f"{type}/{id} was deleted (version {row[0]})")
         return Stored(type, id, row[0], from_us(row[1]), bytes(row[2]), row[3])
 
+    def lock(self, rtype: str, ids: list[str]) -> None:
+        """Hold the rows of ``ids`` until this transaction ends (PostgreSQL ``FOR UPDATE``, in
+        row order so two lockers never deadlock; SQLite's single writer holds everything):
+        a derivation reading a person's records then sees every earlier writer's commit."""
+        if not ids or not self._lock:
+            return
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            self._sql(f"SELECT rid FROM resources WHERE type = ? AND id IN "
+                      f"({', '.join('?' * len(chunk))}) ORDER BY rid{self._lock}",
+                      [rtype, *chunk]).fetchall()
+
     def patient_ids(self, since: datetime | None = None) -> list[str]:
         """Ids of the live Patients; with ``since``, only those with a record in their
         compartment written at or after it (deletions included)."""
