@@ -14,6 +14,7 @@ from typing import Any
 ENV_DB = "SONGKHOE_DB"
 ENV_MAX_BODY = "SONGKHOE_MAX_BODY_BYTES"
 ENV_NO_AUTH = "SONGKHOE_INSECURE_NO_AUTH"
+ENV_EXPORT_DIR = "SONGKHOE_EXPORT_DIR"  # also read by ``songkhoe serve`` as --export-dir's default
 
 
 def _app_from_env() -> Any:
@@ -24,7 +25,7 @@ def _app_from_env() -> Any:
     store = open_store(os.environ.get(ENV_DB) or None)
     store.derive = _programmes()
     return create_app(store, max_body_bytes=int(os.environ[ENV_MAX_BODY]),
-                      extra_routes=_app_api(store),
+                      extra_routes=_app_api(store), export=os.environ[ENV_EXPORT_DIR],
                       auth=None if os.environ.get(ENV_NO_AUTH) == "1" else _auth(store))
 
 
@@ -45,6 +46,10 @@ def serve(args: argparse.Namespace) -> int:
     store.derive = _programmes()  # refuses to start on a definition error
     shown_host = "localhost" if args.host in ("0.0.0.0", "127.0.0.1", "::") else args.host
     print(f"songkhoe: database {db.split('@')[-1] if '@' in db else db}", flush=True)
+    from songkhoe.rest.export_worker import default_directory
+
+    export_dir = str(args.export_dir or os.environ.get(ENV_EXPORT_DIR) or default_directory(db))
+    print(f"songkhoe: Bulk Data export files in {export_dir}", flush=True)
     auth = None if args.insecure_no_auth else _auth(store)
     if auth is None:
         print("songkhoe: WARNING: security is OFF (--insecure-no-auth): anyone who can reach "
@@ -74,12 +79,13 @@ def serve(args: argparse.Namespace) -> int:
         os.environ[ENV_DB] = db
         os.environ[ENV_MAX_BODY] = str(max_body)
         os.environ[ENV_NO_AUTH] = "1" if auth is None else "0"
+        os.environ[ENV_EXPORT_DIR] = export_dir
         uvicorn.run("songkhoe.cli:_app_from_env", factory=True, workers=args.workers, **common)
     else:
         from songkhoe.rest.app import create_app
 
         uvicorn.run(create_app(store, max_body_bytes=max_body, auth=auth,
-                               extra_routes=_app_api(store)), **common)
+                               extra_routes=_app_api(store), export=export_dir), **common)
     return 0
 
 
@@ -270,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--demo-communes", type=int, default=5, metavar="N")
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="serve without authentication or audit (tests and local tools only)")
+    p.add_argument("--export-dir", metavar="DIR",
+                   help=f"where Bulk Data $export writes its NDJSON files (default: "
+                        f"${ENV_EXPORT_DIR}, else beside the database: <file>.db-exports, or "
+                        "exports/ in the user's data directory)")
     p.set_defaults(run=serve)
 
     p = commands.add_parser("import", help="load NDJSON files or Bundles into the store")

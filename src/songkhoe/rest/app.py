@@ -52,6 +52,7 @@ from songkhoe.rest import (
 )
 from songkhoe.rest.audit_batch import AuditBatcher
 from songkhoe.rest.auth_routes import AuthEndpoints
+from songkhoe.rest.bulk_export import BulkExport
 from songkhoe.rest.errors import error_response, internal_error_response
 from songkhoe.rest.exchange import (
     FORMAT_PARAMS,
@@ -101,6 +102,7 @@ class FhirApi:
         self.prefix = prefix.rstrip("/")
         self.types = definitions.resource_types()
         self.direct_reads = direct_reads
+        self.bulk_export = False  # $export served (``bulk_export``): advertised in metadata
         self._capabilities: dict[str | None, bytes] = {}
 
     # --- dispatch (HTTP and Bundle entries) ---------------------------------------------------
@@ -149,7 +151,8 @@ class FhirApi:
         key = self.base_url or base
         cached = self._capabilities.get(key)
         if cached is None:
-            cached = self._capabilities[key] = capabilities.capability_bytes(key)
+            cached = self._capabilities[key] = capabilities.capability_bytes(
+                key, bulk=self.bulk_export)
         return cached
 
     # --- HTTP ---------------------------------------------------------------------------------
@@ -340,7 +343,7 @@ def _too_large(size: int, limit: int) -> FhirError:
 def create_app(store: Any, *, base_url: str | None = None,
                max_body_bytes: int = DEFAULT_MAX_BODY, prefix: str = "/fhir",
                direct_reads: bool = True, auth: Any = None,
-               extra_routes: list[Route] | None = None) -> Starlette:
+               extra_routes: list[Route] | None = None, export: Any = None) -> Starlette:
     """A Starlette app serving the FHIR REST API for ``store`` under ``prefix``.
 
     ``base_url`` fixes the service base used in ``Location``, ``fullUrl`` and links (default:
@@ -353,6 +356,8 @@ def create_app(store: Any, *, base_url: str | None = None,
     interaction, and every request is audited (``guard``). ``songkhoe serve`` always passes
     one; without it the API is open — for embedding in tests and tools only.
     ``extra_routes`` (the app API) are served beside the FHIR API, behind the same guard.
+    ``export`` (an ``export_worker.ExportConfig``, or the directory for the files) serves
+    Bulk Data ``$export`` (``bulk_export``); its worker runs during the app's lifespan.
     """
     api = FhirApi(store, base_url=base_url, max_body_bytes=max_body_bytes, prefix=prefix,
                   direct_reads=direct_reads)
@@ -368,19 +373,32 @@ def create_app(store: Any, *, base_url: str | None = None,
         middleware.append(Middleware(AuthGuard, auth=auth, fhir_prefix=api.prefix,
                                      types=api.types, public=public, audit_writer=audit_writer))
     routes += list(extra_routes or [])
+    exporter = None
+    if export is not None:
+        exporter = BulkExport(store, export, audit=auth.audit if auth is not None else None,
+                              prefix=api.prefix)
+        routes += exporter.routes()  # before the FHIR endpoint's catch-all
+        api.bulk_export = True
     routes += [Route(api.prefix or "/", endpoint), Route(f"{api.prefix}/{{path:path}}", endpoint)]
     app = Starlette(routes=routes, middleware=middleware, lifespan=_lifespan)
     app.state.fhir = api
     app.state.auth = auth
     app.state.audit_writer = audit_writer
+    app.state.exporter = exporter
     return app
 
 
 @asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
-    """At shutdown, after the last request: commit the AuditEvents still queued. If that
-    fails, each one goes to the error log rather than nowhere."""
+    """At start, the Bulk Data export worker (if any); at shutdown, after the last request:
+    stop it, then commit the AuditEvents still queued. If that fails, each one goes to the
+    error log rather than nowhere."""
+    exporter = app.state.exporter
+    if exporter is not None:
+        exporter.start()
     yield
+    if exporter is not None:
+        await run_in_threadpool(exporter.stop)
     writer = app.state.audit_writer
     if writer is None:
         return

@@ -6,7 +6,10 @@ per app from what this code does: every R4 resource type from ``songkhoe.fhir.de
 the interactions of ``routing.py``, the search parameters the store compiles (parameter types
 string, token, reference, date, number, quantity and uri, plus ``_id`` and ``_lastUpdated``;
 composite and special parameters are not offered), ``$validate`` on every type and
-``$everything`` on Patient; JSON only.
+``$everything`` on Patient; JSON only. With Bulk Data export served (``bulk=True``): the
+``$export`` operations at system, Patient and Group level with the IG's OperationDefinitions,
+and ``instantiates`` the IG's CapabilityStatement (Bulk Data Access IG 2.0.0,
+http://hl7.org/fhir/uv/bulkdata/STU2/CapabilityStatement-bulk-data.html).
 """
 
 from __future__ import annotations
@@ -33,6 +36,13 @@ VALIDATE = {"name": "validate",
 EVERYTHING = {"name": "everything",
               "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}
 
+#: Bulk Data Access IG 2.0.0: the CapabilityStatement a server instantiates, the operations.
+BULK_DATA = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"
+_BULK = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
+EXPORT = {"name": "export", "definition": f"{_BULK}export"}
+PATIENT_EXPORT = {"name": "export", "definition": f"{_BULK}patient-export"}
+GROUP_EXPORT = {"name": "export", "definition": f"{_BULK}group-export"}
+
 _INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance",
                  "history-type", "create", "search-type")
 
@@ -50,12 +60,15 @@ def search_params(rtype: str) -> list[dict[str, Any]]:
     return out
 
 
-def _resource(rtype: str) -> dict[str, Any]:
+def _resource(rtype: str, bulk: bool = False) -> dict[str, Any]:
     if rtype == "AuditEvent":  # served from the append-only audit log (``audit_events``)
         return {"type": rtype, "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
                 "interaction": [{"code": c} for c in ("read", "vread", "search-type")],
                 "versioning": "no-version", "readHistory": False, "updateCreate": False,
                 "searchParam": search_params(rtype)}
+    operations = [VALIDATE, EVERYTHING] if rtype == "Patient" else [VALIDATE]
+    if bulk and rtype in ("Patient", "Group"):
+        operations.append(PATIENT_EXPORT if rtype == "Patient" else GROUP_EXPORT)
     return {
         "type": rtype,
         "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
@@ -69,17 +82,18 @@ def _resource(rtype: str) -> dict[str, Any]:
         "conditionalDelete": "single",
         "referencePolicy": ["literal", "local"],
         "searchParam": search_params(rtype),
-        "operation": [VALIDATE, EVERYTHING] if rtype == "Patient" else [VALIDATE],
+        "operation": operations,
     }
 
 
-def capability_statement(base: str | None) -> dict[str, Any]:
-    """The CapabilityStatement; ``base`` is the service base URL when it is fixed."""
+def capability_statement(base: str | None, *, bulk: bool = False) -> dict[str, Any]:
+    """The CapabilityStatement; ``base`` is the service base URL when it is fixed; ``bulk``:
+    Bulk Data export is served."""
     now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     implementation: dict[str, Any] = {"description": "songkhoe FHIR R4 server"}
     if base:
         implementation["url"] = base
-    return {
+    statement: dict[str, Any] = {
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": now,
@@ -94,13 +108,17 @@ def capability_statement(base: str | None) -> dict[str, Any]:
             "mode": "server",
             "documentation": "Bundles of type batch and transaction are processed at the "
                              "service base; search pages through next/previous links.",
-            "resource": [_resource(t) for t in sorted(definitions.resource_types())],
+            "resource": [_resource(t, bulk) for t in sorted(definitions.resource_types())],
             "interaction": [{"code": "transaction"}, {"code": "batch"},
                             {"code": "search-system"}, {"code": "history-system"}],
             "searchParam": [dict(p) for p in COMMON],
         }],
     }
+    if bulk:
+        statement["instantiates"] = [BULK_DATA]
+        statement["rest"][0]["operation"] = [EXPORT]
+    return statement
 
 
-def capability_bytes(base: str | None) -> bytes:
-    return orjson.dumps(capability_statement(base))
+def capability_bytes(base: str | None, *, bulk: bool = False) -> bytes:
+    return orjson.dumps(capability_statement(base, bulk=bulk))
