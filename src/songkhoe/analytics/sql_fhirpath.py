@@ -5,11 +5,11 @@ SQL on FHIR v2 names the FHIRPath subset a view runner must support: the ViewDef
 (https://build.fhir.org/ig/FHIR/sql-on-fhir-v2/StructureDefinition-ViewDefinition.html),
 "FHIRPath Functionality": paths, ``where``/``exists``/``empty``/``first``/``join``/``ofType``/
 ``extension``/``not``, boolean logic, comparison and math operators, indexers, constants
-(``%name``) and the view functions ``getResourceKey()`` / ``getReferenceKey([type])``. This
-module compiles that subset (and ``last``, ``count``, ``single``, ``tail``, ``skip``, ``take``,
-``in``/``contains``, ``&``) to DuckDB SQL; anything else raises :class:`Unsupported`, and
-the runner then evaluates the whole view with the reference evaluator (see
-:mod:`.duckdb_runner`).
+(``%name``), the view functions ``getResourceKey()`` / ``getReferenceKey([type])`` and
+(experimental) ``lowBoundary()``/``highBoundary()``. This module compiles that subset (and
+``last``, ``count``, ``single``, ``tail``, ``skip``, ``take``, ``in``/``contains``, ``&``,
+``is``/``as``) to DuckDB SQL; anything else raises :class:`Unsupported`, and the runner then
+evaluates the whole view with the reference evaluator (see :mod:`.duckdb_runner`).
 
 Data model. A resource is read once, with the R4 model (:mod:`songkhoe.fhir.definitions`), into
 a DuckDB ``STRUCT`` holding only the elements the view's expressions reach (the
@@ -40,11 +40,12 @@ Semantics kept from FHIRPath N1 and the reference evaluator (:mod:`songkhoe.fhir
   the JSON keys of the choice types that are ``T`` or derive from it (``valueQuantity``);
   on other values it is decided from the model's type at compile time.
 
-Not modelled (the view falls back): choice elements without ``ofType``, elements the R4 model
+Not modelled (the view falls back): choice elements without ``ofType`` (but for ``exists()``,
+``empty()`` and ``is``), elements the R4 model
 does not know, ``repeat``, complex values in columns, Quantity arithmetic and comparison, the
-``_name`` extension of primitives, and the N1 functions outside the list above (including
-``lowBoundary()``/``highBoundary()``, whose decimal form needs the number of decimal places as
-written, which a ``DOUBLE`` does not keep).
+``_name`` extension of primitives, the N1 functions outside the list above, and the
+boundaries of a decimal (they need its number of decimal places as written, which a ``DOUBLE``
+does not keep) or with a precision argument.
 """
 
 from __future__ import annotations
@@ -344,6 +345,35 @@ MACROS: tuple[str, ...] = (
      "  WHEN q.a[1:least(len(q.a), len(q.b))] < q.b[1:least(len(q.a), len(q.b))] THEN -1 "
      "  WHEN q.a[1:least(len(q.a), len(q.b))] > q.b[1:least(len(q.a), len(q.b))] THEN 1 "
      "  WHEN len(q.a) = len(q.b) THEN 0 END)[1]"),
+    # lowBoundary()/highBoundary() of a date, dateTime or time text (FHIRPath 2.0, as
+    # temporal.boundary): missing components at their least/greatest, a dateTime without an
+    # offset at +14:00 (low) or -12:00 (high); NULL when the text is not a valid value
+    ("CREATE OR REPLACE TEMP MACRO sof_month(p, high) AS "
+     "CASE WHEN p.mo <> '' THEN p.mo WHEN high THEN '12' ELSE '01' END"),
+    ("CREATE OR REPLACE TEMP MACRO sof_day(p, high) AS "
+     "CASE WHEN p.d <> '' THEN p.d WHEN high THEN lpad(CAST(day(last_day(make_date("
+     "TRY_CAST(p.y AS BIGINT), TRY_CAST(sof_month(p, high) AS BIGINT), 1))) AS VARCHAR), 2, "
+     "'0') ELSE '01' END"),
+    ("CREATE OR REPLACE TEMP MACRO sof_clock(p, high) AS "
+     "concat(CASE WHEN p.h <> '' THEN p.h WHEN high THEN '23' ELSE '00' END, ':', "
+     " CASE WHEN p.mi <> '' THEN p.mi WHEN high THEN '59' ELSE '00' END, ':', "
+     " CASE WHEN p.s <> '' THEN p.s WHEN high THEN '59' ELSE '00' END, '.', "
+     " CASE WHEN p.f <> '' THEN left(p.f || '000', 3) WHEN high THEN '999' ELSE '000' END)"),
+    ("CREATE OR REPLACE TEMP MACRO sof_date_boundary(v, high) AS list_transform("
+     f"[regexp_extract(v, {literal('^' + _DATE_RE + '$')}, ['y', 'mo', 'd'])], lambda p: "
+     "CASE WHEN sof_date_key(v) IS NULL THEN NULL "
+     " ELSE concat(p.y, '-', sof_month(p, high), '-', sof_day(p, high)) END)[1]"),
+    ("CREATE OR REPLACE TEMP MACRO sof_dt_boundary(v, high) AS list_transform("
+     f"[regexp_extract(v, {literal('^' + _DATETIME_RE + '$')}, "
+     "['y', 'mo', 'd', 'h', 'mi', 's', 'f', 'tz'])], lambda p: "
+     "CASE WHEN sof_dt_key(v) IS NULL THEN NULL "
+     " ELSE concat(p.y, '-', sof_month(p, high), '-', sof_day(p, high), 'T', "
+     "  sof_clock(p, high), CASE WHEN p.tz = '' THEN (CASE WHEN high THEN '-12:00' "
+     "  ELSE '+14:00' END) WHEN p.tz = '-00:00' THEN '+00:00' ELSE p.tz END) END)[1]"),
+    ("CREATE OR REPLACE TEMP MACRO sof_time_boundary(v, high) AS list_transform("
+     f"[regexp_extract(v, {literal('^' + _TIME_RE + '$')}, ['h', 'mi', 's', 'f'])], "
+     "lambda p: CASE WHEN sof_time_key(v) IS NULL THEN NULL "
+     " ELSE sof_clock(p, high) END)[1]"),
 )
 
 
@@ -948,6 +978,21 @@ def _f_reference_key(c: ExpressionCompiler, node: s.Function, v: Val, scope: Sco
     return Val(f"[{key(x)} for {x} in {ref.sql} if {key(x)} IS NOT NULL]", True, "id")
 
 
+def _boundary(high: bool) -> Handler:
+    def boundary(c: ExpressionCompiler, node: s.Function, v: Val, scope: Scope) -> Val:
+        """``lowBoundary()``/``highBoundary()`` of a date, dateTime or time (without the
+        precision argument); a decimal's needs its places as written, which a DOUBLE lost."""
+        kind = _kind(v.fhir_type)
+        macro = {"date": "sof_date_boundary", "dateTime": "sof_dt_boundary",
+                 "time": "sof_time_boundary"}.get(kind or "")
+        if macro is None or node.args:
+            raise c.fail(scope, f"{node.name}({'...' if node.args else ''}) of "
+                                f"{v.fhir_type} is not supported")
+        one = c.single(v, scope, f"{node.name}()")
+        return Val(f"{macro}({one}, {'true' if high else 'false'})", False, kind)
+    return boundary
+
+
 _FUNCTIONS: dict[str, tuple[Handler, tuple[int, ...]]] = {
     "where": (_f_where, (1,)),
     "exists": (_f_exists, (0, 1)),
@@ -964,4 +1009,6 @@ _FUNCTIONS: dict[str, tuple[Handler, tuple[int, ...]]] = {
     "extension": (_f_extension, (1,)),
     "getResourceKey": (_f_resource_key, (0,)),
     "getReferenceKey": (_f_reference_key, (0, 1)),
+    "lowBoundary": (_boundary(False), (0, 1)),
+    "highBoundary": (_boundary(True), (0, 1)),
 }
