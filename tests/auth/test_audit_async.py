@@ -70,10 +70,6 @@ class Held:
 def test_a_read_is_answered_before_its_audit_event_is_committed(http, auth, token, pid,
                                                                 monkeypatch) -> None:
     before = _committed(auth)
-    # the writer in a thread, as on PostgreSQL: held there, it cannot hold the event loop
-    # (on the loop — SQLite — it runs after the answer is written, which the test client,
-    # unlike a socket, delivers only once the loop is free)
-    http.app.state.audit_writer.inline = False
     held = Held(auth, monkeypatch)
     r = http.get(f"/fhir/Patient/{pid}", headers=_bearer(token))
     assert r.status_code == 200
@@ -197,7 +193,7 @@ def test_the_writer_retries_answered_entries_until_they_are_written(auth, monkey
     before = auth.audit.head()[0]
 
     async def scenario() -> None:
-        batcher = AuditBatcher(auth.audit, inline=True)
+        batcher = AuditBatcher(auth.audit, window=0)
         batcher.queue(_event(1))
         batcher.queue(_event(2))
         others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
@@ -212,7 +208,7 @@ def test_the_writer_retries_answered_entries_until_they_are_written(auth, monkey
 
 def test_backpressure_a_full_queue_is_written_before_the_next_request_answers(auth) -> None:
     async def scenario() -> tuple[bool, int, bool]:
-        batcher = AuditBatcher(auth.audit, inline=True, limit=2)
+        batcher = AuditBatcher(auth.audit, limit=2)
         batcher.queue(_event(1))
         batcher.queue(_event(2))  # no await yet: the writer has not run
         full = not batcher.accepting()
@@ -222,3 +218,30 @@ def test_backpressure_a_full_queue_is_written_before_the_next_request_answers(au
     before = auth.audit.head()[0]
     full, seq, accepting = asyncio.run(scenario())
     assert full and accepting and seq == before + 3 and auth.audit.pending() == 0
+
+
+def test_answered_entries_of_one_moment_share_a_commit_without_further_requests(
+        auth, monkeypatch) -> None:
+    batches: list[int] = []
+    real = auth.audit._append
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        written: asyncio.Future[None] = loop.create_future()
+
+        def appended(batch: Any) -> None:
+            real(batch)
+            batches.append(len(batch))
+            loop.call_soon_threadsafe(written.set_result, None)
+
+        monkeypatch.setattr(auth.audit, "_append", appended)
+        batcher = AuditBatcher(auth.audit, window=0.005)
+        for n in range(3):
+            batcher.queue(_event(n))
+        assert auth.audit.pending() == 3 and not batches  # queued, not yet written
+        await asyncio.wait_for(written, timeout=30)  # the window's timer starts the writer
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        await asyncio.gather(*others)  # which then finds nothing more to write
+
+    asyncio.run(scenario())
+    assert batches == [3] and auth.audit.pending() == 0

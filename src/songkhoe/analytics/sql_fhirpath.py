@@ -41,11 +41,10 @@ Semantics kept from FHIRPath N1 and the reference evaluator (:mod:`songkhoe.fhir
   on other values it is decided from the model's type at compile time.
 
 Not modelled (the view falls back): choice elements without ``ofType`` (but for ``exists()``,
-``empty()`` and ``is``), elements the R4 model
-does not know, ``repeat``, complex values in columns, Quantity arithmetic and comparison, the
-``_name`` extension of primitives, the N1 functions outside the list above, and the
-boundaries of a decimal (they need its number of decimal places as written, which a ``DOUBLE``
-does not keep) or with a precision argument.
+``empty()`` and ``is``), elements the R4 model does not know, ``repeat``, complex values in
+columns, Quantity arithmetic and comparison, the ``_name`` extension of primitives, the N1
+functions outside the list above, and the boundaries of a decimal (they need its number of
+decimal places as written, which a ``DOUBLE`` does not keep) or with a precision argument.
 """
 
 from __future__ import annotations

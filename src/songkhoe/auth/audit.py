@@ -78,9 +78,10 @@ def chain_hash(prev_hash: str, content: bytes) -> str:
     return hashlib.sha256(prev_hash.encode("ascii") + content).hexdigest()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Event:
-    """What happened, before it becomes an AuditEvent."""
+    """What happened, before it becomes an AuditEvent (one is built for every request: slots,
+    not frozen, so that building it costs little)."""
 
     interaction: str  # a restful-interaction code, or login / token / revoke
     method: str

@@ -40,7 +40,7 @@ class KeyRing:
         self.clock = clock
         self.grace = grace  # how long a retired key still verifies (the access-token lifetime)
         self._cache: dict[str, SigningKey] = {}
-        self._valid: tuple[float, list[SigningKey]] | None = None  # (read at, keys)
+        self._valid: tuple[float, dict[str, SigningKey]] | None = None  # (read at, by kid)
 
     def _new_key(self, conn: Any) -> None:
         private = ec.generate_private_key(ec.SECP256R1())
@@ -92,12 +92,13 @@ class KeyRing:
         """The valid key ``kid``. The list is re-read at most every ``REREAD`` seconds, and at
         once for a kid not seen yet (another process may just have rotated)."""
         now = self.clock()
-        if self._valid is None or not 0 <= now - self._valid[0] < REREAD or \
-                all(k.kid != kid for k in self._valid[1]):
-            self._valid = (now, self.valid())
-        retired_before = now - self.grace
-        return next((k for k in self._valid[1] if k.kid == kid
-                     and (k.retired is None or k.retired >= retired_before)), None)
+        valid = self._valid
+        if valid is None or not 0 <= now - valid[0] < REREAD or kid not in valid[1]:
+            valid = self._valid = (now, {k.kid: k for k in self.valid()})
+        key = valid[1].get(kid)
+        if key is None or (key.retired is not None and key.retired < now - self.grace):
+            return None
+        return key
 
     def jwks(self) -> dict[str, Any]:
         self.current()

@@ -365,11 +365,16 @@ def create_app(store: Any, *, base_url: str | None = None,
     routes: list[Route] = [Route("/health", _health, methods=["GET"])]
     middleware: list[Middleware] = []
     audit_writer = None
+    after_fhir: list[Route] = []
     if auth is not None:
-        routes += AuthEndpoints(auth, api.prefix).routes()
-        public = frozenset({"/health", f"{api.prefix}/metadata",
-                            *(r.path for r in routes if r.path != "/health")})
-        audit_writer = AuditBatcher(auth.audit, inline=store.backend.name == "sqlite")
+        auth_routes = AuthEndpoints(auth, api.prefix).routes()
+        public = frozenset({"/health", f"{api.prefix}/metadata", *(r.path for r in auth_routes)})
+        # /auth/* after the FHIR routes, so that a FHIR request tries four routes fewer (a
+        # regular expression each); SMART discovery, under the FHIR base, before its catch-all
+        after_fhir = [r for r in auth_routes if api.prefix and
+                      not r.path.startswith(f"{api.prefix}/")]
+        routes += [r for r in auth_routes if r not in after_fhir]
+        audit_writer = AuditBatcher(auth.audit)
         middleware.append(Middleware(AuthGuard, auth=auth, fhir_prefix=api.prefix,
                                      types=api.types, public=public, audit_writer=audit_writer))
     routes += list(extra_routes or [])
@@ -380,6 +385,7 @@ def create_app(store: Any, *, base_url: str | None = None,
         routes += exporter.routes()  # before the FHIR endpoint's catch-all
         api.bulk_export = True
     routes += [Route(api.prefix or "/", endpoint), Route(f"{api.prefix}/{{path:path}}", endpoint)]
+    routes += after_fhir
     app = Starlette(routes=routes, middleware=middleware, lifespan=_lifespan)
     app.state.fhir = api
     app.state.auth = auth

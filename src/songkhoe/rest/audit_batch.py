@@ -4,16 +4,17 @@ Two kinds of requests (issue 5; docs/security.md "Audit"):
 
 - answered first (``queue``): reads, searches, history and other requests that change
   nothing and succeeded. The AuditEvent is queued in the log (``AuditLog.submit``) and the
-  answer leaves at once; the writer commits the queue in batches, the next one as soon as
-  the previous is done, so under load a batch holds every entry queued meanwhile and its
-  commit is shared by all of them.
+  answer leaves at once. The first entry queued while the writer is idle starts it
+  ``WINDOW`` seconds later, so that one transaction commits every entry of that moment; a
+  batch queued while the previous one was being written follows it at once.
 - answered once audited (``record``): writes, refusals and failures, sign-ins — and every
   request while the log is failing or while ``limit`` entries are queued (backpressure).
   Their entry is committed, with whatever was queued before it, before the answer starts.
 
-``inline``: the writer runs on the event loop itself — for the embedded SQLite store, whose
-batch append costs less than handing it to a thread; PostgreSQL's round trips and WAL flush
-go to a thread. A failed batch fails the requests waiting for it; its answered entries stay
+Batches are written in a worker thread: the event loop never waits for the database's
+write lock (SQLite's is shared by every worker process) or a commit, and one thread hop per
+batch costs little once a batch holds many entries. A failed batch fails the requests
+waiting for it; its answered entries stay
 queued (``AuditLog`` puts them back) and are retried with the next batch, or after
 ``RETRY_FIRST``… ``RETRY_MAX`` seconds when nothing else comes. ``drain`` commits everything
 queued (the app's lifespan calls it at shutdown; tests call it at request boundaries).
@@ -29,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from songkhoe.auth.audit import AuditLog, Event, Pending
 
 QUEUE_LIMIT = 2048  # answered-first entries queued at most; beyond, requests wait for theirs
+WINDOW = 0.01  # seconds an answered-first entry may wait for others to share its commit
 RETRY_FIRST = 0.1  # seconds before a failed batch of answered requests is retried …
 RETRY_MAX = 10.0  # … doubling up to this
 
@@ -36,12 +38,15 @@ _log = logging.getLogger("songkhoe.audit")
 
 
 class AuditBatcher:
-    def __init__(self, log: AuditLog, *, inline: bool = False, limit: int = QUEUE_LIMIT) -> None:
+    def __init__(self, log: AuditLog, *, limit: int = QUEUE_LIMIT,
+                 window: float = WINDOW) -> None:
         self.log = log
-        self.inline = inline
         self.limit = limit
+        self.window = window
         self._waiters: list[tuple[Pending, asyncio.Future[int]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._retry = RETRY_FIRST
 
     def accepting(self) -> bool:
@@ -50,9 +55,16 @@ class AuditBatcher:
         return self.log.failing is None and self.log.pending() < self.limit
 
     def queue(self, event: Event) -> None:
-        """Queue ``event`` and return at once; the writer commits it with the next batch."""
+        """Queue ``event`` and return at once; the writer commits it with the next batch,
+        within ``window`` seconds (at once when ``window`` is 0)."""
         self.log.submit(event)
-        self._start()
+        if not self.window:
+            self._start()
+            return
+        loop = asyncio.get_running_loop()
+        if (self._timer is None or self._timer_loop is not loop) and \
+                (self._writer is None or self._writer.done()):  # (a loop that ended: anew)
+            self._timer, self._timer_loop = loop.call_later(self.window, self._start), loop
 
     async def record(self, event: Event) -> int:
         """Queue ``event``; its sequence number once it is committed (the write's error if
@@ -64,12 +76,12 @@ class AuditBatcher:
 
     async def drain(self) -> None:
         """Commit every entry queued so far (raises if that fails)."""
-        if self.inline:
-            self.log.flush()
-        else:
-            await run_in_threadpool(self.log.flush)
+        await run_in_threadpool(self.log.flush)
 
     def _start(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write())
 

@@ -147,8 +147,10 @@ class AuthGuard:
             # The AuditEvent is queued (and, unless answered first, committed) before the
             # answer leaves: no answer without its entry.
             if message["type"] == "http.response.start":
-                location = next((v.decode("latin-1") for k, v in message.get("headers", [])
-                                 if k.lower() == b"location"), None)
+                location = None  # of what a write wrote (reads answer none)
+                if target is None or target.interaction not in _READ_ONLY:
+                    location = next((v.decode("latin-1") for k, v in message.get("headers", [])
+                                     if k.lower() == b"location"), None)
                 await audit(int(message["status"]), location)
             await send(message)
 
