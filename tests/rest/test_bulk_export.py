@@ -473,7 +473,7 @@ def test_a_job_left_by_a_dead_worker_resumes_where_it_stopped(store, tmp_path, m
     seed(store)
     for n in range(9):
         store.update("Observation", f"x{n}", _obs(f"x{n}", "a1", "8480-6"))
-    config = ExportConfig(tmp_path / "exports", file_resources=4, page=3)
+    config = ExportConfig(tmp_path / "exports", file_resources=4, page=3, save_every=0)
     jobs = Jobs(store)
     job = jobs.create(owner=None, request="http://x/fhir/$export", access=None,
                       params={"level": "system", "types": ["Observation", "Patient"],

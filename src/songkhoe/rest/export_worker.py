@@ -14,8 +14,9 @@ processes share the queue in the database (``store.jobs``):
 - the job's transaction time is fixed once, when it first runs (``Jobs.snapshot_time``);
 - each type is read in keyset pages (``store.export``) and written to
   ``<directory>/<job>/<Type>-<n>.ndjson``, at most ``file_resources`` resources per file;
-  after each page the file is flushed and the job's row records the resume point (type,
-  last row, file and its length), so a job left by a dead process resumes where it was: the
+  after each page the file is flushed, and once per ``save_every`` seconds at most the job's row
+  records the resume point (type, last row, file and its length) and the progress shown to
+  the client; a cancellation is noticed there too. A job left by a dead process resumes: the
   unfinished file is cut back to its recorded length (or rewritten from its first row if it
   is shorter than that) and reading continues after the last row recorded;
 - a heartbeat thread refreshes the running job's row every ``stale_after / 4`` seconds; a
@@ -76,6 +77,7 @@ class ExportConfig:
     stale_after: float = 60.0  # seconds without a heartbeat before another worker takes over
     retention: float = 86_400.0  # seconds a finished job's files are kept (manifest Expires)
     retry_after: int = 2  # seconds a polling client is asked to wait (Retry-After)
+    save_every: float = 1.0  # seconds between records of the resume point (0: every page)
     poll: float = 2.0  # seconds between looks for jobs queued by other processes
 
     @classmethod
@@ -156,6 +158,7 @@ class _Run:
     folder: Path
     state: dict[str, Any]
     output: list[dict[str, Any]] = field(default_factory=list)
+    saved: float = 0.0  # time.monotonic() of the last save
 
 
 def initial_state() -> dict[str, Any]:
@@ -336,7 +339,8 @@ class ExportWorker:
                         handle = None
                 if handle is not None:
                     handle.flush()
-                self._save(run)
+                if time.monotonic() - run.saved >= self.config.save_every:
+                    self._save(run)
                 if self.config.pause:
                     self._stop.wait(self.config.pause)
             if handle is not None:
@@ -369,8 +373,11 @@ class ExportWorker:
         state.update(part=state["part"] + 1, count=0, bytes=0, part_after=None)
 
     def _save(self, run: _Run) -> None:
+        """Record the resume point; the files may hold more than it says (a resumed job cuts
+        the unfinished file back to it), never less."""
         if not self.jobs.save(run.job.id, self.id, run.state, run.output):
             raise _Stopped
+        run.saved = time.monotonic()
 
     def _notes(self, run: _Run) -> None:
         """The error file: one OperationOutcome per parameter ignored under

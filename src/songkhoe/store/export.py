@@ -35,6 +35,7 @@ from typing import Any
 from songkhoe.fhir.outcome import FhirError, Issue
 
 from .access import owned
+from .backends import _pg_sql
 from .search import parse
 from .search_exec import fetch
 from .search_sql import Ctx
@@ -142,10 +143,12 @@ def read_page(tx: Any, sel: Selection, after: tuple[int, int] | None,
     would cost n table scans. A first page that is not full is the whole export of the type,
     so it keeps the planner's choice."""
     sql, args = page_sql(tx, sel, after, limit)
-    if tx.backend.name == "postgres" and after is not None:
-        with tx.conn.transaction():
-            tx.conn.execute(_IN_ORDER)
-            rows = fetch(tx, sql, args)
-    else:
+    if tx.backend.name != "postgres":
         rows = fetch(tx, sql, args)
+    else:  # results in binary: the JSON bytes as they are, not hex text (a page in 2/3 time)
+        with tx.conn.transaction():
+            if after is not None:
+                tx.conn.execute(_IN_ORDER)
+            rows = tx.conn.cursor(binary=True).execute(_pg_sql(sql), args,
+                                                       prepare=False).fetchall()
     return [(int(lu), int(rid), bytes(content)) for lu, rid, content in rows]
