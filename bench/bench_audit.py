@@ -6,7 +6,11 @@ parameter, creates, refused requests, one break-the-glass session in fifty) is a
 after ``--prefill`` entries, so that the search indexes are not empty. Run it on the code
 before and after a change to the audit table to see what indexing costs per entry.
 
+``--batch N`` appends N entries per transaction (``AuditLog.record_many``), as the server's
+writer does with the entries of answered requests; the figures are then per entry.
+
     python bench/bench_audit.py [--backend sqlite|postgres] [--prefill 20000] [--events 5000]
+                                [--batch 1]
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ def events(rng: random.Random, n: int) -> list[Event]:
     return out
 
 
-def run(backend: str, prefill: int, n: int) -> None:
+def run(backend: str, prefill: int, n: int, size: int = 1) -> None:
     rng = random.Random(2026)
     store = open_store(fresh_db(backend, "songkhoe_bench_audit"))
     try:
@@ -73,14 +77,15 @@ def run(backend: str, prefill: int, n: int) -> None:
         batch = events(rng, n)
         times = []
         cpu = time.process_time()
-        for e in batch:
+        for start in range(0, n, size):
+            group = batch[start:start + size]
             t0 = time.perf_counter()
-            log.record(e)
-            times.append(time.perf_counter() - t0)
+            log.record_many(group)
+            times += [(time.perf_counter() - t0) / len(group)] * len(group)
         cpu = time.process_time() - cpu
         assert log.verify() is None
         times.sort()
-        emit(figure="audit append", backend=backend, prefill=prefill, events=n,
+        emit(figure="audit append", backend=backend, prefill=prefill, events=n, batch=size,
              mean_us=round(statistics.fmean(times) * 1e6, 1),
              p50_us=round(times[len(times) // 2] * 1e6, 1),
              p99_us=round(times[int(len(times) * 0.99)] * 1e6, 1),
@@ -94,8 +99,9 @@ def main() -> None:
     p.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     p.add_argument("--prefill", type=int, default=20000)
     p.add_argument("--events", type=int, default=5000)
+    p.add_argument("--batch", type=int, default=1, help="entries per transaction")
     a = p.parse_args()
-    run(a.backend, a.prefill, a.events)
+    run(a.backend, a.prefill, a.events, a.batch)
 
 
 if __name__ == "__main__":

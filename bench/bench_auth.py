@@ -15,25 +15,39 @@ machine falls on both alike), it measures
   managed by the station), 4 clients — owner rows written, the commit-time scope check, an
   AuditEvent per Bundle.
 
+``--parts``: where the secured read's extra server CPU goes, without sockets or ``wrk``: the
+ASGI app called in process (16 concurrent requests on one event loop), process CPU time per
+read for four apps over the same database, alternating: insecure; secured; secured with the
+AuditEvents built but not queued or written (``audit write``); and also without row-level
+rules (``access rules``; what is left is the guard: token, scopes, routing, the AuditEvent's
+``Event``). Medians of ``--rounds``.
+
     python bench/bench_auth.py [--backend sqlite|postgres] [--patients 20000] [--seconds 15]
+    python bench/bench_auth.py --parts [--backend sqlite|postgres] [--patients 5000]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import random
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
+import uvloop
 from common import emit, fresh_db, post_all, wrk_figures
 from checkup import checkup_bundle
 from tests.server import ServerProcess
 
-from songkhoe.auth import Auth
+from songkhoe.auth import Auth, ScopeSet
+from songkhoe.auth.identities import ROLES
+from songkhoe.rest import create_app
 from songkhoe.store import open_store
 from songkhoe.store.bulk import load
 from songkhoe.synth.facilities import station_id
@@ -138,6 +152,71 @@ def run(backend: str, patients: int, seconds: int, rounds: int, count: int) -> N
              median_of=rounds)
 
 
+def _get(app: Any, path: str, headers: list[tuple[bytes, bytes]]) -> Any:
+    """One GET through the ASGI app; fails unless it answers 200."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "root_path": "", "headers": headers, "client": ("127.0.0.1", 5000),
+             "server": ("127.0.0.1", 8000)}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            assert message["status"] == 200, message
+
+    return app(scope, receive, send)
+
+
+def parts(backend: str, patients: int, rounds: int, per_round: int = 3000) -> None:
+    url = prepare(backend, patients)
+    store = open_store(url)
+    auth = Auth(store)
+    token = auth.tokens.issue(subject="ytx-bench", kind="user", role="health_worker",
+                              org=STATION, scope=ScopeSet.parse(ROLES["health_worker"]),
+                              client_id=None)[0]
+    no_rules = Auth(store)
+    with_rules = no_rules.verify_with_rules
+    no_rules.verify_with_rules = lambda t, a=None: (with_rules(t, a)[0], None)  # type: ignore
+    apps = {"insecure": create_app(store), "secured": create_app(store, auth=auth),
+            "no audit write": create_app(store, auth=auth),
+            "no audit write, no access rules": create_app(store, auth=no_rules)}
+    for name in ("no audit write", "no audit write, no access rules"):
+        apps[name].state.audit_writer.queue = lambda event: None
+    rng = random.Random(3)
+    cpu: dict[str, list[float]] = {name: [] for name in apps}
+
+    async def measure() -> None:
+        for _ in range(rounds):
+            for name, app in apps.items():
+                headers = [(b"host", b"bench"), (b"accept", b"*/*")]
+                if name != "insecure":
+                    headers.append((b"authorization", f"Bearer {token}".encode()))
+                ids = iter([f"p{rng.randrange(patients)}" for _ in range(per_round)])
+
+                async def client(app: Any, ids: Any, headers: list[Any]) -> None:
+                    for pid in ids:
+                        await _get(app, f"/fhir/Patient/{pid}", headers)
+
+                start = time.process_time()
+                await asyncio.gather(*(client(app, ids, headers) for _ in range(16)))
+                if app.state.audit_writer is not None:
+                    await app.state.audit_writer.drain()
+                cpu[name].append((time.process_time() - start) / per_round * 1e6)
+
+    uvloop.run(measure())
+    median = {name: sorted(v)[rounds // 2] for name, v in cpu.items()}
+    emit(name="security_cost_parts_us_per_read", backend=backend, patients=patients,
+         rounds=rounds, reads_per_round=per_round,
+         **{name: round(v, 1) for name, v in median.items()},
+         audit_write=round(median["secured"] - median["no audit write"], 1),
+         access_rules=round(median["no audit write"]
+                            - median["no audit write, no access rules"], 1),
+         guard=round(median["no audit write, no access rules"] - median["insecure"], 1))
+    store.close()
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--backend", choices=["sqlite", "postgres"], action="append")
@@ -145,7 +224,13 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--bundles", type=int, default=300)
+    parser.add_argument("--parts", action="store_true",
+                        help="in-process CPU per read: where the security cost goes")
     args = parser.parse_args()
+    if args.parts:
+        for backend in args.backend or ["sqlite", "postgres"]:
+            parts(backend, args.patients, args.rounds)
+        raise SystemExit(0)
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk")
     for backend in args.backend or ["sqlite", "postgres"]:
