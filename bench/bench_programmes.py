@@ -132,7 +132,7 @@ def worklists(url: str, backend: str, org: str, queries: int) -> None:
 def checkups(url: str, backend: str, org: str, count: int) -> None:
     store = open_store(url)
     auth = Auth(store)
-    auth.identities.add_user("ytx-bench-programmes", "bench password 2026", "health_worker", org)
+    auth.identities.add_user(f"ytx-bench-{org}", "bench password 2026", "health_worker", org)
     with store.reading() as tx:
         ids = [r[0] for r in tx.execute("SELECT patient FROM owners WHERE type = 'Patient' "
                                         "AND org = ?", [org]).fetchall()]
@@ -140,7 +140,7 @@ def checkups(url: str, backend: str, org: str, count: int) -> None:
     server = ServerProcess(url, workers=1, secure=True).start()
     try:
         token = httpx.post(f"http://127.0.0.1:{server.port}/auth/token", data={
-            "grant_type": "password", "username": "ytx-bench-programmes",
+            "grant_type": "password", "username": f"ytx-bench-{org}",
             "password": "bench password 2026"}).json()["access_token"]
         rng = random.Random(3)
         times: list[float] = []

@@ -145,6 +145,7 @@ class Tx(Operations):
         self.patients: set[str] = set()
         self._mine: dict[tuple[str, str], tuple[int, int]] = {}  # written here: rid, version
         self._amended: dict[tuple[str, str], Stored] = {}
+        self._rewrites: list[tuple[bytes, int, int]] = []  # amended contents: content, rid, version
         self.derived: Any = None  # what ``Store.derive`` made of this transaction
 
     # -- plumbing --------------------------------------------------------------------------
@@ -193,6 +194,10 @@ class Tx(Operations):
             self.backend.load_rows(self.conn, "history", ("rid", "version", "type", "id",
                                    "last_updated", "method", "content"), self._history)
             self._history = []
+        if self._rewrites:  # amended versions (``amend``), their new index rows follow
+            self.backend.executemany(self.conn, "UPDATE history SET content = ? WHERE rid = ? "
+                                     "AND version = ?", self._rewrites)
+            self._rewrites = []
         for table, rows in self._index.items():
             if rows:
                 self.backend.load_rows(self.conn, table, ("rid", *INDEX_COLUMNS[table]), rows)
@@ -300,18 +305,16 @@ class Tx(Operations):
         key = (resource["resourceType"], resource["id"])
         rid, version = self._mine[key]
         prepared = prepare(resource)
-        self.flush()
+        if any(row[0] == rid for row in self._history):
+            self.flush()  # its rows must be in the database for the next flush to replace them
         meta = dict(prepared.resource.get("meta") or {})
         meta["versionId"] = str(version)
         meta["lastUpdated"] = format_instant(self.now)
         content = orjson.dumps({**prepared.resource, "meta": meta})
-        self._sql("UPDATE history SET content = ? WHERE rid = ? AND version = ?",
-                  (content, rid, version))
+        self._rewrites.append((content, rid, version))
         self.unindex(rid)
-        self.flush()
         for table, rows in prepared.index.items():
             self._index[table].extend((rid, *row) for row in rows)
-        self.flush()
         method = self._amended[key].method if key in self._amended else "PUT"
         stored = Stored(key[0], key[1], version, from_us(self.now), content, method)
         self._amended[key] = stored
@@ -506,12 +509,15 @@ class Tx(Operations):
         marks = ", ".join("?" * len(patients))
         for rtype in types:
             check_type(rtype)
-            limit, limit_args = self._limit(rtype, "r")
+        # unrestricted: one statement for every type; else one per type, each with its rule
+        groups = [types] if self.guard is None else [[t] for t in types]
+        for group in groups:
+            limit, limit_args = self._limit(group[0], "r") if len(group) == 1 else ("", [])
             rows = self._sql(
                 "SELECT o.patient, h.content FROM owners o JOIN resources r ON r.rid = o.rid "
                 "JOIN history h ON h.rid = r.rid AND h.version = r.version "
-                f"WHERE o.patient IN ({marks}) AND o.type = ? AND NOT r.deleted{limit}",
-                [*patients, rtype, *limit_args]).fetchall()
+                f"WHERE o.patient IN ({marks}) AND o.type IN ({', '.join('?' * len(group))}) "
+                f"AND NOT r.deleted{limit}", [*patients, *group, *limit_args]).fetchall()
             for patient, content in rows:
                 out[patient].append(bytes(content))
         return out
