@@ -11,6 +11,10 @@ machine falls on both alike), it measures
 - read by id: ``wrk`` (Debian package ``wrk``) requesting random Patients, with the health
   worker's bearer token when secured — every request verifies the ES256 token, checks the
   Patient's owner row against the station's subtree, and appends a hash-chained AuditEvent;
+- the server's CPU time per read (``ServerProcess.cpu_seconds`` around the ``wrk`` run; on
+  PostgreSQL without the database server's own): on a machine shared with other work the
+  throughput ratio moves with the load, CPU per read much less; ``1 - insecure / secured``
+  of it is the throughput a CPU-bound server loses;
 - transaction Bundles: the 17-resource check-up Bundle of ``bench_transactions`` (its Patient
   managed by the station), 4 clients — owner rows written, the commit-time scope check, an
   AuditEvent per Bundle.
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import re
 import shutil
 import subprocess
 import tempfile
@@ -107,12 +112,16 @@ def reads(server: ServerProcess, bearer: str, patients: int, seconds: int) -> di
     base = f"http://127.0.0.1:{server.port}"
     subprocess.run(["wrk", "-t1", "-c8", "-d2s", "-s", str(work / "read.lua"), base],
                    check=True, capture_output=True)
+    cpu = server.cpu_seconds()
     out = subprocess.run(["wrk", "-t2", "-c16", f"-d{seconds}s", "--latency", "-s",
                           str(work / "read.lua"), base],
                          check=True, capture_output=True, text=True).stdout
+    cpu = server.cpu_seconds() - cpu
     figures = wrk_figures(out)
     assert figures["non_2xx"] == 0, out
-    return {k: figures[k] for k in ("requests_per_s", "p50_ms", "p99_ms")}
+    count = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return {**{k: figures[k] for k in ("requests_per_s", "p50_ms", "p99_ms")},
+            "server_cpu_us_per_read": cpu / count * 1e6}
 
 
 def bundles(server: ServerProcess, bearer: str, count: int, seed: int) -> dict:
@@ -142,12 +151,15 @@ def run(backend: str, patients: int, seconds: int, rounds: int, count: int) -> N
             finally:
                 server.stop()
             results[secure].append(figure)
-    for key in ("requests_per_s", "p50_ms", "p99_ms", "resources_per_s"):
+    for key in ("requests_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_read",
+                "resources_per_s"):
         off = sorted(r[key] for r in results[False])[rounds // 2]
         on = sorted(r[key] for r in results[True])[rounds // 2]
+        # throughput lost; for CPU per read, the throughput a CPU-bound server would lose
+        cost = 1 - on / off if key.endswith("per_s") else (
+            1 - off / on if key.startswith("server_cpu") else on / off - 1)
         emit(name=f"security_cost_{key}", backend=backend, insecure=round(off, 2),
-             secured=round(on, 2), cost_percent=round((1 - on / off) * 100, 1)
-             if key.endswith("per_s") else round((on / off - 1) * 100, 1),
+             secured=round(on, 2), cost_percent=round(cost * 100, 1),
              rounds=rounds, patients=patients, read_seconds=seconds, bundles=count,
              median_of=rounds)
 

@@ -279,6 +279,11 @@ def test_remembered_conditions_are_the_compiled_ones() -> None:
                 assert search_access._rule_condition(rule, rtype, "r", first) == compiled
                 assert search_access._rule_condition(rule, rtype, "r", again) == compiled
                 assert first.counter == fresh.counter == again.counter  # aliases alike
+            guard = search_access.Guard(Fixed(rule), None)
+            compiled = search_access._compile_condition(rule, rtype, "r", Ctx("sqlite"))
+            expected = (f" AND {compiled[0]}", compiled[1]) if compiled else ("", [])
+            assert guard.limit(rtype, "r", "sqlite") == expected  # compiled, then remembered
+            assert guard.limit(rtype, "r", "sqlite") == expected
 
 
 def test_reads_under_a_remembered_condition_see_what_they_saw(world) -> None:
@@ -286,6 +291,7 @@ def test_reads_under_a_remembered_condition_see_what_they_saw(world) -> None:
 
     subtree = Fixed(Rule(True, org="tyt-a"))
     search_access._CONDITIONS.clear()
+    search_access._LIMITS.clear()
     for _ in range(2):  # compiled, then remembered
         with acting_as(subtree):
             assert world.read("Patient", "pa").id == "pa"

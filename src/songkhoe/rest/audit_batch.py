@@ -14,10 +14,9 @@ Two kinds of requests (issue 5; docs/security.md "Audit"):
 Batches are written in a worker thread: the event loop never waits for the database's
 write lock (SQLite's is shared by every worker process) or a commit, and one thread hop per
 batch costs little once a batch holds many entries. A failed batch fails the requests
-waiting for it; its answered entries stay
-queued (``AuditLog`` puts them back) and are retried with the next batch, or after
-``RETRY_FIRST``… ``RETRY_MAX`` seconds when nothing else comes. ``drain`` commits everything
-queued (the app's lifespan calls it at shutdown; tests call it at request boundaries).
+waiting for it; its answered entries stay queued (``AuditLog`` puts them back) and are
+retried with the next batch, or after ``RETRY_FIRST``… ``RETRY_MAX`` seconds when nothing
+else comes. ``drain`` commits everything queued (the app's lifespan calls it at shutdown).
 """
 
 from __future__ import annotations
@@ -50,8 +49,8 @@ class AuditBatcher:
         self._retry = RETRY_FIRST
 
     def accepting(self) -> bool:
-        """Whether a request may be answered before its entry is committed: the log is
-        writing and its queue is below ``limit``."""
+        """Whether a request may be answered before its entry is committed: the last batch
+        was written and fewer than ``limit`` entries are queued."""
         return self.log.failing is None and self.log.pending() < self.limit
 
     def queue(self, event: Event) -> None:

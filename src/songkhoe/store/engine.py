@@ -232,7 +232,7 @@ class Tx(Operations):
             return True
         self.guard.require(rtype, action)
         self.flush()
-        return self.guard.visible(rid, rtype, action, Ctx(self.backend.name))
+        return self.guard.visible(rid, rtype, action, self.backend.name)
 
     def _check_existing(self, rtype: str, rid: int, action: str) -> None:
         """An existing row may be updated only when the caller may see it."""
@@ -456,9 +456,7 @@ class Tx(Operations):
         """`` AND <condition on r>`` limiting reads of ``rtype`` to what the caller may see."""
         if self.guard is None:
             return "", []
-        self.guard.require(rtype, action)
-        cond = self.guard.condition(rtype, action, "r", Ctx(self.backend.name))
-        return (f" AND {cond[0]}", cond[1]) if cond else ("", [])
+        return self.guard.limit(rtype, action, self.backend.name)
 
     def read(self, type: str, id: str) -> Stored:
         check_type(type)

@@ -85,13 +85,28 @@ class Guard:
             return "1 = 0", []
         return _rule_condition(rule, rtype, r, ctx)
 
-    def visible(self, rid: int, rtype: str, action: str, ctx: Ctx) -> bool:
+    def limit(self, rtype: str, action: str, backend: str) -> tuple[str, list[Any]]:
+        """`` AND <condition on the row r>`` for a statement that reads rows of ``rtype`` by
+        key ("" when nothing limits them; 403 when the type is not allowed). Compiled once per
+        rule without scope queries: a read by id costs a dictionary lookup here."""
+        rule = self.require(rtype, action)
+        key = (rule, owned(rtype), backend)
+        found = None if rule.alternatives else _LIMITS.get(key)
+        if found is None:
+            cond = _rule_condition(rule, rtype, "r", Ctx(backend))
+            found = (f" AND {cond[0]}", tuple(cond[1])) if cond else ("", ())
+            if not rule.alternatives:
+                if len(_LIMITS) >= _CONDITIONS_MAX:
+                    _LIMITS.clear()
+                _LIMITS[key] = found
+        return found[0], list(found[1])
+
+    def visible(self, rid: int, rtype: str, action: str, backend: str) -> bool:
         """Whether the row ``rid`` (of type ``rtype``) is visible under the rule."""
-        cond = self.condition(rtype, action, "r", ctx)
-        if cond is None:
+        sql, args = self.limit(rtype, action, backend)
+        if not sql:
             return True
-        sql, args = cond
-        return self._execute(f"SELECT 1 FROM resources r WHERE r.rid = ? AND {sql}",
+        return self._execute(f"SELECT 1 FROM resources r WHERE r.rid = ?{sql}",
                              [rid, *args]).fetchone() is not None
 
     # --- several types ---------------------------------------------------------------------
@@ -133,6 +148,8 @@ class Guard:
 #: alias number): (condition, its arguments, aliases used); a few entries per Organization
 _CONDITIONS: dict[tuple[Rule, bool, str, int], tuple[tuple[str, tuple[Any, ...]] | None, int]] = {}
 _CONDITIONS_MAX = 4096
+#: ``Guard.limit`` of rules without scope queries, by (rule, owned type, backend)
+_LIMITS: dict[tuple[Rule, bool, str], tuple[str, tuple[Any, ...]]] = {}
 
 
 def _rule_condition(rule: Rule, rtype: str, r: str, ctx: Ctx) -> tuple[str, list[Any]] | None:
