@@ -24,14 +24,19 @@ parallel engine:
   there is no item (the LEFT JOIN of the spec), nested selects are a cross product,
   ``unionAll`` a ``list_concat``; the list is ``unnest``-ed into rows, which keeps the order
   the reference produces. A view without any of these is a plain projection;
+* ``repeat`` is compiled for a fixed number of levels, each level's items visited by one
+  lambda that adds the item and then its children's traversal (depth first, paths in order);
+  the items of every level are projected onto what the columns read. A run that meets items
+  deeper than compiled for stops and is compiled again for more levels (4, then 8); deeper
+  still, it runs on the reference evaluator with the same column types;
 * columns are cast to their declared ``type`` (string-like, date and time types as text
   ``VARCHAR``, ``integer``/``positiveInt``/``unsignedInt``/``integer64`` as ``BIGINT``,
   ``decimal`` as ``DOUBLE``, ``boolean``) or to the type of their expression; ``collection``
   columns are lists (``[]`` when empty); a column that is not a collection and gets several
   values stops the run with a :class:`~.rows.ViewEvaluationError`, as in the reference.
 
-A view this compiler cannot translate (see :mod:`.sql_fhirpath` for what it does not model,
-and ``repeat``) is not refused: it runs through the reference evaluator inside DuckDB, as a
+A view this compiler cannot translate (see :mod:`.sql_fhirpath` for what it does not model;
+a ``repeat`` path that is not a path of elements) is not refused: it runs through the reference evaluator inside DuckDB, as a
 Python function returning each resource's rows (``CompiledView.fallback`` says why), so every
 valid view gives the reference's rows, only more slowly.
 
@@ -56,12 +61,16 @@ import duckdb
 import pyarrow as pa  # type: ignore[import-untyped]
 from duckdb.func import ARROW
 
+from songkhoe.fhir.fhirpath import syntax as s
+from songkhoe.fhir.fhirpath.parser import parse
+
 from .rows import ViewEvaluationError, resource_rows
 from .sql_fhirpath import (
     MACROS,
     ExpressionCompiler,
     SchemaNode,
     Scope,
+    UnknownElement,
     Unsupported,
     Val,
     error_sql,
@@ -73,6 +82,14 @@ from .viewdefinition import Column, OutputColumn, Select, ViewDefinition, Where,
 
 #: how a source is read: typed ``read_json``, or per-object ``json_transform`` after filtering
 TYPED, FILTERED, FALLBACK = "read_json", "json_transform", "reference"
+#: the depths a ``repeat`` is compiled for, in turn (deeper data runs on the reference): DuckDB
+#: takes twice as long to bind each further level of nested lambdas (0.6 s at 12 levels)
+REPEAT_DEPTHS = (4, 8)
+#: the longest query compiled for a deeper ``repeat``: the STRUCT type read for a traversal
+#: whose paths branch (``item`` and ``answer.item``) doubles with every level
+MAX_QUERY = 200_000
+#: the start of the reason of the error a compiled ``repeat`` stops with on deeper data
+TOO_DEEP = "the repeat traversal goes deeper than"
 
 T = TypeVar("T")
 Source = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Iterable[Mapping[str, Any]]
@@ -129,16 +146,27 @@ class CompiledView:
         return f"SELECT {self._outer} FROM (SELECT {self._select} FROM {source}{where}) AS _s"
 
 
-def compile_view(view: ViewDefinition | Mapping[str, Any]) -> CompiledView:
+def compile_view(view: ViewDefinition | Mapping[str, Any],
+                 repeat_depth: int = REPEAT_DEPTHS[0]) -> CompiledView:
     """The view compiled for DuckDB (parsed first when given as JSON: ViewDefinitionError if
-    invalid); a view the compiler cannot translate comes back with ``fallback`` set."""
+    invalid); a view the compiler cannot translate comes back with ``fallback`` set.
+    ``repeat_depth``: the levels a ``repeat`` traversal is compiled for (a run that meets
+    deeper items stops with an error saying so, and the runner compiles deeper)."""
     if not isinstance(view, ViewDefinition):
         view = parse_view(view)
     try:
-        return _ViewCompiler(view).compile()
+        return _ViewCompiler(view, repeat_depth).compile()
     except Unsupported as exc:
+        return _fallback_view(view, str(exc))
+
+
+def _fallback_view(view: ViewDefinition, reason: str,
+                   columns: tuple[tuple[str, str], ...] | None = None) -> CompiledView:
+    """The view run on the reference evaluator; ``columns``: their types (default: the
+    declared ones, else the static type of the expression, else JSON)."""
+    if columns is None:
         columns = tuple((c.name, _fallback_type(view, c)) for c in view.columns)
-        return CompiledView(view, columns, str(exc), None, "", None, ())
+    return CompiledView(view, columns, reason, None, "", None, ())
 
 
 @dataclass(frozen=True)
@@ -158,11 +186,12 @@ def execute(view: ViewDefinition | Mapping[str, Any], source: Source, *,
     read filtered from the start (a source known to mix resource types), default: typed, then
     filtered if the source does not fit. ViewEvaluationError when a resource breaks one of
     the view's rules."""
-    compiled = compile_view(view)
+    if not isinstance(view, ViewDefinition):
+        view = parse_view(view)
     with _files(source) as files, _connection(con) as db:
         def fetch(sql: str) -> pa.Table:
             return db.sql(sql).to_arrow_table()
-        table, how = _run(db, compiled, files, fetch, reader)
+        table, how, compiled = _run(db, view, files, fetch, reader)
     return ViewResult(table, compiled, how)
 
 
@@ -178,23 +207,48 @@ def to_parquet(view: ViewDefinition | Mapping[str, Any], source: Source,
                con: duckdb.DuckDBPyConnection | None = None, reader: str | None = None) -> int:
     """Write the rows of ``view`` over ``source`` to a Parquet file with DuckDB's ``COPY``;
     the number of rows written."""
-    compiled = compile_view(view)
+    if not isinstance(view, ViewDefinition):
+        view = parse_view(view)
     target = literal(os.fspath(out_path))
     with _files(source) as files, _connection(con) as db:
         def copy(sql: str) -> int:
             result = db.execute(f"COPY ({sql}) TO {target} (FORMAT parquet)").fetchall()
             return int(result[0][0]) if result else 0
-        count, _ = _run(db, compiled, files, copy, reader)
+        count, _, _ = _run(db, view, files, copy, reader)
     return count
 
 
 # -- running -------------------------------------------------------------------------------------
 
-def _run(db: duckdb.DuckDBPyConnection, compiled: CompiledView, files: list[str],
-         action: Callable[[str], T], reader: str | None) -> tuple[T, str]:
-    """``action(query)`` for the view's query over ``files``; with how the rows were made."""
+def _run(db: duckdb.DuckDBPyConnection, view: ViewDefinition, files: list[str],
+         action: Callable[[str], T], reader: str | None) -> tuple[T, str, CompiledView]:
+    """``action(query)`` for the view's query over ``files``; with how the rows were made and
+    the view as compiled. A ``repeat`` that meets deeper data than compiled for is compiled
+    again for more levels, and beyond the last runs on the reference evaluator."""
     if reader not in (None, TYPED, FILTERED):
         raise ValueError(f"reader must be {TYPED!r} or {FILTERED!r}, not {reader!r}")
+    tried = REPEAT_DEPTHS[0]
+    for depth in REPEAT_DEPTHS:
+        compiled = compile_view(view, depth)
+        if depth > REPEAT_DEPTHS[0] and compiled.fallback is None and \
+                len(compiled.sql(files)) > MAX_QUERY:
+            break
+        try:
+            result, how = _run_compiled(db, compiled, files, action, reader)
+            return result, how, compiled
+        except ViewEvaluationError as exc:
+            if not exc.reason.startswith(TOO_DEEP):
+                raise
+        tried = depth
+    # the same column types as compiled, so that the output does not depend on the data
+    compiled = _fallback_view(view, f"{TOO_DEEP} the {tried} levels compiled for this source",
+                              compiled.columns)
+    result, how = _run_compiled(db, compiled, files, action, reader)
+    return result, how, compiled
+
+
+def _run_compiled(db: duckdb.DuckDBPyConnection, compiled: CompiledView, files: list[str],
+                  action: Callable[[str], T], reader: str | None) -> tuple[T, str]:
     if compiled.fallback is not None:
         name = f"sof_reference_{id(compiled):x}"
         db.create_function(name, _reference_function(compiled), ["VARCHAR"],
@@ -391,8 +445,9 @@ class _Rows:
 
 
 class _ViewCompiler:
-    def __init__(self, view: ViewDefinition) -> None:
+    def __init__(self, view: ViewDefinition, repeat_depth: int) -> None:
         self.view = view
+        self.depth = repeat_depth
         self.x = ExpressionCompiler(view.resource, {c.name: c for c in view.constants})
         self.types: dict[str, str] = {}  # output column → DuckDB type
         self.collections = {c.name: c.collection for c in view.columns}
@@ -433,7 +488,7 @@ class _ViewCompiler:
 
     def select(self, sel: Select, focus: Val, row_index: str) -> _Rows:
         if sel.repeat:
-            raise Unsupported(f"{sel.location}.repeat is not compiled (recursive traversal)")
+            return self.repeat(sel, focus)
         if sel.for_each is None and sel.for_each_or_null is None:
             return self.body(sel, focus, row_index)
         or_null = sel.for_each is None
@@ -479,6 +534,90 @@ class _ViewCompiler:
                          f"ELSE [{self.nulls(sel)}] END)")
         return _Rows(names, items=f"(CASE WHEN coalesce(len({items.sql}), 0) > 0 THEN {each} "
                                   f"ELSE {otherwise} END)")
+
+    def repeat(self, sel: Select, focus: Val) -> _Rows:
+        """``repeat``: every item its paths reach from the focus, depth first (an item, then
+        what the paths reach from it, paths in order), each a focus of the select's columns
+        with its position as ``%rowIndex``. Compiled for ``self.depth`` levels: each level's
+        children are the paths' results concatenated, visited by one lambda that adds the
+        item and then its own children's traversal; the last level fails the query if its
+        items have children. Items of all levels are projected onto what the columns read
+        (one STRUCT type for every level)."""
+        location = sel.location + ".repeat"
+        for path in sel.repeat:
+            if any(not isinstance(n, (s.Identifier, s.Invoke)) for n in s.walk(parse(path.text))):
+                raise Unsupported(f"{location}: {path.text!r} is not a path of elements")
+        levels: list[tuple[Val, str]] = []  # the children of each level, the lambda's item
+        current = focus
+        for _ in range(self.depth + 1):
+            children = self.repeat_children(sel, current, location)
+            if children is None:
+                if not levels:
+                    raise Unsupported(f"{location}: no path names an element of "
+                                      f"{focus.fhir_type}")
+                break  # the paths name no element of the items' type: no deeper level
+            if levels and children.fhir_type != levels[0][0].fhir_type:
+                raise Unsupported(f"{location}: the paths reach {levels[0][0].fhir_type} and "
+                                  f"then {children.fhir_type}")
+            item = self.x.var()
+            levels.append((children, item))
+            current = Val(item, False, children.fhir_type, children.node)
+        check = levels.pop()[0] if len(levels) > self.depth else None
+        payload = SchemaNode()
+        it, i = self.x.var(), self.x.var()
+        rows = self.body(sel, Val(it, False, levels[0][0].fhir_type, payload),
+                         f"CAST({i} - 1 AS BIGINT)")
+        _identify_empty(payload)
+        for children, _ in levels:
+            assert children.node is not None
+            children.node.merge(payload)
+        err = error_sql(location, f"{TOO_DEEP} {self.depth} levels", self.view.resource)
+        traversal = ""
+        for n in reversed(range(len(levels))):
+            children, item = levels[n]
+            entry = f"[{_project(self.x, item, payload)}]"
+            if n == len(levels) - 1 and check is not None:
+                entry = f"(CASE WHEN {self.x.exists(check)} THEN {err} ELSE {entry} END)"
+            elif n < len(levels) - 1:
+                entry = f"list_concat({entry}, {traversal})"
+            traversal = (f"flatten(list_transform({self.x.as_list(children)}, "
+                         f"lambda {item}: {entry}))")
+        names = tuple(c.name for c in sel.output)
+        if rows.items is None:
+            each = f"list_transform({traversal}, lambda {it}, {i}: {rows.struct()})"
+        else:
+            each = (f"flatten(list_transform({traversal}, lambda {it}, {i}: "
+                    f"{rows.as_list(self.x)}))")
+        return _Rows(names, items=f"coalesce({each}, [])")
+
+    def repeat_children(self, sel: Select, focus: Val, location: str) -> Val | None:
+        """What the repeat paths reach from ``focus``, concatenated in path order, with one
+        schema for all; a path naming an element the focus's type does not have reaches
+        nothing (the paths apply at every level: ``item`` and ``answer.item`` from a
+        QuestionnaireResponse, then from its items). None when no path applies."""
+        found: list[Val] = []
+        for path in sel.repeat:
+            try:
+                v = self.x.compile(path.text, Scope(focus, "CAST(0 AS BIGINT)", location))
+            except UnknownElement:
+                continue
+            if v.node is None or v.field is None:
+                raise Unsupported(f"{location}: {path.text!r} does not reach elements")
+            found.append(v)
+        if not found:
+            return None
+        if len({v.fhir_type for v in found}) > 1:
+            raise Unsupported(f"{location}: the paths reach different types")
+        node = found[0].node
+        assert node is not None
+        for v in found[1:]:  # one STRUCT type for the items of every path
+            assert v.field is not None and v.field.node is not None
+            if v.field.node is not node:
+                node.merge(v.field.node)
+                v.field.node = node
+        sql = "list_concat(" + ", ".join(self.x.as_list(v) for v in found) + ")" \
+            if len(found) > 1 else self.x.as_list(found[0])
+        return Val(sql, True, found[0].fhir_type, node)
 
     def body(self, sel: Select, focus: Val, row_index: str) -> _Rows:
         rows: _Rows | None = None
@@ -546,3 +685,29 @@ class _ViewCompiler:
                   f"\"collection\": true, or pick one value, e.g. with first())")
         err = error_sql(location, reason, self.view.resource)
         return f"CAST((CASE WHEN len({items}) > 1 THEN {err} ELSE ({items})[1] END) AS {t})"
+
+
+def _identify_empty(node: SchemaNode) -> None:
+    """Give every complex element read only for its presence its ``id``, so that a projection
+    onto ``node`` names a field the read STRUCTs have."""
+    if not node.fields:
+        node.add("id", "id", False)
+    for f in node.fields.values():
+        if f.node is not None:
+            _identify_empty(f.node)
+
+
+def _project(x: ExpressionCompiler, sql: str, node: SchemaNode) -> str:
+    """``sql`` (a STRUCT that has at least ``node``'s elements) as a STRUCT of exactly them."""
+    parts = []
+    for key, f in node.fields.items():
+        get = f"{sql}.{quote(key)}"
+        if f.node is None:
+            value = get
+        elif f.repeats:
+            z = x.var()
+            value = f"list_transform({get}, lambda {z}: {_project(x, z, f.node)})"
+        else:
+            value = f"(CASE WHEN {get} IS NULL THEN NULL ELSE {_project(x, get, f.node)} END)"
+        parts.append(f"{literal(key)}: {value}")
+    return "{" + ", ".join(parts) + "}"

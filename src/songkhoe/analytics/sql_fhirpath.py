@@ -41,10 +41,10 @@ Semantics kept from FHIRPath N1 and the reference evaluator (:mod:`songkhoe.fhir
   on other values it is decided from the model's type at compile time.
 
 Not modelled (the view falls back): choice elements without ``ofType`` (but for ``exists()``,
-``empty()`` and ``is``), elements the R4 model does not know, ``repeat``, complex values in
-columns, Quantity arithmetic and comparison, the ``_name`` extension of primitives, the N1
-functions outside the list above, and the boundaries of a decimal (they need its number of
-decimal places as written, which a ``DOUBLE`` does not keep) or with a precision argument.
+``empty()`` and ``is``), elements the R4 model does not know, complex values in columns,
+Quantity arithmetic and comparison, the ``_name`` extension of primitives, the N1 functions
+outside the list above, and the boundaries of a decimal (they need its number of decimal
+places as written, which a ``DOUBLE`` does not keep) or with a precision argument.
 """
 
 from __future__ import annotations
@@ -103,6 +103,10 @@ def _kind(fhir_type: str | None) -> str | None:
 class Unsupported(Exception):
     """An expression (or view construct) this compiler does not translate; ``str()`` says what
     and where. The runner then evaluates the view with the reference evaluator."""
+
+
+class UnknownElement(Unsupported):
+    """A path names an element its focus's type does not have in the R4 model."""
 
 
 def quote(name: str) -> str:
@@ -240,7 +244,8 @@ class Val:
     a primitive array); ``choice``: set while a choice element awaits ``ofType()``;
     ``guard``/``base``: a single item kept only when the SQL condition ``guard`` holds
     (``where()`` on one item), ``base`` being the item unguarded, so that its elements can be
-    read as ``CASE WHEN guard THEN base.element END`` without building the item."""
+    read as ``CASE WHEN guard THEN base.element END`` without building the item; ``field``:
+    the schema field a member navigation read (the runner's ``repeat`` unifies them)."""
     sql: str
     many: bool
     fhir_type: str | None
@@ -249,6 +254,7 @@ class Val:
     choice: Choice | None = None
     guard: str | None = None
     base: str | None = None
+    field: SchemaField | None = None
 
     @property
     def sql_type(self) -> str | None:
@@ -567,7 +573,8 @@ class ExpressionCompiler:
         if el is None:
             choice = kids.get(name + "[x]")
             if choice is None:
-                raise self.fail(scope, f"{focus.fhir_type}.{name} is not an R4 element")
+                raise UnknownElement(f"{scope.location}: {focus.fhir_type}.{name} is not an R4 "
+                                     f"element")
             return Val("NULL", focus.many, None, choice=Choice(focus, name, choice))
         if not el.types and not el.content_reference:
             raise self.fail(scope, f"{el.path} has no type")
@@ -596,17 +603,19 @@ class ExpressionCompiler:
                 parts = [f"struct_extract({item}, {literal(f.key)})" for f in fields]
             return parts[0] if len(parts) == 1 else "coalesce(" + ", ".join(parts) + ")"
 
+        field = fields[0] if len(fields) == 1 else None
         if not focus.many:
             if focus.guard is not None and focus.base is not None:
                 sql = f"(CASE WHEN {focus.guard} THEN {get(focus.base)} END)"
-                return Val(sql, repeats, fhir_type, node, nulls=repeats and primitive)
-            return Val(get(focus.sql), repeats, fhir_type, node, nulls=repeats and primitive)
+            else:
+                sql = get(focus.sql)
+            return Val(sql, repeats, fhir_type, node, nulls=repeats and primitive, field=field)
         x = self.var()
         if repeats:
             sql = f"flatten(list_transform({focus.sql}, lambda {x}: {get(x)}))"
-            return Val(sql, True, fhir_type, node, nulls=primitive)
+            return Val(sql, True, fhir_type, node, nulls=primitive, field=field)
         sql = f"[{get(x)} for {x} in {focus.sql} if {get(x)} IS NOT NULL]"
-        return Val(sql, True, fhir_type, node)
+        return Val(sql, True, fhir_type, node, field=field)
 
     def of_type(self, v: Val, spec: str, scope: Scope) -> Val:
         """``ofType(spec)``: a choice element narrowed to its matching JSON keys, or a value of
