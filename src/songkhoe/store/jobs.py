@@ -146,13 +146,16 @@ class Jobs:
 
     def claim(self, worker: str, *, stale_before: int) -> Job | None:
         """Take the oldest queued job, or a running one whose worker fell silent."""
-        lock = " FOR UPDATE SKIP LOCKED" if self.postgres else ""
+        waiting = ("SELECT id, status, worker FROM bulk_jobs WHERE status = ? OR (status = ? "
+                   "AND (heartbeat IS NULL OR heartbeat < ?)) ORDER BY created LIMIT 1")
+        args = [QUEUED, RUNNING, stale_before]
+        with self.backend.transaction(write=False) as conn:  # idle workers take no write lock
+            if self._run(conn, waiting, args).fetchone() is None:
+                return None
         t = now_us()
         with self.backend.transaction(write=True) as conn:
-            row = self._run(conn, "SELECT id, status, worker FROM bulk_jobs WHERE status = ? OR "
-                                  "(status = ? AND (heartbeat IS NULL OR heartbeat < ?)) "
-                                  f"ORDER BY created LIMIT 1{lock}",
-                            [QUEUED, RUNNING, stale_before]).fetchone()
+            lock = " FOR UPDATE SKIP LOCKED" if self.postgres else ""
+            row = self._run(conn, waiting + lock, args).fetchone()
             if row is None:
                 return None
             if row[1] == RUNNING:
