@@ -98,7 +98,9 @@ def _programmes() -> Any:
 
 
 def _app_api(store: Any) -> list[Any]:
-    from songkhoe.web.api import routes
+    """The web app: the app API, the pages and their assets, browser sessions
+    (``songkhoe.web.app.WebRoutes``: routes with their public paths and middleware)."""
+    from songkhoe.web.app import routes
 
     return routes(store, store.derive.programmes)
 

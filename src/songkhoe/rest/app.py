@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl
 
 import orjson
@@ -340,6 +340,22 @@ def _too_large(size: int, limit: int) -> FhirError:
                           f"limit of {limit} bytes", code="too-costly")
 
 
+class PublicPaths(frozenset[str]):
+    """The guard's public paths: exact paths, and prefixes — entries ending in ``/`` (other
+    than ``/`` itself) — that make every path below them public."""
+
+    prefixes: tuple[str, ...]
+
+    def __new__(cls, paths: Any) -> Self:
+        self = super().__new__(cls, paths)
+        self.prefixes = tuple(p for p in self if p.endswith("/") and p != "/")
+        return self
+
+    def __contains__(self, path: object) -> bool:
+        return frozenset.__contains__(self, path) or (
+            isinstance(path, str) and path.startswith(self.prefixes))
+
+
 def create_app(store: Any, *, base_url: str | None = None,
                max_body_bytes: int = DEFAULT_MAX_BODY, prefix: str = "/fhir",
                direct_reads: bool = True, auth: Any = None,
@@ -355,7 +371,9 @@ def create_app(store: Any, *, base_url: str | None = None,
     discovery are served, every other route needs a bearer token whose scopes cover the
     interaction, and every request is audited (``guard``). ``songkhoe serve`` always passes
     one; without it the API is open — for embedding in tests and tools only.
-    ``extra_routes`` (the app API) are served beside the FHIR API, behind the same guard.
+    ``extra_routes`` (the app API) are served beside the FHIR API, behind the same guard;
+    their ``public`` paths (a trailing ``/``: every path below) answer without a token and their
+    ``middleware`` runs before the guard (``songkhoe.web.app.WebRoutes``).
     ``export`` (an ``export_worker.ExportConfig``, or the directory for the files) serves
     Bulk Data ``$export`` (``bulk_export``); its worker runs during the app's lifespan.
     """
@@ -368,7 +386,8 @@ def create_app(store: Any, *, base_url: str | None = None,
     after_fhir: list[Route] = []
     if auth is not None:
         auth_routes = AuthEndpoints(auth, api.prefix).routes()
-        public = frozenset({"/health", f"{api.prefix}/metadata", *(r.path for r in auth_routes)})
+        public = PublicPaths({"/health", f"{api.prefix}/metadata", *(r.path for r in auth_routes),
+                              *getattr(extra_routes, "public", ())})
         # /auth/* after the FHIR routes, so that a FHIR request tries four routes fewer (a
         # regular expression each); SMART discovery, under the FHIR base, before its catch-all
         after_fhir = [r for r in auth_routes if api.prefix and
@@ -378,6 +397,8 @@ def create_app(store: Any, *, base_url: str | None = None,
         middleware.append(Middleware(AuthGuard, auth=auth, fhir_prefix=api.prefix,
                                      types=api.types, public=public, audit_writer=audit_writer))
     routes += list(extra_routes or [])
+    # what the extra routes need before the guard (the web app: session cookie → bearer token)
+    middleware[:0] = getattr(extra_routes, "middleware", [])
     exporter = None
     if export is not None:
         exporter = BulkExport(store, export, audit=auth.audit if auth is not None else None,
