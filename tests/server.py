@@ -20,35 +20,51 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, db_url: str, *, workers: int = 1, secure: bool = False) -> None:
+    def __init__(self, db_url: str, *, workers: int = 1, secure: bool = False,
+                 demo: tuple[int, int] | None = None, output: Path | None = None) -> None:
         """``secure``: serve with authentication and audit, as ``songkhoe serve`` does by
-        default (process tests of the store run without: ``--insecure-no-auth``)."""
+        default (process tests of the store run without: ``--insecure-no-auth``). ``demo``:
+        ``serve --demo`` with (people, communes); what the server prints (the demo users'
+        passwords) goes to the file ``output`` (``printed()``)."""
         self.db_url = db_url
         self.workers = workers
         self.secure = secure
+        self.demo = demo
+        self.output = output
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}/fhir"
+        self.origin = f"http://127.0.0.1:{self.port}"
+        self.base = f"{self.origin}/fhir"
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def printed(self) -> str:
+        return self.output.read_text() if self.output else ""
 
     def start(self) -> ServerProcess:
         src = str(Path(__file__).resolve().parents[1] / "src")
         env = {**os.environ, "PYTHONPATH": src}
+        demo = ["--demo", "--demo-people", str(self.demo[0]), "--demo-communes",
+                str(self.demo[1])] if self.demo else []
+        stdout = self.output.open("wb") if self.output else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "songkhoe.cli", "serve",
              *([] if self.secure else ["--insecure-no-auth"]), "--db", self.db_url,
-             "--port", str(self.port), "--workers", str(self.workers)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-        deadline = time.monotonic() + 60
+             "--port", str(self.port), "--workers", str(self.workers), *demo],
+            env=env, stdout=stdout, stderr=subprocess.STDOUT if self.output else subprocess.PIPE,
+            start_new_session=True)
+        if self.output:
+            stdout.close()  # type: ignore[union-attr]
+        deadline = time.monotonic() + (300 if self.demo else 60)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+                said = self.printed() if self.output else self.proc.stderr.read().decode()  # type: ignore[union-attr]
+                raise RuntimeError(f"server exited: {said[-2000:]}")
             try:
                 if httpx.get(f"{self.base}/metadata", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError("server did not start within 60 s")
+        raise RuntimeError("server did not start in time")
 
     def cpu_seconds(self) -> float:
         """User+system CPU time of the server's process group leader and its children."""

@@ -46,7 +46,7 @@ export function enterMovesOn(form) {
     if (e.key !== 'Enter' || el.tagName === 'TEXTAREA' || el.tagName === 'BUTTON') return;
     const groups = new Set();
     const fields = $$('input,select', form).filter((f) => {
-      if (f.type === 'hidden' || f.disabled || f.readOnly) return false;
+      if (f.type === 'hidden' || f.disabled || f.readOnly || f.closest('[hidden]')) return false;
       if (f.type !== 'radio') return true;
       if (groups.has(f.name)) return false;
       groups.add(f.name);

@@ -75,6 +75,7 @@ async function route() {
       return;
     }
   }
+  if (name === 'home' && app.isManager()) { navigate('/app/dashboard', true); return; } // managers start on indicators
   header();
   const main = $('#main');
   const params = (path.match(re) || []).slice(1).map(decodeURIComponent);
