@@ -74,7 +74,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 def users(server: ServerProcess) -> dict[str, str]:
     """The demo users' passwords, as ``serve --demo`` printed them."""
     return {m.group(1): m.group(2) for m in
-            re.finditer(r"^\s+(\S+-demo)\s+(\S+)\s", server.printed(), re.M)}
+            re.finditer(r"^\s+(\S+-demo)\s+(\S+)\s", server.printed(), re.MULTILINE)}
 
 
 @pytest.fixture(scope="module")
