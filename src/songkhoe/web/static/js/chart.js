@@ -39,7 +39,10 @@ export function lineChart({ title, series, bands = [], min, max, fmtX = String, 
   svg.append(el('line', { x1: L, y1: T, x2: L, y2: H - B, class: 'axis' }));
   const ticks = categories ? categories.map((c, i) => [i, c]).filter((_, i, a) => a.length < 8 || i % Math.ceil(a.length / 6) === 0 || i === a.length - 1)
     : [...new Set([x0, (x0 + x1) / 2, x1])].map((x) => [x, fmtX(x)]);
-  for (const [x, text] of ticks) svg.append(el('text', { x: sx(x), y: H - 8, 'text-anchor': 'middle' }, text));
+  for (const [x, text] of ticks) {
+    const anchor = x === x0 ? 'start' : x === x1 ? 'end' : 'middle'; // keep the ends inside
+    svg.append(el('text', { x: sx(x), y: H - 8, 'text-anchor': anchor }, text));
+  }
   series.forEach((s, i) => {
     const p = s.points.filter(([, y]) => y != null).map(([x, y]) => [sx(categories ? x : ms(x)), sy(y), y, x]);
     if (p.length > 1) svg.append(el('polyline', { class: `line s${i}`, points: p.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(' ') }));

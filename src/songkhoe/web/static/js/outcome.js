@@ -1,7 +1,7 @@
 // What a check-up found: each result with its classification, risk scores, referrals, flags,
 // enrolments and next visits — shown at once after saving, and on the printable result sheet.
 import { h } from './dom.js';
-import { t, day, pct } from './i18n.js';
+import { t, day, pct, today } from './i18n.js';
 import { interpretation, title } from './defs.js';
 import { obsLabel, valueText, referralItem } from './pages/person.js';
 
@@ -31,6 +31,7 @@ export function outcomeView({ observations, outputs, status }, defs) {
     flags.length > 0 && h('section', {}, h('h2', {}, t('person.flags')), h('ul', { class: 'list' }, flags.map((f) => h('li', {}, f.code.text)))),
     episodes.length > 0 && h('p', { class: 'alert ok' }, t('outcome.enrolled', { what: episodes.map((e) => e.type[0].text).join(', ') })),
     status && status.length > 0 && h('section', {}, h('h2', {}, t('outcome.next')), h('ul', { class: 'list', id: 'outcome-next' },
-      status.filter((s) => s.next_due && (s.kind !== 'care' || s.enrolled)).map((s) => h('li', {}, `${title(defs, s.programme)}: `, h('strong', {}, day(s.next_due)))))));
+      status.filter((s) => s.next_due && (s.kind !== 'care' || s.enrolled)).map((s) => h('li', {}, `${title(defs, s.programme)}: `,
+        h('strong', {}, s.next_due <= today() ? t('outcome.dueNow') : day(s.next_due)))))));
 }
 
