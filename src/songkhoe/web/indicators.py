@@ -211,7 +211,7 @@ def compute(tx: Any, units: dict[str, list[str]], ps: list[Period], today: date
     codes = " OR ".join("(c.system = ? AND c.code = ?)" for _ in _CHECKUP_CODES)
     screened: list[set[tuple[str, str]]] = [set() for _ in ps]
     for org, patient, moment in tx.execute(
-            "SELECT o.org, o.patient, d.lo FROM owners o "
+            "SELECT DISTINCT o.org, o.patient, d.lo FROM owners o "
             f"JOIN idx_token c ON c.rid = o.rid AND c.sp IN (?, ?) AND ({codes}) "
             "JOIN idx_date d ON d.rid = o.rid AND +d.sp = ? "
             f"WHERE o.type = 'Encounter' AND o.org IN ({marks}) AND +d.lo >= ? AND +d.lo <= ?",
