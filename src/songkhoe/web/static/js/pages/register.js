@@ -56,7 +56,7 @@ export async function render(main, { query, app }) {
     const v = values();
     if (!v.cccd) return say('cccd', '') || true;
     const found = problems(v.cccd, v.birthDate ? Number(v.birthDate.slice(0, 4)) : null, v.gender);
-    say('cccd', found.map(([code, vars]) => t(`cccd.${code}`, vars)).join(' '));
+    say('cccd', found.map(([code, vars]) => t(`cccd.${code}`, code === 'sex' ? { sex: t(`gender.${vars.sex}`).toLowerCase() } : vars)).join(' '));
     return found.length === 0;
   };
   for (const id of ['cccd', 'birthDate']) $f(id).addEventListener('change', checkCccd);

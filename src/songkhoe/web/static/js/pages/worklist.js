@@ -37,7 +37,7 @@ export async function render(main, { params: [kind], query, app }) {
       h('a', { href: `/app/people/${e.patient}` }, h('strong', {}, e.name)),
       h('span', { class: 'muted' }, ` · ${[e.gender && t(`gender.${e.gender}`), a != null && t('person.age', { n: a })].filter(Boolean).join(', ')}`),
       h('div', {}, [
-        e.next_due && `${t('person.nextDue')}: ${day(e.next_due)}`,
+        e.last_visit ? e.next_due && `${t('person.nextDue')}: ${day(e.next_due)}` : t('worklist.never'),
         e.days_overdue != null && t('worklist.daysOverdue', { n: e.days_overdue }),
         e.last_visit && `${t('person.lastVisit')}: ${day(e.last_visit)}`,
         e.referral_due && `${t('person.referralDue')} ${day(e.referral_due)}`,
