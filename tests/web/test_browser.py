@@ -313,6 +313,12 @@ def test_manager_dashboard_counts_them(server: ServerProcess, users: dict[str, s
     context.close()
 
 
+#: Form fields a screen reader could not name: no <label>, no aria-label(ledby).
+UNLABELLED = """[...document.querySelectorAll('input, select, textarea')]
+  .filter((e) => e.type !== 'hidden' && !(e.labels && e.labels.length)
+    && !e.getAttribute('aria-label') && !e.getAttribute('aria-labelledby'))
+  .map((e) => e.id || e.name)"""
+
 PAGES = [("login", "/app/login"), ("home", "/app/"), ("register", "/app/people/new"),
          ("person", "/app/people/{patient}"), ("checkup", "/app/people/{patient}/checkup"),
          ("result", "/app/people/{patient}/result/{visit}"),
@@ -345,6 +351,7 @@ def test_every_page_is_interactive_within_a_second(server: ServerProcess,
                 for _ in range(3):
                     page.goto(url)
                     times.append(ready(page, name))
+                assert page.evaluate(UNLABELLED) == [], (name, "fields without a label")
                 label = f"{name}{'' if who == 'ytx-demo' else ' (manager)'}"
                 figures["pages"].setdefault(label, {})[size_name] = {
                     "median_ms": round(statistics.median(times)), "max_ms": round(max(times)),
