@@ -7,7 +7,8 @@ read, vread, history (instance, type, system), search and ``Patient/$everything`
 Every write validates the resource against the R4 definitions, NFC-normalises its text, sets
 ``id``/``meta.versionId``/``meta.lastUpdated``, and writes the ``resources`` row, a ``history``
 row and all search-index rows in the caller's transaction. Index and history rows are buffered
-and written in bulk before the next read in the transaction and at commit.
+and written in bulk before the next read in the transaction and at commit; history rows carry
+the transaction's number in the change feed (``changes``).
 
 Access: a ``Tx`` opened with an ``access.Access`` (explicitly, or the request's
 ``access.CURRENT``) reads only the rows that access may see — every statement carries the
@@ -39,6 +40,7 @@ from songkhoe.fhir.outcome import FhirError, Issue, gone, not_found, preconditio
 from songkhoe.fhir.text import nfc
 from songkhoe.fhir.validate import validate
 
+from . import changes
 from .access import CURRENT, Access, OwnerIndex
 from .api import HistoryPage, Operations, Prepared, SearchResult, Stored, WriteResult
 from .backends import Backend
@@ -147,6 +149,7 @@ class Tx(Operations):
         self._amended: dict[tuple[str, str], Stored] = {}
         self._rewrites: list[tuple[bytes, int, int]] = []  # amended contents: content, rid, version
         self.derived: Any = None  # what ``Store.derive`` made of this transaction
+        self._change_seq: int | None = None  # this transaction's number (``changes.stamp``)
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -191,8 +194,14 @@ class Tx(Operations):
                 self._sql(f"DELETE FROM {table} WHERE rid IN ({marks})", rids)
             self._unindex = []
         if self._history:
-            self.backend.load_rows(self.conn, "history", ("rid", "version", "type", "id",
-                                   "last_updated", "method", "content"), self._history)
+            columns = ("rid", "version", "type", "id", "last_updated", "method", "content")
+            if self._change_seq is None:
+                self._change_seq = changes.stamp(self.backend, self.conn)
+            rows = self._history
+            if self._change_seq is not None:  # SQLite; PostgreSQL: the column default
+                columns += ("change_seq",)
+                rows = [(*row, self._change_seq) for row in rows]
+            self.backend.load_rows(self.conn, "history", columns, rows)
             self._history = []
         if self._rewrites:  # amended versions (``amend``), their new index rows follow
             self.backend.executemany(self.conn, "UPDATE history SET content = ? WHERE rid = ? "

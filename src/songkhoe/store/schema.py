@@ -5,7 +5,8 @@ One logical layout on both backends (SQLite and PostgreSQL):
 - ``resources``: one row per logical resource (type, id) with its current version number,
   last-updated time (µs since the Unix epoch, UTC) and deletion flag, keyed by a surrogate
   ``rid`` that the search indexes point to;
-- ``history``: one row per version, holding the resource's JSON bytes (NULL for a deletion);
+- ``history``: one row per version, holding the resource's JSON bytes (NULL for a deletion)
+  and the number of the transaction that wrote it in the change feed (``change_seq``);
 - ``idx_*``: search-index rows of the current version of each live resource, one table per
   FHIR search-parameter type (http://hl7.org/fhir/R4/search.html#ptypes).
 
@@ -16,10 +17,11 @@ migrations in order inside one transaction; a newer one is refused with a clear 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from uuid import uuid4
 
 from .access import backfill_statements
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 @dataclass(frozen=True)
@@ -336,8 +338,29 @@ def _v6(t: Types) -> list[str]:
     ]
 
 
+def _v7(t: Types) -> list[str]:
+    """The change feed (``songkhoe.store.changes``): ``history.change_seq``, the number of the
+    transaction that wrote the version, and ``schema_meta`` ``change_feed``, a random id of
+    this database's feed (a warehouse refreshed from another database rebuilds in full).
+
+    - SQLite: the store writes it, one above the largest committed, under the write lock
+      (``changes.stamp``);
+    - PostgreSQL: a column default, the writing transaction's id (``pg_current_xact_id()``),
+      set after the column is added so that the versions already written are not rewritten.
+
+    Versions written before this migration keep NULL: a warehouse first builds in full from
+    ``resources``, so the feed is only read for versions written after it."""
+    statements = [f"ALTER TABLE history ADD COLUMN change_seq {t.bigint}"]
+    if t.backend == "postgres":
+        statements.append("ALTER TABLE history ALTER COLUMN change_seq "
+                          "SET DEFAULT (pg_current_xact_id()::text::bigint)")
+    return [*statements,
+            "CREATE INDEX history_change ON history (change_seq)",
+            f"INSERT INTO schema_meta (key, value) VALUES ('change_feed', '{uuid4().hex}')"]
+
+
 # MIGRATIONS[n] takes a database at version n to version n + 1.
-MIGRATIONS = {0: _v1, 1: _v2, 2: _v3, 3: _v4, 4: _v5, 5: _v6}
+MIGRATIONS = {0: _v1, 1: _v2, 2: _v3, 3: _v4, 4: _v5, 5: _v6, 6: _v7}
 
 
 class SchemaTooNew(RuntimeError):
