@@ -1,7 +1,8 @@
 """Audit log append cost: microseconds per ``AuditLog.record`` (one AuditEvent, one short
 write transaction: read the chain head, insert the hash-chained row and its search columns).
 
-A realistic mix of events (reads of Patients and Observations, searches with a patient
+The log is in its own database (``auth.audit_db``: on SQLite a file beside the store's). A
+realistic mix of events (reads of Patients and Observations, searches with a patient
 parameter, creates, refused requests, one break-the-glass session in fifty) is appended
 after ``--prefill`` entries, so that the search indexes are not empty. Run it on the code
 before and after a change to the audit table to see what indexing costs per entry.
@@ -19,12 +20,14 @@ import argparse
 import random
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 from common import emit, fresh_db
 
 from songkhoe.auth import AccessContext, Auth, ScopeSet
 from songkhoe.auth.audit import Event
+from songkhoe.auth.audit_db import audit_path
 from songkhoe.store import open_store
 
 USERS = [(f"user{i:04d}", random.Random(i).choice(["doctor", "health_worker", "specialist"]),
@@ -68,7 +71,12 @@ def events(rng: random.Random, n: int) -> list[Event]:
 
 def run(backend: str, prefill: int, n: int, size: int = 1) -> None:
     rng = random.Random(2026)
-    store = open_store(fresh_db(backend, "songkhoe_bench_audit"))
+    url = fresh_db(backend, "songkhoe_bench_audit")
+    if backend == "sqlite":  # the log's own file beside the store's (``auth.audit_db``)
+        log_file = audit_path(url.removeprefix("sqlite://"))
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{log_file}{suffix}").unlink(missing_ok=True)
+    store = open_store(url)
     try:
         auth = Auth(store)
         log: Any = auth.audit

@@ -21,8 +21,8 @@ def test_intact_chain(auth) -> None:
 
 def test_edited_entry_is_found(auth) -> None:
     _fill(auth)
-    content = auth.db.one("SELECT content FROM audit_log WHERE seq = 3")[0]
-    auth.db.run("UPDATE audit_log SET content = ? WHERE seq = 3",
+    content = auth.audit.db.one("SELECT content FROM audit_log WHERE seq = 3")[0]
+    auth.audit.db.run("UPDATE audit_log SET content = ? WHERE seq = 3",
                 (content.replace("Patient/p2", "Patient/p9"),))
     problem = auth.audit.verify()
     assert problem is not None and problem.seq == 3 and "altered" in problem.reason
@@ -32,9 +32,9 @@ def test_edit_with_recomputed_hash_breaks_the_next_entry(auth) -> None:
     from songkhoe.auth.audit import chain_hash
 
     _fill(auth)
-    prev, content = auth.db.one("SELECT prev_hash, content FROM audit_log WHERE seq = 2")
+    prev, content = auth.audit.db.one("SELECT prev_hash, content FROM audit_log WHERE seq = 2")
     content = content.replace("Patient/p1", "Patient/p7")
-    auth.db.run("UPDATE audit_log SET content = ?, hash = ? WHERE seq = 2",
+    auth.audit.db.run("UPDATE audit_log SET content = ?, hash = ? WHERE seq = 2",
                 (content, chain_hash(prev, content.encode())))
     problem = auth.audit.verify()
     assert problem is not None and problem.seq == 3 and "does not follow" in problem.reason
@@ -42,14 +42,14 @@ def test_edit_with_recomputed_hash_breaks_the_next_entry(auth) -> None:
 
 def test_deleted_entry_is_found(auth) -> None:
     _fill(auth)
-    auth.db.run("DELETE FROM audit_log WHERE seq = 4")
+    auth.audit.db.run("DELETE FROM audit_log WHERE seq = 4")
     problem = auth.audit.verify()
     assert problem is not None and problem.seq == 4 and "missing" in problem.reason
 
 
 def test_deleted_first_entry_is_found(auth) -> None:
     _fill(auth)
-    auth.db.run("DELETE FROM audit_log WHERE seq = 1")
+    auth.audit.db.run("DELETE FROM audit_log WHERE seq = 1")
     assert auth.audit.verify().seq == 1
 
 
@@ -57,10 +57,108 @@ def test_cli_audit_verify(auth, db_url, capsys) -> None:
     _fill(auth)
     assert main(["audit", "verify", "--db", db_url]) == 0
     assert "intact: 5 entries" in capsys.readouterr().out
-    auth.db.run("UPDATE audit_log SET recorded = recorded + 1, content = "
-                "replace(content, 'p3', 'p4') WHERE seq = 4")
+    auth.audit.db.run("UPDATE audit_log SET recorded = recorded + 1, content = "
+                      "replace(content, 'p3', 'p4') WHERE seq = 4")
     assert main(["audit", "verify", "--db", db_url]) == 1
     assert "BROKEN at entry 4" in capsys.readouterr().out
+
+
+def test_sqlite_log_is_its_own_file_and_an_edit_there_is_found(tmp_path, capsys) -> None:
+    """The store's database holds no entry; editing a row of the audit file with plain
+    SQLite, as someone with the file could, breaks ``songkhoe audit verify``."""
+    import sqlite3
+
+    from songkhoe.auth import Auth
+    from songkhoe.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'songkhoe.db'}")
+    auth = Auth(store)
+    try:
+        _fill(auth)
+        auth.audit.flush()
+        with sqlite3.connect(tmp_path / "songkhoe.db") as records:
+            assert records.execute("SELECT name FROM sqlite_master WHERE name = 'audit_log'"
+                                   ).fetchall() == []
+        with sqlite3.connect(tmp_path / "songkhoe-audit.db") as log:
+            assert log.execute("SELECT COUNT(*) FROM audit_log").fetchone() == (5,)
+            log.execute("UPDATE audit_log SET content = replace(content, 'p1', 'p2') "
+                        "WHERE seq = 2")
+        url = f"sqlite:///{tmp_path / 'songkhoe.db'}"
+        assert main(["audit", "verify", "--db", url]) == 1
+        assert "BROKEN at entry 2" in capsys.readouterr().out
+    finally:
+        auth.close()
+        store.close()
+
+
+def test_entries_written_in_the_store_move_to_the_audit_database(db_url, tmp_path) -> None:
+    """A log written in the store's database (before it moved) is moved whole, in order,
+    after which the chain still verifies and the next entry follows it; a second start
+    moves nothing again. On PostgreSQL the log moves when ``audit_db`` names another
+    database."""
+    from songkhoe.auth.db import Db
+    from songkhoe.store import open_store
+
+    from tests.conftest import pg_schema
+
+    store = open_store(db_url)
+    try:
+        if store.backend.name == "postgres":
+            with pg_schema() as other:  # another schema: as another database would be
+                _move_and_check(store, Db(store), other)
+        else:
+            _move_and_check(store, Db(store), f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    finally:
+        store.close()
+
+
+def _move_and_check(store, records, audit_url: str) -> None:
+    from songkhoe.auth import Auth, audit_db
+    from songkhoe.auth.audit import AuditLog
+    from songkhoe.auth.passwords import system_clock
+
+    in_store = AuditLog(audit_db.AuditDb(store.backend, apart=False, owned=False),
+                        system_clock)
+    if store.backend.name == "sqlite":  # the store's own table, as schema version 4 left it
+        assert records.one("SELECT COUNT(*) FROM audit_log")[0] == 0
+    in_store.record_many([Event("read", "GET", f"/fhir/Patient/p{i}", 200,
+                                entity=f"Patient/p{i}", who="bacsi") for i in range(7)])
+    head = in_store.head()
+    chunk, audit_db.MOVE_CHUNK = audit_db.MOVE_CHUNK, 3  # several chunks
+    try:
+        auth = Auth(store, audit_db=audit_url)
+    finally:
+        audit_db.MOVE_CHUNK = chunk
+    try:
+        assert auth.audit.head() == head and auth.audit.verify() is None
+        assert [e["entity"][0]["what"]["reference"] for e in auth.audit.entries()] == \
+            [f"Patient/p{i}" for i in range(7)]
+        assert auth.audit.record(Event("read", "GET", "/fhir/Patient/p8", 200, who="x")) == 8
+        assert auth.audit.verify() is None
+    finally:
+        auth.close()
+    with store.backend.transaction(write=False) as conn:
+        assert not audit_db._has_log(store.backend, conn)
+    again = Auth(store, audit_db=audit_url)  # nothing left to move
+    try:
+        assert again.audit.head()[0] == 8
+    finally:
+        again.close()
+    # a log that is not the same chain is refused, and the store's entries stay
+    in_store = AuditLog(audit_db.AuditDb(store.backend, apart=False, owned=False),
+                        system_clock)
+    from songkhoe.store.schema import POSTGRES_TYPES, SQLITE_TYPES, _v2, _v4
+
+    types = POSTGRES_TYPES if store.backend.name == "postgres" else SQLITE_TYPES
+    with store.backend.transaction(write=True) as conn:
+        for sql in [_v2(types)[-1], *(s for s in _v4(types) if "audit_log" in s)]:
+            store.backend.execute(conn, sql)
+    in_store.record(Event("read", "GET", "/fhir/Patient/q1", 200, who="someone else"))
+    import pytest
+
+    with pytest.raises(audit_db.LogsDiffer):
+        Auth(store, audit_db=audit_url)
+    assert in_store.head()[0] == 1
 
 
 def _events() -> list:

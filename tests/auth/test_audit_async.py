@@ -31,7 +31,7 @@ def _committed(auth: Any) -> list[str]:
     import orjson
 
     return [f"{e['subtype'][0]['code']} {e['outcomeDesc']}" for e in
-            (orjson.loads(r[0]) for r in auth.db.all("SELECT content FROM audit_log ORDER BY seq"))]
+            (orjson.loads(r[0]) for r in auth.audit.db.all("SELECT content FROM audit_log ORDER BY seq"))]
 
 
 def _event(n: int) -> Event:

@@ -80,7 +80,7 @@ def log(auth, clock) -> dict[str, int]:
 def _seqs(auth: Any, params: list[tuple[str, str]], viewer: AccessContext | None = None
           ) -> list[int]:
     auth.audit.flush()  # entries of requests answered before their commit
-    return [e.seq for e in AuditSearch(auth.db, viewer).search(params).entries]
+    return [e.seq for e in AuditSearch(auth.audit.db, viewer, auth.db).search(params).entries]
 
 
 def _date(auth: Any, seq: int) -> str:
@@ -93,7 +93,7 @@ def _date(auth: Any, seq: int) -> str:
 def test_columns_are_written_with_the_entry_and_the_backfill_agrees(auth, log, store) -> None:
     from songkhoe.store.schema import POSTGRES_TYPES, SQLITE_TYPES, _v4
 
-    rows = auth.db.all(f"SELECT seq, content, {', '.join(COLUMNS)} FROM audit_log ORDER BY seq")
+    rows = auth.audit.db.all(f"SELECT seq, content, {', '.join(COLUMNS)} FROM audit_log ORDER BY seq")
     import orjson
 
     for row in rows:
@@ -101,12 +101,12 @@ def test_columns_are_written_with_the_entry_and_the_backfill_agrees(auth, log, s
     assert rows[log["btg_read_p2"] - 1][2:][COLUMNS.index("token")] == "jti-1"
     assert rows[log["search_p1"] - 1][2:][COLUMNS.index("patient")] == "p1"
     # the migration's SQL (for entries written before schema version 4) gives the same values
-    auth.db.run(f"UPDATE audit_log SET {', '.join(f'{c} = NULL' for c in COLUMNS)}")
+    auth.audit.db.run(f"UPDATE audit_log SET {', '.join(f'{c} = NULL' for c in COLUMNS)}")
     types = POSTGRES_TYPES if store.backend.name == "postgres" else SQLITE_TYPES
-    auth.db.run(next(sql for sql in _v4(types) if sql.startswith("UPDATE audit_log")
-                     and "agent =" in sql))
-    assert auth.db.all(f"SELECT seq, content, {', '.join(COLUMNS)} FROM audit_log "
-                       "ORDER BY seq") == rows
+    auth.audit.db.run(next(sql for sql in _v4(types) if sql.startswith("UPDATE audit_log")
+                           and "agent =" in sql))
+    assert auth.audit.db.all(f"SELECT seq, content, {', '.join(COLUMNS)} FROM audit_log "
+                             "ORDER BY seq") == rows
     assert auth.audit.verify() is None
 
 
@@ -138,13 +138,13 @@ def test_migration_fills_the_columns_of_older_entries(db_url, monkeypatch) -> No
         from songkhoe.auth import Auth
 
         auth = Auth(new)
-        row = auth.db.one(f"SELECT {', '.join(COLUMNS)} FROM audit_log WHERE seq = 1")
+        row = auth.audit.db.one(f"SELECT {', '.join(COLUMNS)} FROM audit_log WHERE seq = 1")
         assert tuple(row) == search_columns(orjson.loads(content))
         assert row[COLUMNS.index("patient")] == "p1"
         assert _seqs(auth, [("agent", "bacsi")]) == [2, 1]
         assert _seqs(auth, [("patient", "p2")]) == [2]
         # the second entry was appended out of order: it takes the time of the one before
-        assert [r[0] for r in auth.db.all("SELECT recorded FROM audit_log ORDER BY seq")] == \
+        assert [r[0] for r in auth.audit.db.all("SELECT recorded FROM audit_log ORDER BY seq")] == \
             [2000, 2000]
         assert _seqs(auth, [("date", "ge1970-01-01T00:00:00.002Z")]) == [2, 1]
         assert _seqs(auth, [("date", "lt1970-01-01T00:00:00.002Z")]) == []
@@ -251,7 +251,7 @@ def test_patient_compartment_and_named_patients(http, auth, log) -> None:
 ])
 def test_invalid_parameters_are_400_naming_the_parameter(http, auth, name, value) -> None:
     with pytest.raises(FhirError) as info:
-        AuditSearch(auth.db, None).search([(name, value)])
+        AuditSearch(auth.audit.db, None, auth.db).search([(name, value)])
     assert info.value.status == 400
     assert info.value.issues[0].expression == name
     token = _token(auth, "admin", "administrator", None)

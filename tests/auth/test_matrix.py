@@ -309,7 +309,7 @@ class World:
     def _last_audit(self) -> tuple[int, dict[str, Any]]:
         # reads are answered before their AuditEvent is committed: commit the queue first
         self.auth.audit.flush()
-        row = self.auth.db.one("SELECT seq, content FROM audit_log ORDER BY seq DESC LIMIT 1")
+        row = self.auth.audit.db.one("SELECT seq, content FROM audit_log ORDER BY seq DESC LIMIT 1")
         return (int(row[0]), orjson.loads(row[1])) if row else (0, {})
 
     def get(self, role: str, url: str) -> Sent:

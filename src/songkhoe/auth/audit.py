@@ -41,7 +41,7 @@ import threading
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import orjson
@@ -49,6 +49,9 @@ import orjson
 from .context import AccessContext
 from .db import Db
 from .passwords import Clock
+
+if TYPE_CHECKING:
+    from .audit_db import AuditDb
 
 _log = logging.getLogger("songkhoe.audit")
 GENESIS = "0" * 64
@@ -296,8 +299,9 @@ def stated_reason(resource: dict[str, Any]) -> str | None:
     return None
 
 
-_INSERT = (f"INSERT INTO audit_log (seq, recorded, content, prev_hash, hash, "
-           f"{', '.join(COLUMNS)}) VALUES ({', '.join('?' * (5 + len(COLUMNS)))})")
+_HEAD = "SELECT seq, hash, recorded FROM audit_log ORDER BY seq DESC LIMIT 1"
+# two statements in one simple query (no parameters): each reads after the lock is held
+_LOCK_AND_HEAD = f"LOCK TABLE audit_log IN EXCLUSIVE MODE; {_HEAD}"
 
 
 @dataclass(frozen=True)
@@ -330,8 +334,9 @@ class AuditLog:
     go back to the head of the queue for the next batch, and ``failing`` holds the error
     until a batch is committed again (the server's health check reports it)."""
 
-    def __init__(self, db: Db, clock: Clock) -> None:
-        self.db = db
+    def __init__(self, db: AuditDb, clock: Clock, directory: Db | None = None) -> None:
+        self.db = db  # where the log lives (``audit_db``)
+        self.directory = directory or db  # the store's database: ``org_tree`` for searches
         self.clock = clock
         self.failing: BaseException | None = None
         self._reasons: dict[str, str | None] = {}  # token id -> stated reason (immutable)
@@ -422,9 +427,12 @@ class AuditLog:
         """Write ``batch`` in one transaction, chained after the last entry."""
         rows = []
         with self.db.write() as c:
-            if c.postgres:  # one appender at a time, so the chain never forks
-                c.run("LOCK TABLE audit_log IN EXCLUSIVE MODE")
-            last = c.one("SELECT seq, hash, recorded FROM audit_log ORDER BY seq DESC LIMIT 1")
+            if c.postgres:  # one appender at a time, so the chain never forks; one round trip
+                cursor = c.conn.execute(_LOCK_AND_HEAD, prepare=False)
+                cursor.nextset()  # the SELECT's rows follow the LOCK's status
+                last = cursor.fetchone()
+            else:
+                last = c.one(_HEAD)
             seq, prev, floor = (int(last[0]), last[1], int(last[2])) if last else (0, GENESIS, 0)
             for pending in batch:
                 event = pending.event
@@ -439,7 +447,7 @@ class AuditLog:
                 digest = chain_hash(prev, content)
                 rows.append((seq, now, content.decode(), prev, digest, *columns))
                 prev = digest
-            c.executemany(_INSERT, rows)
+            self.db.append_rows(c, rows)
         for number, pending in enumerate(batch, seq - len(batch) + 1):
             pending.seq = number
 

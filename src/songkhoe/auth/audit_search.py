@@ -129,6 +129,7 @@ class _Query:
     total: str | None = None
     summary: str | None = None
     times: list[tuple[int | None, int | None]] = field(default_factory=list)  # µs, ``_date``
+    below: Callable[[list[str]], tuple[str, Any]] | None = None  # ``AuditSearch._below``
 
     def add(self, sql: str, *args: Any) -> None:
         self.where.append(sql)
@@ -138,8 +139,12 @@ class _Query:
 class AuditSearch:
     """Search and read of one database's audit log, as seen by one viewer."""
 
-    def __init__(self, db: Db, viewer: AccessContext | None) -> None:
+    def __init__(self, db: Db, viewer: AccessContext | None, directory: Db | None = None
+                 ) -> None:
+        """``db``: the audit log's database; ``directory``: the store's, whose ``org_tree``
+        gives Organization subtrees (default: ``db``)."""
         self.db = db
+        self.directory = directory or db
         self.viewer = viewer
         if not may_search(viewer):
             assert viewer is not None
@@ -151,7 +156,7 @@ class AuditSearch:
         """One entry by its id, or None when there is none or the viewer may not see it."""
         if not seq.isdigit() or len(seq) > 18:
             return None
-        q = _Query()
+        q = _Query(below=self._below)
         q.add("seq = ?", int(seq))
         self._visible(q)
         rows = self._rows(f"SELECT seq, recorded, content FROM audit_log WHERE "
@@ -160,7 +165,7 @@ class AuditSearch:
 
     def search(self, params: list[tuple[str, str]], *, patient: str | None = None) -> Page:
         """One page of the entries matching ``params`` (``patient``: a Patient compartment)."""
-        q = _Query()
+        q = _Query(below=self._below)
         if patient is not None:
             q.add("patient = ?", patient)
         for raw, value in params:
@@ -240,7 +245,18 @@ class AuditSearch:
         if v is None or v.role == "administrator" or v.org is None:
             return
         # a filter on the entries read newest first (org has no index: schema._v4)
-        q.add("(org = ? OR org IN (SELECT org FROM org_tree WHERE ancestor = ?))", v.org, v.org)
+        q.add(*self._below([v.org]))
+
+    def _below(self, orgs: list[str]) -> tuple[str, Any]:
+        """A condition: ``org`` is one of ``orgs`` or below one of them. The subtree comes
+        from the store's ``org_tree`` (the log may live in another database) and goes into
+        the statement as one parameter: a province's subtree is some 700 Organizations."""
+        below = self.directory.all(f"SELECT DISTINCT org FROM org_tree WHERE ancestor IN "
+                                   f"({_marks(orgs)})", orgs)
+        subtree = sorted({*orgs, *(r[0] for r in below)})
+        if self.db.backend.name == "postgres":
+            return "org = ANY(?)", subtree
+        return "org IN (SELECT value FROM json_each(?))", orjson.dumps(subtree).decode()
 
     # --- parameters --------------------------------------------------------------------------
 
@@ -446,9 +462,8 @@ def _org(q: _Query, raw: str, modifier: str, value: str) -> None:
     _no_modifier(raw, modifier, ("below", "Organization"))
     ids = [_relative(raw, alt, "Organization")[1] for alt in alternatives(value)]
     if modifier == "below":
-        marks = _marks(ids)
-        q.add(f"(org IN ({marks}) OR org IN (SELECT org FROM org_tree WHERE ancestor IN "
-              f"({marks})))", *ids, *ids)
+        assert q.below is not None
+        q.add(*q.below(ids))
     else:
         q.add(_in("org", ids), *ids)
 

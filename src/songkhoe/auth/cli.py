@@ -19,7 +19,11 @@ def _open(args: argparse.Namespace) -> tuple[Any, Auth]:
     from songkhoe.store.backends import default_sqlite_path
 
     store = open_store(args.db or f"sqlite:///{default_sqlite_path()}")
-    return store, Auth(store)
+    try:
+        return store, Auth(store, audit_db=getattr(args, "audit_db", None))
+    except BaseException:
+        store.close()
+        raise
 
 
 def _run(fn: Any) -> Any:
@@ -31,6 +35,7 @@ def _run(fn: Any) -> Any:
             print(f"songkhoe {args.command}: {exc}", file=sys.stderr)
             return 2
         finally:
+            auth.close()
             store.close()
     return run
 
@@ -148,7 +153,7 @@ def audit_break_glass(auth: Auth, args: argparse.Namespace) -> int:
 
     params = [*break_glass_params(args.since, args.org), ("_count", "1000")]
     try:
-        entries = [e.resource for e in AuditSearch(auth.db, None).pages(params)]
+        entries = [e.resource for e in AuditSearch(auth.audit.db, None, auth.db).pages(params)]
     except FhirError as exc:
         raise ValueError(exc.message.replace("search parameter date", "--since")
                          .replace("search parameter agent-org:below", "--org")) from None
@@ -240,14 +245,20 @@ def add_commands(commands: Any) -> None:
     db(p)
     p.set_defaults(run=_run(keys_rotate))
 
+    def audit_db(p: argparse.ArgumentParser) -> None:
+        db(p)
+        p.add_argument("--audit-db", help="the audit log's database URL, when the server was "
+                                          "given one (default: beside a SQLite store, in a "
+                                          "PostgreSQL store's database)")
+
     audit = commands.add_parser("audit", help="the audit trail")
     sub = audit.add_subparsers(dest="audit_command", required=True)
     p = sub.add_parser("verify", help="check the hash chain; exit 1 at the first bad entry")
-    db(p)
+    audit_db(p)
     p.set_defaults(run=_run(audit_verify))
     p = sub.add_parser("break-glass", help="list break-the-glass (emergency access) events "
                                            "for review: who, when, which record, the reason")
-    db(p)
+    audit_db(p)
     p.add_argument("--since", metavar="DATE", help="only from this date or time on (FHIR "
                                                    "date: 2026-05-01, 2026-05-01T08:00:00+07:00)")
     p.add_argument("--org", metavar="ORG", help="only users of this Organization and those "

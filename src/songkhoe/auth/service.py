@@ -31,6 +31,7 @@ from typing import Any
 
 from .assertions import ASSERTION_TYPE, verify_assertion
 from .audit import MAX_REASON, AuditLog
+from .audit_db import open_audit
 from .context import AccessContext
 from .db import Db
 from .identities import CITIZEN, ROLES, AuthError, Client, Identities, User
@@ -67,7 +68,9 @@ class Auth:
 
     def __init__(self, store: Any, *, issuer: str = "songkhoe", audience: str = "songkhoe-fhir",
                  clock: Clock = system_clock, throttle: Throttle | None = None,
-                 access_ttl: int = ACCESS_TTL) -> None:
+                 access_ttl: int = ACCESS_TTL, audit_db: str | None = None) -> None:
+        """``audit_db``: the audit log's database URL (default: ``audit_db.open_audit``'s
+        place — beside a SQLite store, in a PostgreSQL store's own database)."""
         self.store = store
         self.clock = clock
         db = self.db = Db(store)
@@ -77,7 +80,11 @@ class Auth:
                                    ttl=access_ttl)
         self.codes = AuthorizationCodes(db, clock)
         self.refresh = RefreshTokens(db, clock)
-        self.audit = AuditLog(db, clock)
+        self.audit = AuditLog(open_audit(store, audit_db), clock, directory=db)
+
+    def close(self) -> None:
+        """Close the audit database if it is not the store's (the store closes its own)."""
+        self.audit.db.close()
 
     # --- bearer tokens -----------------------------------------------------------------------
 

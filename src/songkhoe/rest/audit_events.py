@@ -1,8 +1,9 @@
 """``AuditEvent`` over REST: the audit log, searched and read, never written.
 
 The AuditEvents songkhoe keeps are the entries of its hash-chained audit log
-(``songkhoe.auth.audit``), not resources of the record store, so every interaction on the
-``AuditEvent`` type is answered here (``FhirApi.dispatch`` hands them over):
+(``songkhoe.auth.audit``, in its own database: ``auth.audit_db``), not resources of the
+record store, so every interaction on the ``AuditEvent`` type is answered here
+(``FhirApi.dispatch`` hands them over):
 
 - search — ``GET [base]/AuditEvent?…``, ``POST [base]/AuditEvent/_search`` and
   ``GET [base]/Patient/[id]/AuditEvent`` (R4 Search, http://hl7.org/fhir/R4/search.html): a
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from songkhoe.auth import audit_db
 from songkhoe.auth.audit_search import AuditSearch, Entry
 from songkhoe.auth.db import Db
 from songkhoe.fhir.outcome import FhirError
@@ -50,7 +52,8 @@ def dispatch(store: Any, call: Call) -> Answer:
         raise FhirError(405, f"{interaction} is not allowed on AuditEvent: the audit log "
                              f"{what}; AuditEvents are written by the server for every request "
                              f"and may only be read and searched", code="not-supported")
-    log = AuditSearch(Db(store), ACCESS.get())  # 403 for anyone but managers and admins
+    # 403 for anyone but managers and admins
+    log = AuditSearch(audit_db.of(store), ACCESS.get(), directory=Db(store))
     if interaction in _READS:
         entry = log.read(target.id or "")
         if entry is None or (target.version is not None and target.version != 1):
