@@ -257,6 +257,23 @@ def import_files(args: argparse.Namespace) -> int:
     return 1 if summary.rejected else 0
 
 
+def warehouse_refresh(args: argparse.Namespace) -> int:
+    from songkhoe.analytics.viewdefinition import ViewDefinitionError
+    from songkhoe.analytics.warehouse import WarehouseError, refresh
+    from songkhoe.store import open_store
+
+    store = open_store(args.db)
+    try:
+        refresh(store, args.dir, args.views, full=args.full,
+                progress=lambda line: print(line, flush=True))
+    except (WarehouseError, ViewDefinitionError) as exc:
+        print(f"songkhoe warehouse refresh: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="songkhoe", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -314,6 +331,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--to", metavar="DB_URL", help="load into this database (bulk path)")
     p.add_argument("--workers", type=int, help="processes (default: one per core)")
     p.set_defaults(run=synth)
+
+    p = commands.add_parser("warehouse", help="the analytics warehouse: ViewDefinitions as "
+                                              "Parquet, refreshed from the store's changes")
+    actions = p.add_subparsers(dest="action", required=True)
+    p = actions.add_parser("refresh", help="bring the warehouse up to date: only what changed "
+                                           "since the last refresh (docs/warehouse.md)")
+    p.add_argument("--db", help="database URL (default: the embedded file)")
+    p.add_argument("--dir", required=True, help="the warehouse folder (created if missing)")
+    p.add_argument("--views", metavar="DIR",
+                   help="folder of ViewDefinition JSON files (default: the built-in views)")
+    p.add_argument("--full", action="store_true", help="rebuild every view from the store")
+    p.set_defaults(run=warehouse_refresh)
 
     from songkhoe.auth.cli import add_commands
     from songkhoe.programs.cli import add_commands as add_programme_commands
