@@ -79,6 +79,7 @@ from songkhoe.rest.negotiation import (
 )
 from songkhoe.rest.guard import AuthGuard, check_entry
 from songkhoe.rest.routing import ID_PATTERN, resolve
+from songkhoe.rest.viewdefinition_run import ViewRun, ViewRunConfig
 
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 _log = logging.getLogger("songkhoe.audit")
@@ -359,7 +360,8 @@ class PublicPaths(frozenset[str]):
 def create_app(store: Any, *, base_url: str | None = None,
                max_body_bytes: int = DEFAULT_MAX_BODY, prefix: str = "/fhir",
                direct_reads: bool = True, auth: Any = None,
-               extra_routes: list[Route] | None = None, export: Any = None) -> Starlette:
+               extra_routes: list[Route] | None = None, export: Any = None,
+               view_run: ViewRunConfig | None = None) -> Starlette:
     """A Starlette app serving the FHIR REST API for ``store`` under ``prefix``.
 
     ``base_url`` fixes the service base used in ``Location``, ``fullUrl`` and links (default:
@@ -376,6 +378,8 @@ def create_app(store: Any, *, base_url: str | None = None,
     ``middleware`` runs before the guard (``songkhoe.web.app.WebRoutes``).
     ``export`` (an ``export_worker.ExportConfig``, or the directory for the files) serves
     Bulk Data ``$export`` (``bulk_export``); its worker runs during the app's lifespan.
+    ``$viewdefinition-run`` is always served (``viewdefinition_run``); ``view_run`` sets where
+    its temporary files go and its chunk size.
     """
     api = FhirApi(store, base_url=base_url, max_body_bytes=max_body_bytes, prefix=prefix,
                   direct_reads=direct_reads)
@@ -405,6 +409,7 @@ def create_app(store: Any, *, base_url: str | None = None,
                               prefix=api.prefix)
         routes += exporter.routes()  # before the FHIR endpoint's catch-all
         api.bulk_export = True
+    routes += ViewRun(store, view_run, prefix=api.prefix).routes()  # before the catch-all
     routes += [Route(api.prefix or "/", endpoint), Route(f"{api.prefix}/{{path:path}}", endpoint)]
     routes += after_fhir
     app = Starlette(routes=routes, middleware=middleware, lifespan=_lifespan)

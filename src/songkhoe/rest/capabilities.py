@@ -9,7 +9,8 @@ composite and special parameters are not offered), ``$validate`` on every type a
 ``$everything`` on Patient; JSON only. With Bulk Data export served (``bulk=True``): the
 ``$export`` operations at system, Patient and Group level with the IG's OperationDefinitions,
 and ``instantiates`` the IG's CapabilityStatement (Bulk Data Access IG 2.0.0,
-http://hl7.org/fhir/uv/bulkdata/STU2/CapabilityStatement-bulk-data.html).
+http://hl7.org/fhir/uv/bulkdata/STU2/CapabilityStatement-bulk-data.html). Always: the SQL on FHIR
+v2 ``$viewdefinition-run`` at system level.
 """
 
 from __future__ import annotations
@@ -42,6 +43,14 @@ _BULK = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
 EXPORT = {"name": "export", "definition": f"{_BULK}export"}
 PATIENT_EXPORT = {"name": "export", "definition": f"{_BULK}patient-export"}
 GROUP_EXPORT = {"name": "export", "definition": f"{_BULK}group-export"}
+#: SQL on FHIR v2 (2.1.0-pre), R4 mode: a system-level operation (rest.viewdefinition_run).
+VIEWDEFINITION_RUN = {
+    "name": "viewdefinition-run",
+    "definition": "http://sql-on-fhir.org/OperationDefinition/$viewdefinition-run",
+    "documentation": "Also at [base]/ViewDefinition/$viewdefinition-run. The view is given as "
+                     "viewResource (viewReference and source are not supported: no "
+                     "ViewDefinition is stored). Formats: json, ndjson, csv, parquet.",
+}
 
 _INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance",
                  "history-type", "create", "search-type")
@@ -114,9 +123,10 @@ def capability_statement(base: str | None, *, bulk: bool = False) -> dict[str, A
             "searchParam": [dict(p) for p in COMMON],
         }],
     }
+    statement["rest"][0]["operation"] = [EXPORT, VIEWDEFINITION_RUN] if bulk else \
+        [VIEWDEFINITION_RUN]
     if bulk:
         statement["instantiates"] = [BULK_DATA]
-        statement["rest"][0]["operation"] = [EXPORT]
     return statement
 
 
