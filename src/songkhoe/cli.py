@@ -15,6 +15,7 @@ ENV_DB = "SONGKHOE_DB"
 ENV_MAX_BODY = "SONGKHOE_MAX_BODY_BYTES"
 ENV_NO_AUTH = "SONGKHOE_INSECURE_NO_AUTH"
 ENV_EXPORT_DIR = "SONGKHOE_EXPORT_DIR"  # also read by ``songkhoe serve`` as --export-dir's default
+ENV_AUDIT_DB = "SONGKHOE_AUDIT_DB"  # serve --audit-db, for the worker processes
 
 
 def _app_from_env() -> Any:
@@ -32,7 +33,7 @@ def _app_from_env() -> Any:
 def _auth(store: Any) -> Any:
     from songkhoe.auth import Auth
 
-    return Auth(store)
+    return Auth(store, audit_db=os.environ.get(ENV_AUDIT_DB) or None)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -44,6 +45,8 @@ def serve(args: argparse.Namespace) -> int:
     db = args.db or f"sqlite:///{default_sqlite_path()}"
     store = open_store(db)  # create or migrate the schema once, before workers start
     store.derive = _programmes()  # refuses to start on a definition error
+    if args.audit_db:
+        os.environ[ENV_AUDIT_DB] = args.audit_db
     shown_host = "localhost" if args.host in ("0.0.0.0", "127.0.0.1", "::") else args.host
     print(f"songkhoe: database {db.split('@')[-1] if '@' in db else db}", flush=True)
     from songkhoe.rest.export_worker import default_directory
@@ -258,6 +261,7 @@ def import_files(args: argparse.Namespace) -> int:
 
 
 def warehouse_refresh(args: argparse.Namespace) -> int:
+    from songkhoe.analytics.rows import ViewEvaluationError
     from songkhoe.analytics.viewdefinition import ViewDefinitionError
     from songkhoe.analytics.warehouse import WarehouseError, refresh
     from songkhoe.store import open_store
@@ -266,7 +270,7 @@ def warehouse_refresh(args: argparse.Namespace) -> int:
     try:
         refresh(store, args.dir, args.views, full=args.full,
                 progress=lambda line: print(line, flush=True))
-    except (WarehouseError, ViewDefinitionError) as exc:
+    except (WarehouseError, ViewDefinitionError, ViewEvaluationError) as exc:
         print(f"songkhoe warehouse refresh: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -295,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--demo-communes", type=int, default=5, metavar="N")
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="serve without authentication or audit (tests and local tools only)")
+    p.add_argument("--audit-db", metavar="URL",
+                   help="the audit log's database (default: beside a SQLite store, "
+                        "<name>-audit.db; a PostgreSQL store's own database)")
     p.add_argument("--export-dir", metavar="DIR",
                    help=f"where Bulk Data $export writes its NDJSON files (default: "
                         f"${ENV_EXPORT_DIR}, else beside the database: <file>.db-exports, or "

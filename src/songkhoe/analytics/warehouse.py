@@ -39,17 +39,20 @@ import fcntl
 import hashlib
 import json
 import os
-import re
+import queue
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import duckdb
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from songkhoe.store import Store
 from songkhoe.store.changes import Position, changed, comparable, current, position
@@ -67,9 +70,11 @@ FORMAT = 1
 #: the ViewDefinitions refreshed by default
 DEFAULT_VIEWS = Path(__file__).parent / "views"
 #: resources per NDJSON chunk read from the store: one Parquet file per chunk and view
-CHUNK = 250_000
+CHUNK = 100_000
 
 Progress = Callable[[str], None]
+_KEYS = pa.schema([(KEY, pa.string())])
+T = TypeVar("T")
 
 
 class WarehouseError(RuntimeError):
@@ -293,7 +298,7 @@ class _Run:
         segments = {n: self._segment(n, base=True) for n in names}
         reading = 0.0
         total = 0
-        for path, count, seconds in self._chunks(rtype, current(self.store, rtype)):
+        for path, count, seconds in _prefetched(self._chunks(rtype, current(self.store, rtype))):
             reading += seconds
             total += count
             for name in names:
@@ -312,35 +317,41 @@ class _Run:
         """A delta segment of each view in ``names``: the rows of the resources of ``rtype``
         changed from ``start`` to ``end``, and their ids (deleted ones too)."""
         started = time.perf_counter()
-        keys_path = self.work / f"{rtype}.keys"
+        keys_path = self.work / f"{rtype}.keys.parquet"
         deleted = 0
-        with keys_path.open("wb") as keys:
+        with pq.ParquetWriter(keys_path, _KEYS) as keys:
+            ids: list[str] = []
+
             def live() -> Iterator[tuple[int, bytes]]:
                 nonlocal deleted
                 for _, id, content in changed(self.store, [rtype], start, end):
-                    keys.write(id.encode() + b"\n")
+                    ids.append(id)
+                    if len(ids) == self.chunk:
+                        keys.write_batch(pa.record_batch([ids], schema=_KEYS))
+                        ids.clear()
                     if content is None:
                         deleted += 1
                     else:
                         yield 1, bytes(content) + b"\n"
-            chunks = list(self._chunks(rtype, live(), keep=True))
+            chunks = list(self._chunks(rtype, live()))
+            if ids:
+                keys.write_batch(pa.record_batch([ids], schema=_KEYS))
+        _fsync(keys_path)
         reading = sum(seconds for _, _, seconds in chunks)
         total = sum(count for _, count, _ in chunks) + deleted
         self._read(rtype, total, reading)
         if total == 0:
             for name in names:
                 self.report.views[name] = ViewReport("unchanged")
+                self.say(f"{name} ({rtype}): no changes")
             return
         for name in names:
             segment = self._segment(name, base=False)
             for path, count, _ in chunks:
                 self._rows(name, segment, path, count)
-            target = self.work / name / "superseded" / f"{SEGMENT}={segment['segment']}"
-            target.mkdir(parents=True)
-            self.db.execute(f"COPY (SELECT {KEY} FROM read_csv({_literal(str(keys_path))}, "
-                            f"header = false, columns = {{'{KEY}': 'VARCHAR'}})) TO "
-                            f"{_literal(str(target / 'keys.parquet'))} (FORMAT parquet)")
-            _fsync(target / "keys.parquet")
+            target = self._made(name, "superseded", segment)
+            target.mkdir()
+            os.link(keys_path, target / "keys.parquet")  # the same ids for every view
             segment["keys"] = f"{name}/superseded/{SEGMENT}={segment['segment']}/keys.parquet"
             segment["resources"] += deleted
             self._finish(name, segment, "delta", started, reading, deleted)
@@ -351,8 +362,7 @@ class _Run:
         """Merge the view's segments into one new base (its current rows)."""
         started = time.perf_counter()
         segment = self._segment(name, base=True)
-        target = self.work / name / "rows" / f"{SEGMENT}={segment['segment']}"
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = self._made(name, "rows", segment)
         columns = ", ".join(_ident(c) for c in [*entry["columns"], KEY])
         query = view_sql(self.folder, {**entry, "columns": [*entry["columns"], KEY]})
         self.db.execute(f"COPY (SELECT {columns} FROM ({query})) TO {_literal(str(target))} "
@@ -360,8 +370,7 @@ class _Run:
         for path in sorted(target.iterdir()):
             _fsync(path)
             segment["files"].append(f"{name}/rows/{SEGMENT}={segment['segment']}/{path.name}")
-        segment["rows"] = int(self.db.execute(
-            f"SELECT count(*) FROM {_parquet([str(p) for p in target.iterdir()])}").fetchone()[0])
+            segment["rows"] += pq.ParquetFile(path).metadata.num_rows
         replaced = len(entry["segments"])
         entry["segments"] = [segment]
         self.say(f"{name}: compacted {replaced} segments into segment {segment['segment']}, "
@@ -376,8 +385,13 @@ class _Run:
         entry["next"] += 1
         return segment
 
-    def _chunks(self, rtype: str, blocks: Iterator[tuple[int, bytes]], *,
-                keep: bool = False) -> Iterator[tuple[Path, int, float]]:
+    def _made(self, name: str, kind: str, segment: dict[str, Any]) -> Path:
+        """Where a segment's folder of ``kind`` (rows, superseded) is made, before
+        :func:`_commit` moves it to ``<name>/<kind>/warehouse_segment=<n>``."""
+        return self.work / f"{name}.{kind}.{segment['segment']}"
+
+    def _chunks(self, rtype: str,
+                blocks: Iterator[tuple[int, bytes]]) -> Iterator[tuple[Path, int, float]]:
         """NDJSON files of at most ``chunk`` resources from ``blocks``: (path, resources,
         seconds spent reading and writing it)."""
         n = 0
@@ -405,8 +419,8 @@ class _Run:
     def _rows(self, name: str, segment: dict[str, Any], ndjson: Path, resources: int) -> None:
         """Run the view over one NDJSON chunk into the segment's next Parquet file."""
         number = segment["segment"]
-        target = self.work / name / "rows" / f"{SEGMENT}={number}"
-        target.mkdir(parents=True, exist_ok=True)
+        target = self._made(name, "rows", segment)
+        target.mkdir(exist_ok=True)
         part = f"part-{len(segment['files'])}.parquet"
         segment["rows"] += to_parquet(self.views[name].keyed, ndjson, target / part, con=self.db)
         _fsync(target / part)
@@ -429,6 +443,52 @@ class _Run:
         self.say(f"{name} ({self.views[name].resource}): {what}, {segment['resources']:,} "
                  f"resources read{gone}, {segment['rows']:,} rows written to segment "
                  f"{segment['segment']} in {seconds:.2f} s (store read {reading:.2f} s)")
+
+
+def _prefetched(items: Iterator[T]) -> Iterator[T]:
+    """``items``, each produced in a thread of its own while the caller works on the one
+    before: the store is read and the next chunk written while DuckDB runs the views over
+    the previous one (both release the GIL while they work)."""
+    handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        handoff.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            handoff.put(("end", None))
+        except BaseException as exc:  # handed to the caller, raised there
+            handoff.put(("error", exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # ends the store's read transaction
+
+    producer = threading.Thread(target=produce, name="warehouse-read", daemon=True)
+    producer.start()
+    try:
+        while True:
+            kind, value = handoff.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        while producer.is_alive():
+            try:
+                handoff.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        producer.join()
 
 
 def _needs_compaction(entry: dict[str, Any], max_deltas: int, share: float) -> bool:
@@ -494,15 +554,15 @@ def _remove_leftovers(folder: Path, state: dict[str, Any] | None) -> None:
 def _commit(folder: Path, work: Path, state: dict[str, Any], old: dict[str, Any] | None) -> None:
     """Move the new segments into place, replace the state atomically, then delete the
     segments retired by earlier refreshes."""
-    for name in state["views"]:
-        for kind in ("rows", "superseded"):
-            made = work / name / kind
-            if not made.is_dir():
-                continue
+    moved: set[Path] = set()
+    for made in sorted(work.iterdir()):
+        if made.is_dir():  # <view>.<kind>.<n>, see _Run._made
+            name, kind, number = made.name.split(".")
             (folder / name / kind).mkdir(parents=True, exist_ok=True)
-            for seg in sorted(made.iterdir()):
-                seg.rename(folder / name / kind / seg.name)
-            _fsync(folder / name / kind)
+            made.rename(folder / name / kind / f"{SEGMENT}={number}")
+            moved.add(folder / name / kind)
+    for parent in sorted(moved):
+        _fsync(parent)
     text = json.dumps(state, indent=1, ensure_ascii=False).encode()
     temporary = folder / f"{STATE}.new"
     with temporary.open("wb") as out:

@@ -143,7 +143,10 @@ def changed(store: Store, types: Sequence[str], start: Position,
     listed = ", ".join(f"'{t}'" for t in types)
     backend = store.backend
     low, high = start.bounds()[0], end.bounds()[1]
-    window = f"c.type IN ({listed}) AND c.change_seq >= {low} AND c.change_seq < {high}"
+    # SQLite without statistics would rather read a type's whole history by its index
+    # (``+`` keeps it on ``history_change``: 135 ms → 8 ms for 552 changes among 195,000)
+    typed = "+c.type" if backend.name == "sqlite" else "c.type"
+    window = f"{typed} IN ({listed}) AND c.change_seq >= {low} AND c.change_seq < {high}"
     if backend.name == "postgres":
         window += (f" AND pg_visible_in_snapshot(c.change_seq::text::xid8, '{end.mark}') "
                    f"AND NOT pg_visible_in_snapshot(c.change_seq::text::xid8, '{start.mark}')")
