@@ -186,6 +186,10 @@ def test_format_from_accept_and_empty_results(http, tokens):
     table = pq.read_table(io.BytesIO(run(http, admin, parameters(empty),
                                          "?_format=parquet").content))
     assert table.num_rows == 0 and table.column_names == ["id", "patient", "code", "value"]
+    # chunks of 4 Patients, then 1: rows only in the second
+    last = {**PATIENTS, "where": [{"path": "id = 'b2'"}]}
+    assert ids(run(http, admin, parameters(last), "?_format=json").json()) == ["b2"]
+    assert run(http, admin, parameters(last), "?_format=csv").text.count("\r\n") == 2
 
 
 # --- parameters and filters ------------------------------------------------------------------
