@@ -37,7 +37,8 @@ SQL on FHIR v2 (2.1.0-pre), OperationDefinition ViewDefinitionRun
   ``resource`` runs read nothing from the store.
 - **Streaming** ("MAY use chunked transfer encoding"). Resources are read in chunks of
   ``ViewRunConfig.chunk`` to a temporary NDJSON file; DuckDB runs the view over each
-  (``analytics.duckdb_runner.execute``) and its rows go out at once. The first chunk runs
+  (``analytics.duckdb_runner.execute``, on a cursor of one in-memory database per app; DuckDB
+  and Arrow are imported by the first run) and its rows go out at once. The first chunk runs
   before the answer starts, so its errors get their status; an error in a later chunk aborts
   the response (the client sees it cut short) and is logged and audited. The temporary folder
   is removed when the answer ends, fails or its client goes away.
