@@ -51,6 +51,7 @@ from checkup import checkup_bundle
 from tests.server import ServerProcess
 
 from songkhoe.auth import Auth, ScopeSet
+from songkhoe.auth.audit_db import audit_path
 from songkhoe.auth.identities import ROLES
 from songkhoe.rest import create_app
 from songkhoe.store import open_store
@@ -83,6 +84,10 @@ def _organizations() -> list[tuple[str, dict]]:
 
 def prepare(backend: str, patients: int) -> str:
     url = fresh_db(backend, "songkhoe_bench_auth")
+    if backend == "sqlite":  # and the audit log's own file (``auth.audit_db``)
+        log_file = audit_path(url.removeprefix("sqlite://"))
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{log_file}{suffix}").unlink(missing_ok=True)
     rng = random.Random(7)
     resources = _organizations()
     for n in range(patients):

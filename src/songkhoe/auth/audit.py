@@ -70,7 +70,13 @@ MAX_REASON = 500  # characters of a stated break-the-glass reason kept
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 ACTIONS = {"create": "C", "read": "R", "vread": "R", "update": "U", "patch": "U", "delete": "D",
            "search": "E", "history": "R", "capabilities": "R", "operation": "E",
-           "batch-transaction": "E", "login": "E", "token": "E", "revoke": "E", "other": "E"}
+           "batch-transaction": "E", "login": "E", "token": "E", "logout": "E", "revoke": "E",
+           "export": "E", "other": "E"}
+#: Interactions recorded with DICOM codes (DCM, audit-event-sub-type): sign-in and token
+#: requests 110122 Login, sign-out 110123 Logout — both of type 110114 User Authentication —
+#: and Bulk Data ``$export`` (kick-off, status, files) 110106 Export.
+DICOM_SUBTYPES = {"login": "110122", "token": "110122", "logout": "110123", "export": "110106"}
+_AUTHENTICATION = frozenset({"login", "token", "logout"})
 
 
 def canonical(value: Any) -> bytes:
@@ -108,7 +114,7 @@ _SOURCE = {"observer": {"display": "songkhoe"},
 
 def audit_event(event: Event, recorded: datetime) -> dict[str, Any]:
     """The AuditEvent of ``event`` (``entry`` builds its canonical JSON faster)."""
-    login = event.interaction in ("login", "token")
+    login = event.interaction in _AUTHENTICATION
     return {
         "resourceType": "AuditEvent",
         "type": _LOGIN_TYPE if login else _REST_TYPE,
@@ -128,9 +134,9 @@ def _outcome(status: int) -> str:
 
 
 def _subtype(interaction: str) -> dict[str, str]:
-    login = interaction in ("login", "token")
-    return {"system": _INTERACTION if not login else _DCM,
-            "code": interaction if not login else "110122", "display": interaction}
+    dicom = DICOM_SUBTYPES.get(interaction)
+    return {"system": _INTERACTION if dicom is None else _DCM,
+            "code": interaction if dicom is None else dicom, "display": interaction}
 
 
 def _agents(a: AccessContext | None, who: str | None, address: str | None,
@@ -263,7 +269,7 @@ def _fixed_part(interaction: str) -> tuple[bytes, bytes, bytes, str, str, str]:
     """``action``, ``subtype`` and ``type`` as canonical JSON, and their codes."""
     action = ACTIONS.get(interaction.split("-")[0], "E")
     subtype = _subtype(interaction)
-    kind = _LOGIN_TYPE if interaction in ("login", "token") else _REST_TYPE
+    kind = _LOGIN_TYPE if interaction in _AUTHENTICATION else _REST_TYPE
     return (canonical(action), canonical([subtype]), canonical(kind), action, subtype["code"],
             kind["code"])
 

@@ -18,7 +18,8 @@ is AND):
 - ``entity`` — the resource of the request, ``Type/id`` (or ``entity:Type=id``);
 - ``patient`` — the Patient the event is about (``audit`` says how it is found);
 - ``type``, ``subtype`` — the event type (``rest``, DICOM ``110114``) and the FHIR interaction
-  (``read``, ``search-type``…, DICOM ``110122`` for a token), each ``[system|]code``;
+  (``read``, ``search-type``…; DICOM ``110122`` a sign-in or token, ``110123`` a sign-out,
+  ``110106`` a Bulk Data export), each ``[system|]code``;
 - ``action`` (C R U D E), ``outcome`` (0 4 8 12; ``outcome:not=0`` the failures); token
   parameters take ``:not``;
 - ``address`` — the client's network address, prefix match (``:exact`` for equality);
@@ -67,7 +68,16 @@ from songkhoe.store.search_values import (
     unescape,
 )
 
-from .audit import _DCM, _EVENT_TYPE, _INTERACTION, BREAK_GLASS, CLIENT, TOKEN, USER
+from .audit import (
+    _DCM,
+    _EVENT_TYPE,
+    _INTERACTION,
+    BREAK_GLASS,
+    CLIENT,
+    DICOM_SUBTYPES,
+    TOKEN,
+    USER,
+)
 from .context import AccessContext
 from .db import Db
 
@@ -557,7 +567,8 @@ _PARAMS: dict[str, Any] = {
     "entity": _entity,
     "patient": _patient,
     "type": _token("type", _TYPE_SYSTEMS.get),
-    "subtype": _token("subtype", _system(_INTERACTION, {"110122": _DCM})),
+    "subtype": _token("subtype", _system(_INTERACTION,
+                                         {code: _DCM for code in DICOM_SUBTYPES.values()})),
     "action": _token("action", _system("http://hl7.org/fhir/audit-event-action"), ACTIONS),
     "outcome": _token("outcome", _system("http://hl7.org/fhir/audit-event-outcome"),
                       OUTCOMES),

@@ -12,7 +12,8 @@ runs the interaction against the store, and writes the ``Answer`` with its ``ETa
 ``Prefer: return`` choice (§3.1.0.1.7, #ins). Every error is an OperationOutcome (``errors``).
 
 Store calls are blocking; they run in Starlette's thread pool, except reads by id, which are
-single index lookups: a thread hop costs more than it saves. Measured on the 2-core machine
+single index lookups: a thread hop costs more than it saves (plain reads by id are answered
+at the front of the app, ``read.PlainReads``). Measured on the 2-core machine
 (2 uvicorn workers, wrk on the same machine, 16 connections): on SQLite 48 us per request
 in-process direct vs 180 us through the pool; on PostgreSQL 3,800 vs 2,100 requests/s. With
 the database across a network, pass ``direct_reads=False``.
@@ -65,25 +66,22 @@ from songkhoe.rest.exchange import (
 )
 from songkhoe.rest.negotiation import (
     DEFAULT,
-    FHIR_JSON,
     FORM,
     JSON_PATCH,
     RESOURCE_TYPES,
     Format,
-    accept_media,
     check_content_type,
     parse_patch,
     parse_prefer,
     parse_resource,
     response_format,
 )
-from songkhoe.rest.guard import AuthGuard, check_entry
-from songkhoe.rest.routing import ID_PATTERN, resolve
+from songkhoe.rest.guard import AuthGuard, ReadGate, check_entry
+from songkhoe.rest.routing import resolve
 from songkhoe.rest.viewdefinition_run import ViewRun, ViewRunConfig
 
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 _log = logging.getLogger("songkhoe.audit")
-_FHIR_JSON_UTF8 = f"{FHIR_JSON}; charset=utf-8".encode()
 
 #: How each interaction's request body is decoded (None: the body is ignored).
 _RESOURCE_BODY = frozenset({"create", "update", "conditional-update", "batch-transaction",
@@ -282,58 +280,16 @@ class FhirApi:
 
 
 class _Endpoint:
-    """The FHIR endpoint as a plain ASGI app behind Starlette's router (and any middleware).
-
-    A plain read by id (``GET [type]/[id]``, no query, no conditional headers) takes a lean
-    path: one store call and the stored bytes out as raw ASGI messages, without building
-    Starlette request/response objects. Anything else, and every error, goes the general way
-    through ``FhirApi.endpoint``; the tests check both give the same answer.
-    """
+    """The FHIR endpoint as a plain ASGI app behind Starlette's router (and any middleware):
+    every interaction the general way through ``FhirApi.endpoint``. Plain reads by id are
+    answered ahead of the router (``read.PlainReads``)."""
 
     def __init__(self, api: FhirApi) -> None:
         self.api = api
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["method"] == "GET" and not scope["query_string"] and self._plain_read(scope):
-            type_, id_ = scope["path_params"]["path"].split("/")
-            try:
-                if self.api.direct_reads:
-                    stored = self.api.store.read(type_, id_)
-                else:
-                    stored = await run_in_threadpool(self.api.store.read, type_, id_)
-            except FhirError as err:  # 404/410
-                await error_response(err)(scope, receive, send)
-                return
-            except Exception as exc:  # noqa: BLE001 - a bug: logged, answered 500
-                await internal_error_response(exc, f"GET {scope['path']}")(scope, receive, send)
-                return
-            await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-type", _FHIR_JSON_UTF8),
-                (b"content-length", str(len(stored.content)).encode()),
-                (b"etag", stored.etag.encode()),
-                (b"last-modified", http_date(stored.last_updated).encode())]})
-            await send({"type": "http.response.body", "body": stored.content})
-            return
         response = await self.api.endpoint(Request(scope, receive))
         await response(scope, receive, send)
-
-    def _plain_read(self, scope: Any) -> bool:
-        """Whether a GET without query is a plain read that may take the lean path."""
-        api = self.api
-        type_, slash, id_ = scope.get("path_params", {}).get("path", "").partition("/")
-        if not slash or type_ not in api.types or not ID_PATTERN.fullmatch(id_) or \
-                type_ == audit_events.TYPE:
-            return False
-        for name, value in scope["headers"]:
-            if name == b"accept":
-                try:
-                    if accept_media(value.decode("latin-1")) != FHIR_JSON:
-                        return False
-                except FhirError:
-                    return False
-            elif name in (b"if-none-match", b"if-modified-since"):
-                return False
-        return True
 
 
 def _too_large(size: int, limit: int) -> FhirError:
@@ -387,6 +343,7 @@ def create_app(store: Any, *, base_url: str | None = None,
     routes: list[Route] = [Route("/health", _health, methods=["GET"])]
     middleware: list[Middleware] = []
     audit_writer = None
+    gate = None  # the guard's part of a plain read (``read.PlainReads``)
     after_fhir: list[Route] = []
     if auth is not None:
         auth_routes = AuthEndpoints(auth, api.prefix).routes()
@@ -398,11 +355,14 @@ def create_app(store: Any, *, base_url: str | None = None,
                       not r.path.startswith(f"{api.prefix}/")]
         routes += [r for r in auth_routes if r not in after_fhir]
         audit_writer = AuditBatcher(auth.audit)
+        gate = ReadGate(auth, audit_writer)
         middleware.append(Middleware(AuthGuard, auth=auth, fhir_prefix=api.prefix,
                                      types=api.types, public=public, audit_writer=audit_writer))
     routes += list(extra_routes or [])
     # what the extra routes need before the guard (the web app: session cookie → bearer token)
     middleware[:0] = getattr(extra_routes, "middleware", [])
+    # plain reads by id first: no router, no other middleware (the guard's checks included)
+    middleware.insert(0, Middleware(read.PlainReads, api=api, gate=gate))
     exporter = None
     if export is not None:
         exporter = BulkExport(store, export, audit=auth.audit if auth is not None else None,

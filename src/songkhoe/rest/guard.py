@@ -9,6 +9,9 @@
   the store's queries (organisation subtree, patient compartment, scope queries): the
   request's ``songkhoe.store.access.CURRENT`` is set to the context's ``ContextAccess``, and
   every store transaction of the request applies it.
+- A plain read by id is answered ahead of this middleware by ``read.PlainReads`` with the
+  same checks and the same AuditEvent (``ReadGate``): one route resolution, no middleware
+  hop; whatever it does not admit comes here.
 - The verified ``AccessContext`` is put in the ASGI scope (``scope["songkhoe.access"]``) and
   in the ``ACCESS`` context variable, which Bundle entries are checked against
   (``check_entry``); context variables reach store calls made in worker threads.
@@ -99,6 +102,42 @@ def check_entry(target: Target) -> None:
     access = ACCESS.get()
     if access is not None:
         check(access, target)
+
+
+class ReadGate:
+    """The guard's work for a plain read by id answered at the front of the app
+    (``read.PlainReads``), which takes the guard's place there: the bearer token verified (a
+    token seen before: its cached context), its scopes checked for reading the type, the
+    store's rules for the read, and the read's AuditEvent queued before the answer leaves —
+    the same entry the guard writes. A request it does not admit goes the general way, where
+    the guard refuses and audits it."""
+
+    def __init__(self, auth: Auth, audit_writer: AuditBatcher) -> None:
+        self.auth = auth
+        self.audit_writer = audit_writer
+
+    def admit(self, authorization: bytes, rtype: str, address: str | None
+              ) -> tuple[AccessContext, ContextAccess] | None:
+        """The context and rules of a valid bearer token whose scopes let it read ``rtype``;
+        None otherwise (or when verifying fails in any way)."""
+        text = authorization.decode("latin-1")
+        if text[:7].lower() != "bearer ":
+            return None
+        try:
+            access, rules = self.auth.verify_with_rules(text[7:].strip(), address)
+        except Exception:  # noqa: BLE001 - the general way says why (401, or 500 audited)
+            return None
+        return (access, rules) if access.scopes.permits(rtype, "r") else None
+
+    async def audit(self, path: str, entity: str, access: AccessContext,
+                    address: str | None) -> None:
+        """Queue the AuditEvent of an answered read (or commit it, while the log is failing
+        or its queue is full)."""
+        event = Event("read", "GET", path, 200, entity=entity, access=access, address=address)
+        if self.audit_writer.accepting():
+            self.audit_writer.queue(event)
+        else:
+            await self.audit_writer.record(event)
 
 
 class AuthGuard:
@@ -202,16 +241,18 @@ class AuthGuard:
             return None  # the FHIR endpoint answers it (404/405/400) once authenticated
 
 
+#: What the requests outside the FHIR routing table are, for their AuditEvent's subtype
+#: (``audit.DICOM_SUBTYPES``): the OAuth endpoints and the web app's session sign-in/out.
+_PATH_INTERACTIONS = {"/auth/token": "token", "/auth/authorize": "login",
+                      "/auth/revoke": "revoke", "/app/session": "login", "/app/logout": "logout"}
+
+
 def _interaction(path: str, target: Target | None) -> str:
     if target is not None:
         return target.interaction
-    if path == "/auth/token":
-        return "token"
-    if path == "/auth/authorize":
-        return "login"
-    if path == "/auth/revoke":
-        return "revoke"
-    return "other"
+    if "/$export" in path:  # kick-off, status, files and cancel of a Bulk Data export
+        return "export"
+    return _PATH_INTERACTIONS.get(path, "other")
 
 
 def _entity(location: str | None, target: Target | None, prefix: str) -> str | None:
