@@ -6,8 +6,10 @@ a fresh database. The views are ``--views DIR`` (default: the three of ``bench_v
 patient demographics, vital signs, conditions). Each round, in one session so that the load
 of the machine weighs on both alike:
 
-1. ``runner``: the DuckDB runner alone (``to_parquet``) over NDJSON files of the same
-   resources, as ``bench_views.py`` measures it — the rate a full build could approach;
+1. ``store_read``: the store alone — its live resources of the views' types read into NDJSON
+   files (``changes.current``, as a full build reads them); ``runner``: the DuckDB runner
+   alone (``to_parquet``) over those files, as ``bench_views.py`` measures it — a full build
+   does both, the store read one chunk ahead of the runner;
 2. ``full``: ``warehouse.refresh`` into an empty folder — resources/s, and the part spent
    reading the store and writing the NDJSON chunks (``read_seconds``);
 3. ``changes``: 1% (``--change``) of the resources of the views' types changed through the
@@ -18,11 +20,12 @@ of the machine weighs on both alike:
 5. ``compaction``: another 1% changed and a refresh that also merges the deltas into a new
    base (``max_deltas=1``).
 
-Figures (one JSON line each, with ``load_average``): ``warehouse_runner``,
+Figures (one JSON line each, with ``load_average``): ``warehouse_store_read``,
+``warehouse_runner``,
 ``warehouse_full``, ``warehouse_refresh`` (with ``ratio``), ``warehouse_compaction``.
 
     python bench/bench_warehouse.py [--backend sqlite|postgres|both] [--people 20000]
-                                    [--rounds 3] [--views DIR] [--change 0.01]
+                                    [--rounds 3] [--views DIR] [--change 0.01] [--db URL]
 """
 
 from __future__ import annotations
@@ -111,15 +114,22 @@ def fingerprint(folder: Path) -> dict[str, tuple[int, int]]:
                                     f'"{n}" AS v').fetchone()) for n in names}
 
 
-def runner_alone(store: Store, views: dict[str, warehouse.WarehouseView], work: Path,
-                 threads: int) -> tuple[int, float]:
-    """(resources, seconds) of ``to_parquet`` over NDJSON files of the views' types."""
-    files: dict[str, Path] = {}
-    for rtype in {v.resource for v in views.values()}:
-        files[rtype] = work / f"{rtype}.ndjson"
-        with files[rtype].open("wb") as out:
-            for _, block in current(store, rtype):
+def store_alone(store: Store, types: list[str], work: Path) -> tuple[int, float]:
+    """(resources, seconds) of reading the live resources of ``types`` from the store into
+    NDJSON files (``changes.current``, as a full build reads them)."""
+    started, resources = time.perf_counter(), 0
+    for rtype in types:
+        with (work / f"{rtype}.ndjson").open("wb") as out:
+            for count, block in current(store, rtype):
                 out.write(block)
+                resources += count
+    return resources, time.perf_counter() - started
+
+
+def runner_alone(views: dict[str, warehouse.WarehouseView], work: Path,
+                 threads: int) -> tuple[int, float]:
+    """(resources, seconds) of ``to_parquet`` over the NDJSON files of the views' types."""
+    files = {v.resource: work / f"{v.resource}.ndjson" for v in views.values()}
     con = duckdb.connect()
     con.execute(f"SET threads = {threads}")
     resources, seconds = 0, 0.0
@@ -135,7 +145,7 @@ def runner_alone(store: Store, views: dict[str, warehouse.WarehouseView], work: 
 
 
 def run(backend: str, args: argparse.Namespace, views_dir: Path) -> None:
-    url = populate(backend, args.people)
+    url = args.db or populate(backend, args.people)
     store = open_store(url)
     views = warehouse.load_views(views_dir)
     types = sorted({v.resource for v in views.values()})
@@ -146,7 +156,12 @@ def run(backend: str, args: argparse.Namespace, views_dir: Path) -> None:
             work.mkdir()
             load = [os.getloadavg()[0]]
             (work / "runner").mkdir()
-            resources, seconds = runner_alone(store, views, work / "runner", args.threads)
+            resources, seconds = store_alone(store, types, work / "runner")
+            emit(figure="warehouse_store_read", backend=backend, people=args.people,
+                 resources=resources, seconds=round(seconds, 3),
+                 resources_per_s=round(resources / seconds),
+                 load_average=round(os.getloadavg()[0], 1), round=round_)
+            resources, seconds = runner_alone(views, work / "runner", args.threads)
             emit(figure="warehouse_runner", backend=backend, people=args.people,
                  resources=resources, seconds=round(seconds, 3),
                  resources_per_s=round(resources / seconds), target=RUNNER_TARGET,
@@ -196,6 +211,8 @@ def main() -> None:
     parser.add_argument("--change", type=float, default=0.01)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--views", help="folder of ViewDefinitions (default: bench_views.py's)")
+    parser.add_argument("--db", help="an already populated database to use instead of loading "
+                                     "one (with --backend sqlite or postgres; it is changed)")
     args = parser.parse_args()
     views_dir = Path(args.views) if args.views else Path(tempfile.mkdtemp(prefix="bench-views-"))
     try:

@@ -237,14 +237,7 @@ def refresh(store: Store, directory: str | os.PathLike[str],
         try:
             run = _Run(store, folder, work, db, definitions, entries, report, say, chunk)
             for rtype in sorted({v.resource for v in definitions.values()}):
-                names = [n for n, v in definitions.items() if v.resource == rtype]
-                rebuilt = [n for n in names if plans[n] == "full"]
-                kept = [n for n in names if plans[n] == "delta"]
-                if rebuilt:
-                    run.full(rtype, rebuilt)
-                if kept:
-                    assert start is not None
-                    run.delta(rtype, kept, start, end)
+                run.type(rtype, plans, start, end)
             state = {"format": FORMAT, "refresh": number, "position": end.to_json(),
                      "views": entries, "retired": _retired(old, number, entries)}
             _commit(folder, work, state, old)
@@ -291,6 +284,19 @@ class _Run:
         self.store, self.folder, self.work, self.db = store, folder, work, db
         self.views, self.entries, self.report, self.say = views, entries, report, say
         self.chunk = chunk
+
+    def type(self, rtype: str, plans: dict[str, str], start: Position | None,
+             end: Position) -> None:
+        """The segments of the views of ``rtype``: a base for those rebuilt, a delta for the
+        others."""
+        names = [n for n, v in self.views.items() if v.resource == rtype]
+        rebuilt = [n for n in names if plans[n] == "full"]
+        kept = [n for n in names if plans[n] == "delta"]
+        if rebuilt:
+            self.full(rtype, rebuilt)
+        if kept:
+            assert start is not None
+            self.delta(rtype, kept, start, end)
 
     def full(self, rtype: str, names: list[str]) -> None:
         """A base segment of each view in ``names`` from every live resource of ``rtype``."""
