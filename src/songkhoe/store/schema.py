@@ -21,7 +21,7 @@ from uuid import uuid4
 
 from .access import backfill_statements
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 @dataclass(frozen=True)
@@ -359,8 +359,21 @@ def _v7(t: Types) -> list[str]:
             f"INSERT INTO schema_meta (key, value) VALUES ('change_feed', '{uuid4().hex}')"]
 
 
+def _v8(t: Types) -> list[str]:
+    """What the last programmes run left for each person (``songkhoe.programs.batch``), so a
+    batch run skips the people whose records and programme definitions did not change since,
+    and tells a changed definition that changes nothing for a person without reading the
+    outputs stored for them: ``inputs``, the state of the records of the person's
+    compartment that the programmes read, right after the run wrote its outputs (how many,
+    and the sums of their row ids and versions, the latest write time); ``definitions``, the
+    digest of the definitions it ran; ``outputs``, the digest of what they derived."""
+    txt = t.text
+    return [f"""CREATE TABLE programme_settled (patient {txt} NOT NULL PRIMARY KEY,
+                inputs {txt} NOT NULL, definitions {txt} NOT NULL, outputs {txt} NOT NULL)"""]
+
+
 # MIGRATIONS[n] takes a database at version n to version n + 1.
-MIGRATIONS = {0: _v1, 1: _v2, 2: _v3, 3: _v4, 4: _v5, 5: _v6, 6: _v7}
+MIGRATIONS = {0: _v1, 1: _v2, 2: _v3, 3: _v4, 4: _v5, 5: _v6, 6: _v7, 7: _v8}
 
 
 class SchemaTooNew(RuntimeError):
