@@ -10,7 +10,8 @@ machine falls on both alike), it measures
 
 - read by id: ``wrk`` (Debian package ``wrk``) requesting random Patients, with the health
   worker's bearer token when secured — every request verifies the ES256 token, checks the
-  Patient's owner row against the station's subtree, and appends a hash-chained AuditEvent;
+  Patient's owner row against the station's subtree, and appends a hash-chained AuditEvent
+  (to the log's own database: on SQLite a file beside the store's, removed with it here);
 - the server's CPU time per read (``ServerProcess.cpu_seconds`` around the ``wrk`` run; on
   PostgreSQL without the database server's own): on a machine shared with other work the
   throughput ratio moves with the load, CPU per read much less; ``1 - insecure / secured``

@@ -1,5 +1,6 @@
 """The audit trail: one FHIR R4 AuditEvent (http://hl7.org/fhir/R4/auditevent.html) per
-request, sign-in and refused access, in an append-only, hash-chained table.
+request, sign-in and refused access, in an append-only, hash-chained table of its own
+database (``audit_db``: beside a SQLite store, or any database).
 
 Each ``audit_log`` row holds the AuditEvent as canonical JSON (sorted keys, no spaces, UTF-8)
 and ``hash = SHA-256(prev_hash || content)``, where ``prev_hash`` is the previous row's hash
@@ -306,6 +307,7 @@ def stated_reason(resource: dict[str, Any]) -> str | None:
 
 
 _HEAD = "SELECT seq, hash, recorded FROM audit_log ORDER BY seq DESC LIMIT 1"
+_UNKNOWN = object()  # a break-the-glass token whose stated reason is not cached yet
 # two statements in one simple query (no parameters): each reads after the lock is held
 _LOCK_AND_HEAD = f"LOCK TABLE audit_log IN EXCLUSIVE MODE; {_HEAD}"
 
@@ -323,6 +325,7 @@ class Pending:
     event: Event
     now: int  # µs
     waited: bool  # someone waits for it: a failed write fails it (else it is queued again)
+    built: tuple[bytes, tuple[str | None, ...]] | None = None  # ``entry(event, now)``
     seq: int | None = None
     error: BaseException | None = None
 
@@ -352,8 +355,20 @@ class AuditLog:
         self._turn = threading.Condition()
 
     def submit(self, event: Event, *, waited: bool = False) -> Pending:
-        """Queue ``event`` for the next batch; its ``Pending`` shows when it is written."""
+        """Queue ``event`` for the next batch; its ``Pending`` shows when it is written. The
+        entry's JSON is built here, by the caller (the server's event loop), not by the
+        writer thread: Python work in the writer cannot run beside the loop anyway (one
+        GIL), and a writer building a whole batch at once held the GIL for a batch's worth
+        of entries while the loop waited for it."""
         pending = Pending(event, round(self.clock() * 1_000_000), waited)  # µs, as ``recorded``
+        a = event.access
+        if a is not None and a.break_glass and event.reason is None and a.token_id:
+            reason = self._reasons.get(a.token_id, _UNKNOWN)
+            if reason is not _UNKNOWN:  # else the writer reads it from the log
+                pending.event = replace(event, reason=reason)
+                pending.built = entry(pending.event, pending.now)
+        else:
+            pending.built = entry(event, pending.now)
         with self._turn:
             self._waiting.append(pending)
         return pending
@@ -421,7 +436,7 @@ class AuditLog:
 
     def _failed(self, batch: list[Pending], error: BaseException) -> None:
         """Fail ``batch``; queue its entries nobody waits for again, first (lock held)."""
-        again = [Pending(p.event, p.now, False) for p in batch if not p.waited]
+        again = [Pending(p.event, p.now, False, p.built) for p in batch if not p.waited]
         for pending in batch:
             pending.error = error
         self._waiting = again + self._waiting
@@ -448,7 +463,9 @@ class AuditLog:
                 # never earlier than the entry before it (an appender that waited for the
                 # lock, a clock stepped back): date searches read ranges of seq numbers
                 now = max(pending.now, floor)
-                content, columns = entry(event, now)
+                built = pending.built
+                content, columns = built if built is not None and now == pending.now else \
+                    entry(event, now)
                 seq, floor = seq + 1, now
                 digest = chain_hash(prev, content)
                 rows.append((seq, now, content.decode(), prev, digest, *columns))

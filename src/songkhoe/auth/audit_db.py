@@ -136,7 +136,8 @@ class AuditDb(Db):
 
     def append_rows(self, c: Any, rows: Sequence[Sequence[Any]]) -> None:
         """Insert whole ``audit_log`` rows (``ALL_COLUMNS``) the fastest way: ``COPY`` on
-        PostgreSQL (one stream, rows adapted in C), ``executemany`` on SQLite."""
+        PostgreSQL (one stream, rows adapted in C), ``executemany`` on SQLite (one statement
+        over the rows as one JSON parameter cost twice the CPU: 50 against 25 µs a row)."""
         self.backend.load_rows(c.conn, "audit_log", ALL_COLUMNS, rows)
 
     def close(self) -> None:
