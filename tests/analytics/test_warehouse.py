@@ -337,6 +337,10 @@ def test_folders_and_views_that_cannot_be_used_are_refused(store, views, tmp_pat
     (views / "patients.json").write_text(json.dumps(bad))
     with pytest.raises(WarehouseError, match="the warehouse's own"):
         refresh(store, tmp_path / "wh", views)
+    bad["select"][0]["column"][-1]["path"] = "id.where("
+    (views / "patients.json").write_text(json.dumps(bad))
+    with pytest.raises(WarehouseError, match=r"patients\.json: select\[0\]\.column\[5\]\.path"):
+        refresh(store, tmp_path / "wh", views)
     with pytest.raises(WarehouseError, match="run `songkhoe warehouse refresh"):
         connect(tmp_path / "wh")
 

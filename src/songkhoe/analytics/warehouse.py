@@ -58,7 +58,7 @@ from songkhoe.store import Store
 from songkhoe.store.changes import Position, changed, comparable, current, position
 
 from .duckdb_runner import to_parquet
-from .viewdefinition import SQL_NAME, ViewDefinition, parse_view
+from .viewdefinition import SQL_NAME, ViewDefinition, ViewDefinitionError, parse_view
 
 #: the column every row carries: the id of the resource it comes from
 KEY = "warehouse_resource_id"
@@ -98,8 +98,9 @@ class WarehouseView:
 
 def load_views(directory: str | os.PathLike[str]) -> dict[str, WarehouseView]:
     """The ViewDefinitions in the ``*.json`` files of ``directory``, by name (the view's
-    ``name``, else the file's stem). WarehouseError when there are none, a name is not a SQL
-    name or appears twice, or a view uses a column name the warehouse adds."""
+    ``name``, else the file's stem). WarehouseError when there are none, a file is not a
+    valid ViewDefinition (naming the element), a name is not a SQL name or appears twice, or
+    a view uses a column name the warehouse adds."""
     folder = Path(directory)
     files = sorted(folder.glob("*.json")) if folder.is_dir() else []
     if not files:
@@ -107,8 +108,11 @@ def load_views(directory: str | os.PathLike[str]) -> dict[str, WarehouseView]:
                              "holding them with --views DIR")
     views: dict[str, WarehouseView] = {}
     for path in files:
-        definition = json.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
-        view = parse_view(definition)  # ViewDefinitionError names the element
+        try:
+            definition = json.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
+            view = parse_view(definition)
+        except (ValueError, ViewDefinitionError) as exc:  # the element, for an invalid view
+            raise WarehouseError(f"{path}: {exc}") from None
         name = view.name or path.stem
         if SQL_NAME.fullmatch(name) is None:
             raise WarehouseError(f"{path}: the view's name {name!r} is not a SQL name "
