@@ -43,7 +43,8 @@ from songkhoe.analytics.duckdb_runner import (
     to_parquet,
 )
 from songkhoe.analytics.rows import ViewEvaluationError, evaluate
-from songkhoe.analytics.sql_fhirpath import MACROS, _reference_pattern, literal
+from songkhoe.analytics.sql_dialect import MACROS
+from songkhoe.analytics.sql_fhirpath import _reference_pattern, literal
 from songkhoe.analytics.viewdefinition import ViewDefinitionError, parse_view
 from songkhoe.fhir.fhirpath import temporal as tm
 from songkhoe.fhir.fhirpath.functions import parse_reference

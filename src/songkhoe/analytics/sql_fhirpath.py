@@ -1,5 +1,5 @@
-"""FHIRPath compiled to DuckDB SQL over FHIR resources read as typed structs (the DuckDB runner's
-expression compiler).
+"""FHIRPath compiled to SQL over FHIR resources read as typed structs (the expression compiler of
+the DuckDB and Spark runners; the SQL is written in a :class:`~.sql_dialect.Dialect`).
 
 SQL on FHIR v2 names the FHIRPath subset a view runner must support: the ViewDefinition page
 (https://build.fhir.org/ig/FHIR/sql-on-fhir-v2/StructureDefinition-ViewDefinition.html),
@@ -8,11 +8,11 @@ SQL on FHIR v2 names the FHIRPath subset a view runner must support: the ViewDef
 (``%name``), the view functions ``getResourceKey()`` / ``getReferenceKey([type])`` and
 (experimental) ``lowBoundary()``/``highBoundary()``. This module compiles that subset (and
 ``last``, ``count``, ``single``, ``tail``, ``skip``, ``take``, ``in``/``contains``, ``&``,
-``is``/``as``) to DuckDB SQL; anything else raises :class:`Unsupported`, and the runner then
-evaluates the whole view with the reference evaluator (see :mod:`.duckdb_runner`).
+``is``/``as``) to SQL; anything else raises :class:`Unsupported`, and the runner then
+evaluates the whole view with the reference evaluator (see :mod:`.sql_view`).
 
 Data model. A resource is read once, with the R4 model (:mod:`songkhoe.fhir.definitions`), into
-a DuckDB ``STRUCT`` holding only the elements the view's expressions reach (the
+a ``STRUCT`` holding only the elements the view's expressions reach (the
 :class:`SchemaNode` tree the compiler builds as it goes): an element that repeats is a ``LIST``,
 a complex element a ``STRUCT``, a primitive ``VARCHAR``/``BOOLEAN``/``BIGINT``/``DOUBLE``
 (dates and times stay text, as written). A FHIRPath collection (N1 §4 "Expressions":
@@ -20,13 +20,14 @@ everything is a collection) is then a SQL value of one of two shapes (:class:`Va
 when the model says it holds at most one item (``NULL`` is the empty collection), or a
 ``LIST`` otherwise (``NULL`` or ``[]`` is empty). Member navigation over a list flattens
 (N1 §3 "Path selection"): ``name.given`` is ``flatten(list_transform(name, x -> x.given))``.
-Lambdas (``where(...)``) become ``list_filter``/``list_transform`` lambdas, so every row is
-computed by DuckDB's vectorised engine.
+Lambdas (``where(...)``) become ``list_filter``/``list_transform`` lambdas (Spark's ``filter``/
+``transform``), so every row is computed by the engine (DuckDB's vectorised one, Spark's
+generated code).
 
 Semantics kept from FHIRPath N1 and the reference evaluator (:mod:`songkhoe.fhir.fhirpath`):
 
 * §4.5 singleton evaluation: a multi-item operand of a comparison, of boolean logic or of
-  math is an error (raised with ``error()``, reported as a view evaluation error); a single
+  math is an error (raised at run time, reported as a view evaluation error); a single
   non-Boolean operand of ``and``/``or``/``not()`` counts as true;
 * §6.1 equality: ``=``/``!=`` with an empty side are empty, collections of different sizes
   are unequal, values of different kinds (string vs number) are unequal; date/time values
@@ -61,6 +62,7 @@ from songkhoe.fhir.fhirpath import syntax as s
 from songkhoe.fhir.fhirpath import temporal as tm
 from songkhoe.fhir.fhirpath.parser import parse
 
+from .sql_dialect import DUCKDB, Dialect
 from .viewdefinition import ROW_INDEX, Constant
 
 #: the FHIR primitive types read as text, as integers, as dates and times
@@ -110,13 +112,13 @@ class UnknownElement(Unsupported):
 
 
 def quote(name: str) -> str:
-    """A SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
+    """A DuckDB identifier."""
+    return DUCKDB.quote(name)
 
 
 def literal(text: str) -> str:
-    """A SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
+    """A DuckDB string literal."""
+    return DUCKDB.literal(text)
 
 
 # -- the projection schema -------------------------------------------------------------------
@@ -142,12 +144,11 @@ class SchemaNode:
             if mine is not f and mine.node is not None and f.node is not None:
                 mine.node.merge(f.node)
 
-    def struct_type(self) -> str:
+    def struct_type(self, d: Dialect = DUCKDB) -> str:
         """``STRUCT(...)``; a complex element read only for its presence keeps its ``id``."""
         if not self.fields:
-            return 'STRUCT("id" VARCHAR)'
-        return "STRUCT(" + ", ".join(f"{quote(k)} {f.sql_type()}"
-                                     for k, f in self.fields.items()) + ")"
+            return d.struct_type([("id", d.type("VARCHAR"))])
+        return d.struct_type([(k, f.sql_type(d)) for k, f in self.fields.items()])
 
     def json_structure(self) -> dict[str, Any]:
         """The same type as a ``json_transform`` structure."""
@@ -155,9 +156,10 @@ class SchemaNode:
             return {"id": "VARCHAR"}
         return {k: f.json_structure() for k, f in self.fields.items()}
 
-    def columns(self) -> dict[str, str]:
-        """The top-level elements as ``read_json(columns=...)`` wants them."""
-        return {k: f.sql_type() for k, f in self.fields.items()}
+    def columns(self, d: Dialect = DUCKDB) -> dict[str, str]:
+        """The top-level elements and their types (``read_json(columns=...)`` in DuckDB, a
+        ``from_json`` schema in Spark)."""
+        return {k: f.sql_type(d) for k, f in self.fields.items()}
 
 
 @dataclass(eq=False)
@@ -167,15 +169,16 @@ class SchemaField:
     repeats: bool
     node: SchemaNode | None  # for a complex element
 
-    def item_type(self) -> str:
+    def item_type(self, d: Dialect) -> str:
         if self.node is not None:
-            return self.node.struct_type()
+            return self.node.struct_type(d)
         t = sql_type_of(self.fhir_type)
         assert t is not None
-        return t
+        return d.type(t)
 
-    def sql_type(self) -> str:
-        return self.item_type() + ("[]" if self.repeats else "")
+    def sql_type(self, d: Dialect) -> str:
+        item = self.item_type(d)
+        return d.list_type(item) if self.repeats else item
 
     def json_structure(self) -> Any:
         item = self.node.json_structure() if self.node is not None else sql_type_of(
@@ -272,129 +275,18 @@ class Scope:
     location: str
 
 
-def error_sql(location: str, reason: str, resource_type: str) -> str:
-    """A SQL ``error()`` whose message the runner turns back into a ViewEvaluationError:
+def error_sql(location: str, reason: str, resource_type: str, d: Dialect = DUCKDB) -> str:
+    """A SQL run-time error whose message the runner turns back into a ViewEvaluationError:
     unit-separated marker, element, reason and the resource (``Patient/<id>``)."""
-    return (f"error(concat(chr(31), 'sof', chr(31), {literal(location)}, chr(31), "
-            f"{literal(reason)}, chr(31), {literal(resource_type + '/')}, "
-            f"coalesce(r.\"id\", '')))")
+    return d.error(f"concat(chr(31), 'sof', chr(31), {d.literal(location)}, chr(31), "
+                   f"{d.literal(reason)}, chr(31), {d.literal(resource_type + '/')}, "
+                   f"coalesce({d.field('r', 'id')}, ''))")
 
 
-# -- date/time comparison (N1 §6.1.1 and §6.2 for Date, DateTime and Time) ---------------------
-
-_DATE_RE = r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?"
-_TIME_RE = r"(\d{2})(?::(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?"
-_DATETIME_RE = (r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(?:(\d{2})(?::(\d{2})(?::(\d{2})"
-                r"(?:\.(\d+))?)?)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?")
-
-
-def _seconds(sec: str, frac: str) -> str:
-    """Seconds and milliseconds as one component (N1 §6.2), as a DOUBLE."""
-    return (f"(TRY_CAST({sec} AS DOUBLE) + CASE WHEN {frac} = '' THEN 0 ELSE "
-            f"TRY_CAST(left({frac} || '000', 3) AS DOUBLE) / 1000 END)")
-
-
-#: DuckDB macros the compiled views use, created on the runner's connection (in this order).
-#: A macro's parameters are substituted where they appear, so each is used once and bound to a
-#: lambda parameter (``list_transform([x], lambda p: ...)[1]``) when it is needed several times.
-MACROS: tuple[str, ...] = (
-    # the comparison key of a dateTime with a time of day: the UTC components down to its
-    # precision (no offset: UTC, as the reference), from t, its instant, and p, its parts
-    ("CREATE OR REPLACE TEMP MACRO sof_dt_utc_key(t, p) AS list_transform([t], lambda u: "
-     "CASE WHEN u IS NULL THEN NULL "
-     "  WHEN p.mi = '' THEN [year(u), month(u), day(u), hour(u)]::DOUBLE[] "
-     "  WHEN p.s = '' THEN [year(u), month(u), day(u), hour(u), minute(u)]::DOUBLE[] "
-     "  ELSE [year(u), month(u), day(u), hour(u), minute(u)]::DOUBLE[] || "
-     f"  [{_seconds('p.s', 'p.f')}] END)[1]"),
-    # the comparison key of a FHIR date/dateTime/instant from its parts: dates as [y, m, d]
-    # down to the precision present; NULL for months, days, hours, minutes or seconds out of
-    # range (temporal._check)
-    ("CREATE OR REPLACE TEMP MACRO sof_dt_parts(p) AS "
-     "CASE WHEN coalesce(p.y, '') = '' THEN NULL "
-     "  WHEN NOT ((p.mo = '' OR TRY_CAST(p.mo AS BIGINT) BETWEEN 1 AND 12) "
-     "    AND (p.d = '' OR try(make_date(TRY_CAST(p.y AS BIGINT), TRY_CAST(p.mo AS BIGINT), "
-     "      TRY_CAST(p.d AS BIGINT))) IS NOT NULL) "
-     "    AND (p.h = '' OR TRY_CAST(p.h AS BIGINT) <= 23) "
-     "    AND (p.mi = '' OR TRY_CAST(p.mi AS BIGINT) <= 59) "
-     "    AND (p.s = '' OR TRY_CAST(p.s AS BIGINT) <= 60)) THEN NULL "
-     "  WHEN p.mo = '' THEN [TRY_CAST(p.y AS DOUBLE)] "
-     "  WHEN p.d = '' THEN [TRY_CAST(p.y AS DOUBLE), TRY_CAST(p.mo AS DOUBLE)] "
-     "  WHEN p.h = '' THEN "
-     "    [TRY_CAST(p.y AS DOUBLE), TRY_CAST(p.mo AS DOUBLE), TRY_CAST(p.d AS DOUBLE)] "
-     "  ELSE sof_dt_utc_key(try(make_timestamp(TRY_CAST(p.y AS BIGINT), TRY_CAST(p.mo AS BIGINT), "
-     "    TRY_CAST(p.d AS BIGINT), TRY_CAST(p.h AS BIGINT), "
-     "    TRY_CAST(CASE WHEN p.mi = '' THEN '0' ELSE p.mi END AS BIGINT), 0.0)) "
-     "    - to_minutes(CASE WHEN p.tz IN ('', 'Z') THEN 0 "
-     "      ELSE (CASE WHEN left(p.tz, 1) = '-' THEN -1 ELSE 1 END) * "
-     "      (TRY_CAST(substr(p.tz, 2, 2) AS BIGINT) * 60 + TRY_CAST(substr(p.tz, 5, 2) AS BIGINT)) "
-     "      END), p) END"),
-    ("CREATE OR REPLACE TEMP MACRO sof_dt_key(v) AS list_transform("
-     f"[regexp_extract(v, {literal('^' + _DATETIME_RE + '$')}, "
-     "['y', 'mo', 'd', 'h', 'mi', 's', 'f', 'tz'])], lambda p: sof_dt_parts(p))[1]"),
-    ("CREATE OR REPLACE TEMP MACRO sof_date_key(v) AS list_transform("
-     f"[regexp_extract(v, {literal('^' + _DATE_RE + '$')}, ['y', 'mo', 'd'])], "
-     "lambda p: sof_dt_parts({'y': p.y, 'mo': p.mo, 'd': p.d, 'h': '', 'mi': '', 's': '', "
-     "'f': '', 'tz': ''}))[1]"),
-    ("CREATE OR REPLACE TEMP MACRO sof_time_key(v) AS list_transform("
-     f"[regexp_extract(v, {literal('^' + _TIME_RE + '$')}, ['h', 'mi', 's', 'f'])], "
-     "lambda p: CASE WHEN coalesce(p.h, '') = '' OR TRY_CAST(p.h AS BIGINT) > 23 "
-     "  OR (p.mi <> '' AND TRY_CAST(p.mi AS BIGINT) > 59) "
-     "  OR (p.s <> '' AND TRY_CAST(p.s AS BIGINT) > 60) THEN NULL "
-     "  WHEN p.mi = '' THEN [TRY_CAST(p.h AS DOUBLE)] "
-     "  WHEN p.s = '' THEN [TRY_CAST(p.h AS DOUBLE), TRY_CAST(p.mi AS DOUBLE)] "
-     "  ELSE [TRY_CAST(p.h AS DOUBLE), TRY_CAST(p.mi AS DOUBLE), "
-     f"    {_seconds('p.s', 'p.f')}] END)[1]"),
-    # -1/0/1, or NULL when either is NULL or they differ only in precision (N1 §6.2)
-    ("CREATE OR REPLACE TEMP MACRO sof_tcmp(a, b) AS list_transform([{'a': a, 'b': b}], "
-     "lambda q: CASE WHEN q.a IS NULL OR q.b IS NULL THEN NULL "
-     "  WHEN q.a[1:least(len(q.a), len(q.b))] < q.b[1:least(len(q.a), len(q.b))] THEN -1 "
-     "  WHEN q.a[1:least(len(q.a), len(q.b))] > q.b[1:least(len(q.a), len(q.b))] THEN 1 "
-     "  WHEN len(q.a) = len(q.b) THEN 0 END)[1]"),
-    # lowBoundary()/highBoundary() of a date, dateTime or time text (FHIRPath 2.0, as
-    # temporal.boundary): missing components at their least/greatest, a dateTime without an
-    # offset at +14:00 (low) or -12:00 (high); NULL when the text is not a valid value
-    ("CREATE OR REPLACE TEMP MACRO sof_month(p, high) AS "
-     "CASE WHEN p.mo <> '' THEN p.mo WHEN high THEN '12' ELSE '01' END"),
-    ("CREATE OR REPLACE TEMP MACRO sof_day(p, high) AS "
-     "CASE WHEN p.d <> '' THEN p.d WHEN high THEN lpad(CAST(day(last_day(make_date("
-     "TRY_CAST(p.y AS BIGINT), TRY_CAST(sof_month(p, high) AS BIGINT), 1))) AS VARCHAR), 2, "
-     "'0') ELSE '01' END"),
-    ("CREATE OR REPLACE TEMP MACRO sof_clock(p, high) AS "
-     "concat(CASE WHEN p.h <> '' THEN p.h WHEN high THEN '23' ELSE '00' END, ':', "
-     " CASE WHEN p.mi <> '' THEN p.mi WHEN high THEN '59' ELSE '00' END, ':', "
-     " CASE WHEN p.s <> '' THEN p.s WHEN high THEN '59' ELSE '00' END, '.', "
-     " CASE WHEN p.f <> '' THEN left(p.f || '000', 3) WHEN high THEN '999' ELSE '000' END)"),
-    ("CREATE OR REPLACE TEMP MACRO sof_date_boundary(v, high) AS list_transform("
-     f"[regexp_extract(v, {literal('^' + _DATE_RE + '$')}, ['y', 'mo', 'd'])], lambda p: "
-     "CASE WHEN sof_date_key(v) IS NULL THEN NULL "
-     " ELSE concat(p.y, '-', sof_month(p, high), '-', sof_day(p, high)) END)[1]"),
-    ("CREATE OR REPLACE TEMP MACRO sof_dt_boundary(v, high) AS list_transform("
-     f"[regexp_extract(v, {literal('^' + _DATETIME_RE + '$')}, "
-     "['y', 'mo', 'd', 'h', 'mi', 's', 'f', 'tz'])], lambda p: "
-     "CASE WHEN sof_dt_key(v) IS NULL THEN NULL "
-     " ELSE concat(p.y, '-', sof_month(p, high), '-', sof_day(p, high), 'T', "
-     "  sof_clock(p, high), CASE WHEN p.tz = '' THEN (CASE WHEN high THEN '-12:00' "
-     "  ELSE '+14:00' END) WHEN p.tz = '-00:00' THEN '+00:00' ELSE p.tz END) END)[1]"),
-    ("CREATE OR REPLACE TEMP MACRO sof_time_boundary(v, high) AS list_transform("
-     f"[regexp_extract(v, {literal('^' + _TIME_RE + '$')}, ['h', 'mi', 's', 'f'])], "
-     "lambda p: CASE WHEN sof_time_key(v) IS NULL THEN NULL "
-     " ELSE sof_clock(p, high) END)[1]"),
-)
-
-
-def _temporal_key_sql(sql: str, kind: str) -> str:
-    if kind == "time":
-        return f"sof_time_key({sql})"
-    if kind == "date":
-        return f"sof_date_key({sql})"
-    return f"sof_dt_key({sql})"
-
-
-def _temporal_key_literal(value: tm.Temporal) -> str:
+def _temporal_key_literal(value: tm.Temporal, d: Dialect) -> str:
     """The comparison key of a constant date/time, computed here."""
-    key = value.key()
-    parts = ", ".join(f"CAST({literal(str(k))} AS DOUBLE)" for k in key)
-    return f"[{parts}]::DOUBLE[]"
+    return d.cast(d.array([f"CAST({d.literal(str(k))} AS DOUBLE)" for k in value.key()]),
+                  "DOUBLE[]")
 
 
 # -- the compiler --------------------------------------------------------------------------------
@@ -405,10 +297,13 @@ _COMPARISONS = frozenset({"<", ">", "<=", ">="})
 class ExpressionCompiler:
     """Compiles the FHIRPath expressions of one view (sharing its schema and lambda names).
 
-    ``root``: the resource (SQL ``r``); ``constants``: the view's ``%name`` values.
+    ``root``: the resource (SQL ``r``); ``constants``: the view's ``%name`` values; ``dialect``:
+    the SQL written.
     """
 
-    def __init__(self, resource_type: str, constants: Mapping[str, Constant]) -> None:
+    def __init__(self, resource_type: str, constants: Mapping[str, Constant],
+                 dialect: Dialect = DUCKDB) -> None:
+        self.d = dialect
         self.resource_type = resource_type
         self.schema = resource_schema()
         self.root = Val("r", False, resource_type, self.schema)
@@ -438,13 +333,16 @@ class ExpressionCompiler:
         """The one item of ``v`` (N1 §4.5); several items are an error at run time."""
         if not v.many:
             return v.sql
-        err = error_sql(scope.location, f"{what} expects a single item",
-                        self.resource_type)
-        return f"(CASE WHEN len({v.sql}) > 1 THEN {err} ELSE ({v.sql})[1] END)"
+        err = self.error(scope.location, f"{what} expects a single item")
+        return (f"(CASE WHEN {self.d.length(v.sql)} > 1 THEN {err} "
+                f"ELSE {self.d.item(v.sql, 1)} END)")
+
+    def error(self, location: str, reason: str) -> str:
+        return error_sql(location, reason, self.resource_type, self.d)
 
     def exists(self, v: Val) -> str:
         if v.many:
-            return f"(coalesce(len({v.sql}), 0) > 0)"
+            return f"(coalesce({self.d.length(v.sql)}, 0) > 0)"
         return f"({v.sql} IS NOT NULL)"
 
     def boolean(self, v: Val, scope: Scope, what: str) -> str:
@@ -458,7 +356,7 @@ class ExpressionCompiler:
     def as_list(self, v: Val) -> str:
         if v.many:
             return v.sql
-        return f"list_filter([{v.sql}], lambda _z: _z IS NOT NULL)"
+        return self.d.filter(self.d.array([v.sql]), "_z", "_z IS NOT NULL")
 
     # -- the tree
 
@@ -479,12 +377,12 @@ class ExpressionCompiler:
         if type(v) is int:
             return Val(f"CAST({v} AS BIGINT)", False, fhir_type or "integer")
         if type(v) is Decimal:
-            return Val(f"CAST({literal(str(v))} AS DOUBLE)", False, "decimal")
+            return Val(f"CAST({self.d.literal(str(v))} AS DOUBLE)", False, "decimal")
         if type(v) is str:
-            return Val(literal(v), False, fhir_type or "string")
+            return Val(self.d.literal(v), False, fhir_type or "string")
         if isinstance(v, tm.Temporal):
             kind = fhir_type if fhir_type in TEMPORAL_TYPES else v.kind
-            return Val(literal(v.text), False, kind)
+            return Val(self.d.literal(v.text), False, kind)
         raise self.fail(scope, f"the value {v!r} is not supported")
 
     def c_External(self, node: s.External, focus: Val, scope: Scope) -> Val:
@@ -527,9 +425,10 @@ class ExpressionCompiler:
             return replace(source, sql=f"(CASE WHEN {index.sql} = 0 THEN {source.sql} END)")
         m_ = re.fullmatch(r"CAST\((\d+) AS BIGINT\)", index.sql)
         if m_ is not None:
-            sql = f"({source.sql})[{int(m_.group(1)) + 1}]"
+            sql = self.d.item(source.sql, int(m_.group(1)) + 1)
         else:
-            sql = f"(CASE WHEN {index.sql} >= 0 THEN ({source.sql})[{index.sql} + 1] END)"
+            sql = (f"(CASE WHEN {index.sql} >= 0 THEN {self.d.item_at(source.sql, index.sql)} "
+                   f"END)")
         return replace(source, sql=sql, many=False, nulls=False)
 
     def c_Unary(self, node: s.Unary, focus: Val, scope: Scope) -> Val:
@@ -597,10 +496,7 @@ class ExpressionCompiler:
         primitive = node is None
 
         def get(item: str) -> str:
-            if _is_name(item):
-                parts = [f"{item}.{quote(f.key)}" for f in fields]
-            else:
-                parts = [f"struct_extract({item}, {literal(f.key)})" for f in fields]
+            parts = [self.d.field(item, f.key) for f in fields]
             return parts[0] if len(parts) == 1 else "coalesce(" + ", ".join(parts) + ")"
 
         field = fields[0] if len(fields) == 1 else None
@@ -612,9 +508,9 @@ class ExpressionCompiler:
             return Val(sql, repeats, fhir_type, node, nulls=repeats and primitive, field=field)
         x = self.var()
         if repeats:
-            sql = f"flatten(list_transform({focus.sql}, lambda {x}: {get(x)}))"
+            sql = self.d.flatten(self.d.transform(focus.sql, x, get(x)))
             return Val(sql, True, fhir_type, node, nulls=primitive, field=field)
-        sql = f"[{get(x)} for {x} in {focus.sql} if {get(x)} IS NOT NULL]"
+        sql = self.d.present(focus.sql, x, get(x))
         return Val(sql, True, fhir_type, node, field=field)
 
     def of_type(self, v: Val, spec: str, scope: Scope) -> Val:
@@ -646,14 +542,11 @@ class ExpressionCompiler:
             c.focus.node.add(k, t, False)
 
         def test(item: str) -> str:
-            return "(" + " OR ".join(f"{item}.{quote(k)} IS NOT NULL" for k in keys) + ")"
+            return "(" + " OR ".join(f"{self.d.field(item, k)} IS NOT NULL" for k in keys) + ")"
         if not c.focus.many:
-            if _is_name(c.focus.sql):
-                return test(c.focus.sql)
-            return "(" + " OR ".join(f"struct_extract({c.focus.sql}, {literal(k)}) IS NOT NULL"
-                                     for k in keys) + ")"
+            return test(c.focus.sql)
         x = self.var()
-        return f"(coalesce(len(list_filter({c.focus.sql}, lambda {x}: {test(x)})), 0) > 0)"
+        return f"(coalesce({self.d.length(self.d.filter(c.focus.sql, x, test(x)))}, 0) > 0)"
 
     # -- functions (N1 §5; SQL on FHIR v2 "FHIRPath Functionality")
 
@@ -689,7 +582,7 @@ class ExpressionCompiler:
         item = Val(x, False, focus.fhir_type, focus.node)
         inner = replace(scope, this=item)
         test = self.boolean(self.expr(cond, item, inner), inner, "where()")
-        return replace(focus, sql=f"list_filter({focus.sql}, lambda {x}: {test})", nulls=False)
+        return replace(focus, sql=self.d.filter(focus.sql, x, test), nulls=False)
 
     def argument(self, node: s.Node, scope: Scope) -> Val:
         """A non-lambda argument: evaluated once, on ``$this`` of the invocation."""
@@ -730,16 +623,16 @@ class ExpressionCompiler:
         temporal = {"date", "dateTime", "time"}
         if ka in temporal or kb in temporal:
             if ka == "string" and not left.many:
-                a_lit = _string_literal(left.sql)
+                a_lit = self.d.unliteral(left.sql)
                 if a_lit is None:
                     raise self.fail(scope, f"{op} between a string and a {kb}")
                 return self._temporal_literal(a_lit, kb, scope, op), \
-                    _temporal_key_sql(b, kb), "temporal"
+                    self.d.temporal_key(b, kb), "temporal"
             if kb == "string" and not right.many:
-                b_lit = _string_literal(right.sql)
+                b_lit = self.d.unliteral(right.sql)
                 if b_lit is None:
                     raise self.fail(scope, f"{op} between a {ka} and a string")
-                return _temporal_key_sql(a, ka), \
+                return self.d.temporal_key(a, ka), \
                     self._temporal_literal(b_lit, ka, scope, op), "temporal"
             if ka not in temporal or kb not in temporal:
                 return a, b, "mismatch"
@@ -752,20 +645,20 @@ class ExpressionCompiler:
         return a, b, ka
 
     def _temporal_side(self, v: Val, sql: str, kind: str) -> str:
-        text = _string_literal(v.sql)
+        text = self.d.unliteral(v.sql)
         if text is not None:  # a literal or constant: its key is computed here
             parsed = tm.from_fhir(text, kind)
             if parsed is not None:
-                return _temporal_key_literal(parsed)
-        return _temporal_key_sql(sql, kind)
+                return _temporal_key_literal(parsed, self.d)
+        return self.d.temporal_key(sql, kind)
 
     def _temporal_literal(self, text: str, kind: str, scope: Scope, op: str) -> str:
         like = {"date": tm.Date("2000"), "dateTime": tm.DateTime("2000"),
                 "time": tm.Time("00")}[kind]
         parsed = tm.coerce_like(text, like)
         if parsed is None:
-            return "CAST(NULL AS DOUBLE[])"
-        return _temporal_key_literal(parsed)
+            return self.d.cast("NULL", "DOUBLE[]")
+        return _temporal_key_literal(parsed, self.d)
 
     def equal(self, left: Val, right: Val, scope: Scope, op: str) -> str:
         """N1 §6.1.1 ``=`` (collections item by item; empty if either side is empty)."""
@@ -774,10 +667,11 @@ class ExpressionCompiler:
         if left.many or right.many:
             many, one = (left, right) if left.many else (right, left)
             one_item = Val(one.sql, False, one.fhir_type, one.node)
-            first = replace(many, sql=f"({many.sql})[1]", many=False)
+            first = replace(many, sql=self.d.item(many.sql, 1), many=False)
             pair = (first, one_item) if left.many else (one_item, first)
             eq = self._equal_items(*pair, scope, op)
-            return (f"(CASE WHEN coalesce(len({many.sql}), 0) > 1 AND {one.sql} IS NOT NULL "
+            return (f"(CASE WHEN coalesce({self.d.length(many.sql)}, 0) > 1 "
+                    f"AND {one.sql} IS NOT NULL "
                     f"THEN false ELSE {eq} END)")
         return self._equal_items(left, right, scope, op)
 
@@ -786,7 +680,7 @@ class ExpressionCompiler:
         if kind == "mismatch":
             return f"(CASE WHEN {a} IS NOT NULL AND {b} IS NOT NULL THEN false END)"
         if kind == "temporal":
-            return f"(sof_tcmp({a}, {b}) = 0)"
+            return f"({self.d.tcmp(a, b)} = 0)"
         return f"({a} = {b})"
 
     def compare(self, left: Val, right: Val, scope: Scope, op: str) -> str:
@@ -794,7 +688,7 @@ class ExpressionCompiler:
         if kind == "mismatch" or kind == "boolean":
             raise self.fail(scope, f"{op} on {left.fhir_type} and {right.fhir_type}")
         if kind == "temporal":
-            return f"(sof_tcmp({a}, {b}) {op} 0)"
+            return f"({self.d.tcmp(a, b)} {op} 0)"
         return f"({a} {op} {b})"
 
     def math(self, left: Val, right: Val, scope: Scope, op: str) -> Val:
@@ -814,11 +708,11 @@ class ExpressionCompiler:
             return Val(f"(CASE WHEN {b} <> 0 THEN CAST({a} AS DOUBLE) / {b} END)", False,
                        "decimal")
         if op == "div":
-            sql = f"(CASE WHEN {b} <> 0 THEN trunc(CAST({a} AS DOUBLE) / {b}) END)"
+            sql = f"(CASE WHEN {b} <> 0 THEN {self.d.trunc(f'CAST({a} AS DOUBLE) / {b}')} END)"
             return Val(f"CAST({sql} AS BIGINT)" if integers else sql, False,
                        "integer" if integers else "decimal")
         if op == "mod":
-            sql = f"(CASE WHEN {b} <> 0 THEN fmod({a}, {b}) END)"
+            sql = f"(CASE WHEN {b} <> 0 THEN {self.d.fmod(a, b)} END)"
             return Val(f"CAST({sql} AS BIGINT)" if integers else sql, False,
                        "integer" if integers else "decimal")
         return Val(f"({a} {op} {b})", False, "integer" if integers else "decimal")
@@ -828,20 +722,12 @@ class ExpressionCompiler:
         ki, kc = _kind(item.fhir_type), _kind(coll.fhir_type)
         if ki is None or ki != kc or ki in ("date", "dateTime", "time"):
             raise self.fail(scope, f"{op} on {item.fhir_type} and {coll.fhir_type}")
-        contained = f"coalesce(list_contains({self.as_list(coll)}, {one}), false)"
+        contained = f"coalesce({self.d.contains(self.as_list(coll), one)}, false)"
         return Val(f"(CASE WHEN {one} IS NOT NULL THEN {contained} END)", False, "boolean")
 
 
 def _is_name(sql: str) -> bool:
     return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", sql) is not None
-
-
-def _string_literal(sql: str) -> str | None:
-    """The text of a SQL string literal made by :func:`literal`, else None."""
-    if len(sql) >= 2 and sql[0] == "'" and sql[-1] == "'" and \
-            "'" not in sql[1:-1].replace("''", ""):
-        return sql[1:-1].replace("''", "'")
-    return None
 
 
 def _type_arg(node: s.Function, scope: Scope, c: ExpressionCompiler) -> str:
@@ -876,11 +762,11 @@ def _f_empty(c: ExpressionCompiler, node: s.Function, v: Val, scope: Scope) -> V
 
 
 def _f_first(c: ExpressionCompiler, node: s.Function, v: Val, scope: Scope) -> Val:
-    return replace(v, sql=f"({v.sql})[1]", many=False, nulls=False) if v.many else v
+    return replace(v, sql=c.d.item(v.sql, 1), many=False, nulls=False) if v.many else v
 
 
 def _f_last(c: ExpressionCompiler, node: s.Function, v: Val, scope: Scope) -> Val:
-    return replace(v, sql=f"({v.sql})[-1]", many=False, nulls=False) if v.many else v
+    return replace(v, sql=c.d.item(v.sql, -1), many=False, nulls=False) if v.many else v
 
 
 def _f_single(c: ExpressionCompiler, node: s.Function, v: Val, scope: Scope) -> Val:
@@ -889,7 +775,7 @@ def _f_single(c: ExpressionCompiler, node: s.Function, v: Val, scope: Scope) -> 
 
 def _f_count(c: ExpressionCompiler, node: s.Function, v: Val, scope: Scope) -> Val:
     if v.many:
-        return Val(f"CAST(coalesce(len({v.sql}), 0) AS BIGINT)", False, "integer")
+        return Val(f"CAST(coalesce({c.d.length(v.sql)}, 0) AS BIGINT)", False, "integer")
     return Val(f"CAST(CASE WHEN {v.sql} IS NULL THEN 0 ELSE 1 END AS BIGINT)", False,
                "integer")
 
@@ -902,17 +788,17 @@ def _count_arg(c: ExpressionCompiler, node: s.Function, scope: Scope) -> str:
 
 
 def _f_tail(c: ExpressionCompiler, node: s.Function, v: Val, scope: Scope) -> Val:
-    return replace(v, sql=f"({c.as_list(v)})[2:]", many=True)
+    return replace(v, sql=c.d.skip(c.as_list(v), "1"), many=True)
 
 
 def _f_skip(c: ExpressionCompiler, node: s.Function, v: Val, scope: Scope) -> Val:
     n = _count_arg(c, node, scope)
-    return replace(v, sql=f"({c.as_list(v)})[greatest({n}, 0) + 1:]", many=True)
+    return replace(v, sql=c.d.skip(c.as_list(v), f"greatest({n}, 0)"), many=True)
 
 
 def _f_take(c: ExpressionCompiler, node: s.Function, v: Val, scope: Scope) -> Val:
     n = _count_arg(c, node, scope)
-    return replace(v, sql=f"({c.as_list(v)})[1:greatest({n}, 0)]", many=True)
+    return replace(v, sql=c.d.take(c.as_list(v), f"greatest({n}, 0)"), many=True)
 
 
 def _f_not(c: ExpressionCompiler, node: s.Function, v: Val, scope: Scope) -> Val:
@@ -928,7 +814,7 @@ def _f_join(c: ExpressionCompiler, node: s.Function, v: Val, scope: Scope) -> Va
         if arg.many or _kind(arg.fhir_type) != "string":
             raise c.fail(scope, "join() takes a string")
         sep = f"coalesce({arg.sql}, '')"
-    return Val(f"coalesce(array_to_string({c.as_list(v)}, {sep}), '')", False, "string")
+    return Val(f"coalesce({c.d.join(c.as_list(v), sep)}, '')", False, "string")
 
 
 def _f_extension(c: ExpressionCompiler, node: s.Function, v: Val, scope: Scope) -> Val:
@@ -939,14 +825,14 @@ def _f_extension(c: ExpressionCompiler, node: s.Function, v: Val, scope: Scope) 
     assert ext.node is not None
     ext.node.add("url", "uri", False)
     x = c.var()
-    sql = f"list_filter({ext.sql}, lambda {x}: {x}.\"url\" = {url.sql})"
+    sql = c.d.filter(ext.sql, x, f"{c.d.field(x, 'url')} = {url.sql}")
     return replace(ext, sql=sql)
 
 
 def _f_resource_key(c: ExpressionCompiler, node: s.Function, v: Val, scope: Scope) -> Val:
     if v is not c.root:
         raise c.fail(scope, "getResourceKey() on something else than the resource")
-    return Val('r."id"', False, "id")
+    return Val(c.d.field("r", "id"), False, "id")
 
 
 #: a resource id (R4 ``id``)
@@ -969,7 +855,7 @@ def _f_reference_key(c: ExpressionCompiler, node: s.Function, v: Val, scope: Sco
         raise c.fail(scope, "getReferenceKey() on something else than a Reference")
     want = _type_arg(node, scope, c).rpartition(".")[2] if node.args else None
     ref = c.member(v, (("reference", "string"),), "string", False)
-    pattern = literal(_reference_pattern(want))
+    pattern = c.d.literal(_reference_pattern(want))
 
     def key(sql: str) -> str:
         slow = f"nullif(regexp_extract({sql}, {pattern}, 1), '')"
@@ -977,13 +863,13 @@ def _f_reference_key(c: ExpressionCompiler, node: s.Function, v: Val, scope: Sco
             return slow
         # the usual relative reference Type/id is answered without the regular expression
         n = len(want) + 1
-        fast = (f"starts_with({sql}, {literal(want + '/')}) AND "
-                f"regexp_full_match(substr({sql}, {n + 1}), {literal(_ID)})")
+        fast = (f"{c.d.starts_with(sql, c.d.literal(want + '/'))} AND "
+                f"{c.d.full_match(f'substr({sql}, {n + 1})', _ID)}")
         return f"(CASE WHEN {fast} THEN substr({sql}, {n + 1}) ELSE {slow} END)"
     if not ref.many:
         return Val(key(ref.sql), False, "id")
     x = c.var()
-    return Val(f"[{key(x)} for {x} in {ref.sql} if {key(x)} IS NOT NULL]", True, "id")
+    return Val(c.d.present(ref.sql, x, key(x)), True, "id")
 
 
 def _boundary(high: bool) -> Handler:
@@ -991,13 +877,11 @@ def _boundary(high: bool) -> Handler:
         """``lowBoundary()``/``highBoundary()`` of a date, dateTime or time (without the
         precision argument); a decimal's needs its places as written, which a DOUBLE lost."""
         kind = _kind(v.fhir_type)
-        macro = {"date": "sof_date_boundary", "dateTime": "sof_dt_boundary",
-                 "time": "sof_time_boundary"}.get(kind or "")
-        if macro is None or node.args:
+        if kind is None or kind not in ("date", "dateTime", "time") or node.args:
             raise c.fail(scope, f"{node.name}({'...' if node.args else ''}) of "
                                 f"{v.fhir_type} is not supported")
         one = c.single(v, scope, f"{node.name}()")
-        return Val(f"{macro}({one}, {'true' if high else 'false'})", False, kind)
+        return Val(c.d.boundary(one, kind, high), False, kind)
     return boundary
 
 
