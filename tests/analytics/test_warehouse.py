@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from songkhoe.analytics.duckdb_runner import run_view
@@ -235,6 +236,21 @@ def test_a_changed_definition_is_rebuilt_in_full(populated, views, tmp_path) -> 
     assert (tmp_path / "wh" / "patients" / "rows" / "warehouse_segment=1").is_dir()
     refresh(populated, tmp_path / "wh", views)
     assert not (tmp_path / "wh" / "patients" / "rows" / "warehouse_segment=1").exists()
+
+
+def test_a_view_removed_then_defined_again(populated, views, tmp_path) -> None:
+    folder = tmp_path / "wh"
+    refresh(populated, folder, views)
+    (views / "patients.json").rename(tmp_path / "patients.json")
+    assert "patients" not in refresh(populated, folder, views).views
+    with pytest.raises(duckdb.CatalogException):
+        warehouse_rows(folder, "patients")
+    # defined again while its old segments are still kept for earlier readers
+    (tmp_path / "patients.json").rename(views / "patients.json")
+    assert refresh(populated, folder, views).views["patients"].mode == "full"
+    assert warehouse_rows(folder, "patients") == export_rows(populated, "patients")
+    refresh(populated, folder, views)
+    assert [p.name for p in (folder / "patients" / "rows").iterdir()] == ["warehouse_segment=2"]
 
 
 _CRASH = """

@@ -230,7 +230,7 @@ def refresh(store: Store, directory: str | os.PathLike[str],
                 plans[name] = "delta"
             entries[name] = {"resource": view.resource, "digest": view.digest,
                              "columns": list(view.columns),
-                             "next": entry["next"] if entry else 1,
+                             "next": entry["next"] if entry else _unused(folder, name),
                              "segments": list(entry["segments"]) if entry and plans[name] ==
                              "delta" else []}
         report = RefreshReport()
@@ -559,6 +559,14 @@ def _retired(old: dict[str, Any] | None, number: int,
         for path in sorted(_segment_dirs(entry, name) - live - listed):
             out.append({"path": path, "refresh": number})
     return out
+
+
+def _unused(folder: Path, name: str) -> int:
+    """The first segment number above those in a view's folders (a view defined again keeps
+    its retired segments for a while)."""
+    numbers = [int(p.name.partition("=")[2]) for kind in ("rows", "superseded")
+               for p in (folder / name / kind).glob(f"{SEGMENT}=*")]
+    return max(numbers, default=0) + 1
 
 
 def _remove_leftovers(folder: Path, state: dict[str, Any] | None) -> None:
