@@ -1,0 +1,460 @@
+"""Population indicators (issue 7): SQL over the SQL-on-FHIR views, run unchanged on DuckDB
+and on Apache Spark, per commune, province and nation and per month, quarter and year.
+
+Each indicator is defined once, as SQL in the subset DuckDB and Spark SQL share, in the files
+of ``analytics/indicators/`` — with its definition and sources cited beside it (CLINICAL.md
+"Screening and diagnosis thresholds" and "Standard programme indicators", the WHO HEARTS
+package as the DHIS2 hypertension package and Simple define its indicators, the Decisions of
+the Ministry of Health); docs/indicators.md lists them. The SQL reads only the tables named
+after the views of ``analytics/views/`` (the warehouse's tables, :func:`warehouse.connect`)
+with their columns.
+
+How it runs (:func:`compute`):
+
+1. ``prepare/``: the units of each Organization (``unit.sql``), the people counted
+   (``person.sql``), every dated fact as a row (``event.sql``, a view), per person the
+   calendar months of the run with a check-up and with results above or below threshold, as
+   bits of a BIGINT (``masks.sql``, ``facts.sql``), and who has left the population by each
+   period's end (``gone.sql``). Periods, the HEARTS 3- and 12-month windows are sets of
+   calendar months, so one pass over the results serves every grain and period.
+2. each indicator file, once per grain: people with the same facts counted together, then
+   each period's numerator and denominator per commune (``coverage.sql``, ``raised.sql``,
+   ``hearts.sql``);
+3. ``rollup.sql``: the communes' counts summed to the level asked for (people have one unit
+   per level, so units add up to their parents); value = numerator / denominator.
+
+Output, long format: ``org, org_level, period_grain, period_start, indicator, numerator,
+denominator, value`` (:data:`COLUMNS`). Parameters are rendered by this module only: dates,
+numbers and bit masks computed here, and names from fixed lists — nothing a caller types
+reaches the SQL text.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa  # type: ignore[import-untyped]
+
+GRAINS = ("month", "quarter", "year")
+LEVELS = ("commune", "province", "nation")
+#: how many periods of each grain are reported by default, the current one last
+DEFAULT_COUNT = {"month": 12, "quarter": 8, "year": 3}
+#: the months one run can hold: bits 0–61 of a BIGINT (longer ranges run in parts)
+MAX_MONTHS = 62
+#: the ages whose birth-date cut-offs the SQL compares with (born_<age> columns)
+AGES = (18, 25, 30, 65, 80)
+SQL = Path(__file__).parent / "indicators"
+COLUMNS = ("org", "org_level", "period_grain", "period_start", "indicator", "numerator",
+           "denominator", "value")
+SCHEMA = pa.schema([("org", pa.string()), ("org_level", pa.string()),
+                    ("period_grain", pa.string()), ("period_start", pa.date32()),
+                    ("indicator", pa.string()), ("numerator", pa.int64()),
+                    ("denominator", pa.float64()), ("value", pa.float64())])
+
+
+@dataclass(frozen=True)
+class Programme:
+    """A care programme's HEARTS indicators: its results (``seen``/``high`` bits of
+    ind_facts) and the survey estimate of adults with the condition for the cascade."""
+
+    prefix: str
+    programme: str
+    seen: str
+    high: str
+    prevalence: float
+    ages: tuple[int, int]  # the estimate's age band, both inclusive
+    source: str
+
+
+PROGRAMMES = (
+    Programme("htn", "hypertension-care", "bp_seen", "bp_high", 0.30, (30, 79),
+              "WHO, Global report on hypertension 2023, Viet Nam profile: 30 % of adults aged "
+              "30–79 have hypertension (CLINICAL.md 'Baselines', partly verified)"),
+    Programme("dm", "diabetes-care", "sugar_seen", "sugar_high", 0.0696, (25, 64),
+              "STEPS 2020 (Vu LTH et al., Front Public Health 2022;10:1045202): raised fasting "
+              "glucose or on treatment in 6.96 % of adults aged 25–64 (docs/synthetic-data.md)"),
+)
+
+
+@dataclass(frozen=True)
+class Indicator:
+    name: str
+    label_vi: str
+    label_en: str
+    rate: bool  # numerator / denominator; else a count of people
+
+
+def _indicators() -> tuple[Indicator, ...]:
+    out = [Indicator("checkup_coverage", "Độ bao phủ khám sức khỏe định kỳ",
+                     "Check-up coverage", True),
+           Indicator("raised_blood_pressure", "Tỷ lệ huyết áp cao (≥ 140/90) trong số được đo",
+                     "Raised blood pressure among those screened", True),
+           Indicator("raised_glucose", "Tỷ lệ glucose lúc đói cao (≥ 7,0 mmol/L) trong số được xét nghiệm",
+                     "Raised fasting glucose among those tested", True),
+           Indicator("obesity", "Tỷ lệ béo phì (BMI ≥ 25) trong số được đo",
+                     "Obesity (BMI ≥ 25) among those measured", True)]
+    names = {"htn": ("tăng huyết áp", "hypertension"), "dm": ("đái tháo đường", "diabetes")}
+    for p in PROGRAMMES:
+        vi, en = names[p.prefix]
+        out += [
+            Indicator(f"{p.prefix}_registrations", f"Đăng ký mới quản lý {vi}",
+                      f"New {en} registrations", False),
+            Indicator(f"{p.prefix}_registered", f"Đang quản lý {vi} (tích lũy)",
+                      f"Registered for {en} care (cumulative)", False),
+            Indicator(f"{p.prefix}_under_care", f"Đang được chăm sóc {vi}", f"{en.capitalize()} "
+                      "patients under care", True),
+            Indicator(f"{p.prefix}_lost_to_follow_up", f"Bỏ trị {vi} (12 tháng không khám)",
+                      f"{en.capitalize()} patients lost to follow-up", True),
+            Indicator(f"{p.prefix}_controlled", f"Kiểm soát {vi}", f"{en.capitalize()} "
+                      "controlled", True),
+            Indicator(f"{p.prefix}_uncontrolled", f"Chưa kiểm soát {vi}", f"{en.capitalize()} "
+                      "uncontrolled", True),
+            Indicator(f"{p.prefix}_no_visit", f"{vi.capitalize()}: không khám trong 3 tháng",
+                      f"{en.capitalize()}: no visit in 3 months", True),
+        ]
+        for step, step_vi in (("diagnosed", "được chẩn đoán"), ("treated", "được điều trị"),
+                              ("registered", "được quản lý"), ("under_care", "đang chăm sóc"),
+                              ("controlled", "kiểm soát")):
+            out.append(Indicator(f"{p.prefix}_cascade_{step}",
+                                 f"Chuỗi chăm sóc {vi}: {step_vi}",
+                                 f"{en.capitalize()} cascade: {step.replace('_', ' ')}", True))
+    return tuple(out)
+
+
+INDICATORS = {i.name: i for i in _indicators()}
+
+
+# -- periods ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Period:
+    """A calendar month, quarter or year; ``end`` is its last day, or the day the indicators
+    are computed for when that comes first (the current period)."""
+
+    grain: str
+    start: date
+    end: date
+
+    @property
+    def key(self) -> str:
+        if self.grain == "year":
+            return str(self.start.year)
+        if self.grain == "quarter":
+            return f"{self.start.year}-Q{(self.start.month - 1) // 3 + 1}"
+        return f"{self.start.year}-{self.start.month:02d}"
+
+
+def _months(day: date) -> int:
+    return day.year * 12 + day.month - 1
+
+
+def _month(index: int) -> date:
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def _month_end(index: int) -> date:
+    first = _month(index)
+    return first.replace(day=calendar.monthrange(first.year, first.month)[1])
+
+
+def _years_before(day: date, years: int) -> date:
+    """The latest birth date of someone ``years`` old on ``day``: a person born on 29
+    February completes a year on 1 March in common years (as the programmes engine counts)."""
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:
+        return date(day.year - years, 2, 28)
+
+
+def periods(grain: str, first: date, last: date, as_of: date) -> list[Period]:
+    """The periods of ``grain`` from the one holding ``first`` to the one holding ``last``
+    (none after ``as_of``), oldest first."""
+    if grain not in GRAINS:
+        raise ValueError(f"period: expected one of {', '.join(GRAINS)}, not {grain!r}")
+    step = {"month": 1, "quarter": 3, "year": 12}[grain]
+    start = _months(first) // step * step if grain != "year" else first.year * 12
+    out = []
+    while start <= min(_months(last), _months(as_of)):
+        out.append(Period(grain, _month(start), min(_month_end(start + step - 1), as_of)))
+        start += step
+    return out
+
+
+def last_periods(grain: str, as_of: date, count: int | None = None) -> list[Period]:
+    """The last ``count`` periods of ``grain`` up to the one holding ``as_of``."""
+    n = DEFAULT_COUNT[grain] if count is None else count
+    step = {"month": 1, "quarter": 3, "year": 12}[grain]
+    first = _month(_months(as_of) // step * step - step * (n - 1)) if grain != "year" else \
+        date(as_of.year - n + 1, 1, 1)
+    return periods(grain, first, as_of, as_of)
+
+
+@dataclass(frozen=True)
+class _Dated:
+    """A period with what the SQL compares: days as ISO text, month sets as bit masks from
+    the run's first month ``base``."""
+
+    period: Period
+    base: int
+
+    def bits(self, first: int, last: int) -> int:
+        return sum(1 << (m - self.base) for m in range(first, last + 1))
+
+    @property
+    def end_month(self) -> int:
+        return _months(self.period.end)
+
+    def row(self) -> dict[str, Any]:
+        p, m = self.period, self.end_month
+        row: dict[str, Any] = {
+            "grain": p.grain, "period_start": p.start.isoformat(), "period_end": p.end.isoformat(),
+            "before_start": (p.start - timedelta(days=1)).isoformat(),
+            "period_bits": self.bits(_months(p.start), m),
+            "window_bits": self.bits(m - 2, m),  # the HEARTS "last 3 months"
+            "year_bits": self.bits(m - 11, m),  # the "past 12 months" of lost to follow-up
+            "registered_by": (_month(m - 2) - timedelta(days=1)).isoformat(),
+            "before_year": (_month(m - 11) - timedelta(days=1)).isoformat(),
+        }
+        for age in AGES:
+            row[f"born_{age}"] = _years_before(p.end, age).isoformat()
+        return row
+
+
+# -- engines ---------------------------------------------------------------------------------
+
+class Engine(Protocol):
+    """Where the SQL runs. The tables named after the views must be there already."""
+
+    def view(self, name: str, sql: str) -> None: ...
+    def table(self, name: str, sql: str) -> None: ...
+    def query(self, sql: str) -> pa.Table: ...
+    def drop(self, name: str) -> None: ...
+
+
+class DuckDBEngine:
+    """A DuckDB connection (e.g. :func:`songkhoe.analytics.warehouse.connect`): prepared
+    tables are TEMP tables of the connection."""
+
+    def __init__(self, con: Any) -> None:
+        self.con = con
+
+    def view(self, name: str, sql: str) -> None:
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql}")
+
+    def table(self, name: str, sql: str) -> None:
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
+
+    def query(self, sql: str) -> pa.Table:
+        return self.con.sql(sql).to_arrow_table()
+
+    def drop(self, name: str) -> None:
+        kinds = self.con.execute("SELECT table_type FROM information_schema.tables WHERE "
+                                 "table_schema = 'temp' AND table_name = ?", [name]).fetchall()
+        for (kind,) in kinds:
+            self.con.execute(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} temp.{name}")
+
+
+class SparkEngine:
+    """A SparkSession with the views registered as temporary views: prepared tables are
+    cached temporary views (``CACHE TABLE``)."""
+
+    def __init__(self, spark: Any) -> None:
+        self.spark = spark
+
+    def view(self, name: str, sql: str) -> None:
+        self.spark.sql(sql).createOrReplaceTempView(name)
+
+    def table(self, name: str, sql: str) -> None:
+        self.spark.sql(f"UNCACHE TABLE IF EXISTS {name}")
+        self.spark.sql(f"CACHE TABLE {name} AS {sql}")
+
+    def query(self, sql: str) -> pa.Table:
+        return self.spark.sql(sql).toArrow()
+
+    def drop(self, name: str) -> None:
+        self.spark.sql(f"UNCACHE TABLE IF EXISTS {name}")
+        self.spark.catalog.dropTempView(name)
+
+
+# -- SQL rendering -----------------------------------------------------------------------------
+
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")
+_CLAMP = re.compile(r"\{\{clamp ([a-z][a-z0-9_]*)((?: [a-z][a-z0-9_]*)+)\}\}")
+
+
+def _text(value: str) -> str:
+    assert re.fullmatch(r"[0-9A-Za-z_\-~ .:]*", value), value  # dates, names: never quoted
+    return f"'{value}'"
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        raise TypeError(value)
+    if isinstance(value, int):
+        return f"CAST({value} AS BIGINT)"
+    if isinstance(value, float):
+        return repr(value)
+    return _text(str(value))
+
+
+def _values(rows: list[dict[str, Any]]) -> str:
+    names = list(rows[0])
+    body = ", ".join("(" + ", ".join(_literal(r[n]) for n in names) + ")" for r in rows)
+    return f"SELECT * FROM (VALUES {body}) AS v({', '.join(names)})"
+
+
+def clamp(column: str, cutoffs: Iterable[str]) -> str:
+    """``column`` (ISO dates as text) mapped to fewer values that compare with every value of
+    ``cutoffs`` exactly as it does (<, <=, =, >=, >): kept within the span of the cutoffs,
+    one value per gap between spans, one below and one above them all — so people whose dates
+    differ only where no period looks can be counted together."""
+    values = sorted(set(cutoffs))
+    spans: list[list[str]] = []
+    for v in values:  # cut-offs closer than a year apart form one span
+        if spans and date.fromisoformat(v) - date.fromisoformat(spans[-1][1]) <= timedelta(366):
+            spans[-1][1] = v
+        else:
+            spans.append([v, v])
+    parts = [f"WHEN {column} < {_text(spans[0][0])} THEN '0000-01-01'"]
+    for k, (low, high) in enumerate(spans):
+        if k:
+            parts.append(f"WHEN {column} < {_text(low)} THEN {_text(spans[k - 1][1] + '~')}")
+        parts.append(f"WHEN {column} <= {_text(high)} THEN {column}")
+    return f"CASE {' '.join(parts)} ELSE '9999-12-31' END"
+
+
+def render(name: str, params: Mapping[str, Any], rows: Sequence[dict[str, Any]] = ()) -> str:
+    """The SQL of ``name`` (a file of :data:`SQL`) with its ``{{placeholders}}`` replaced:
+    ``params`` values (names from fixed lists, numbers, dates) and ``{{clamp column cutoff…}}``
+    over the cutoff columns of the period ``rows``."""
+    text = (SQL / name).read_text(encoding="utf-8")
+
+    def value(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key not in params:
+            raise KeyError(f"{name}: no value for {{{{{key}}}}}")
+        v = params[key]
+        return v.sql if isinstance(v, _Raw) else _literal(v)
+
+    text = _PLACEHOLDER.sub(value, text)
+
+    def clamped(match: re.Match[str]) -> str:
+        column, columns = match.group(1), match.group(2).split()
+        return clamp(column, [r[c] for r in rows for c in columns])
+
+    text = _CLAMP.sub(clamped, text)
+    if "{{" in text:
+        raise ValueError(f"{name}: unreplaced placeholder near {text[text.index('{{'):][:40]!r}")
+    return text
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """SQL text made here (a name from a fixed list, a VALUES table), inserted as it is."""
+
+    sql: str
+
+
+def _name(value: str) -> _Raw:
+    if not _NAME.fullmatch(value):
+        raise ValueError(value)
+    return _Raw(value)
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+PREPARED = ("ind_unit", "ind_person", "ind_event", "ind_masks", "ind_facts", "ind_gone",
+            "ind_rows")
+
+
+def compute(engine: Engine, grains: Iterable[str] = GRAINS, levels: Iterable[str] = LEVELS,
+            as_of: date | None = None, chosen: Mapping[str, Sequence[Period]] | None = None
+            ) -> pa.Table:
+    """Every indicator for every unit of ``levels`` and every period of ``grains`` (the last
+    :data:`DEFAULT_COUNT` periods up to ``as_of``, default today; ``chosen`` gives other
+    periods per grain), counted as of ``as_of``: nothing dated after it is read."""
+    as_of = as_of or date.today()
+    levels = [lv for lv in LEVELS if lv in set(levels)]
+    chosen_periods = [p for g in GRAINS if g in set(grains)
+                      for p in (chosen[g] if chosen and g in chosen else last_periods(g, as_of))]
+    if not chosen_periods or not levels:
+        return SCHEMA.empty_table()
+    parts: list[pa.Table] = []
+    try:
+        engine.table("ind_unit", render("prepare/unit.sql", {}))
+        engine.table("ind_person", render("prepare/person.sql", {}))
+        for run in _runs(chosen_periods):
+            parts.append(_run(engine, run, as_of, levels).cast(SCHEMA))
+    finally:
+        for name in reversed(PREPARED):
+            engine.drop(name)
+    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+
+
+def _runs(chosen: list[Period]) -> Iterator[list[Period]]:
+    """The periods in groups whose months (with their 12-month windows) fit in a BIGINT."""
+    group: list[Period] = []
+    for p in sorted(chosen, key=lambda p: (p.end, p.grain)):
+        first = min([_months(q.end) - 11 for q in group + [p]])
+        if group and _months(p.end) - first + 1 > MAX_MONTHS:
+            yield group
+            group = []
+        group.append(p)
+    if group:
+        yield group
+
+
+def _run(engine: Engine, chosen: list[Period], as_of: date, levels: list[str]) -> pa.Table:
+    base = min(_months(p.end) - 11 for p in chosen)
+    dated = [_Dated(p, base) for p in chosen]
+    rows = [d.row() for d in dated]
+    first = _month(base)
+    params = {"first_day": first.isoformat(), "as_of": as_of.isoformat(),
+              "first_year": first.year, "first_month": first.month,
+              "latest_adult_birth": max(r["born_18"] for r in rows),
+              "period_ends": _Raw(_values([{"period_end": e} for e in
+                                           sorted({r["period_end"] for r in rows})]))}
+    engine.view("ind_event", render("prepare/event.sql", params))
+    engine.table("ind_masks", render("prepare/masks.sql", params))
+    engine.table("ind_facts", render("prepare/facts.sql", params))
+    engine.table("ind_gone", render("prepare/gone.sql", params))
+    queries = []
+    for grain in GRAINS:
+        grain_rows = [r for r in rows if r["grain"] == grain]
+        if not grain_rows:
+            continue
+        common = {"periods": _Raw(_values(grain_rows)),
+                  "period_months": _or(r["period_bits"] for r in grain_rows)}
+        queries.append(render("coverage.sql", common, grain_rows))
+        for indicator, kind in (("raised_blood_pressure", "bp"), ("raised_glucose", "fpg"),
+                                ("obesity", "bmi")):
+            queries.append(render("raised.sql", {**common, "indicator": _name(indicator),
+                                                 "seen": _name(f"{kind}_seen"),
+                                                 "high": _name(f"{kind}_high")}, grain_rows))
+        for p in PROGRAMMES:
+            young, old = p.ages
+            queries.append(render("hearts.sql", {
+                **common, "period_months": _or(r[c] for r in grain_rows
+                                               for c in ("period_bits", "window_bits", "year_bits")),
+                "p": _name(p.prefix), "programme": _name(p.programme.replace("-", "_")),
+                "seen": _name(p.seen), "high": _name(p.high), "prevalence": p.prevalence,
+                "young": _name(f"born_{young}"), "old": _name(f"born_{old + 1}")}, grain_rows))
+    engine.table("ind_rows", " UNION ALL ".join(
+        f"SELECT * FROM ({q}) q{k} WHERE numerator > 0 OR denominator > 0"
+        for k, q in enumerate(queries)))
+    return engine.query(render("rollup.sql", {
+        "levels": _Raw(_values([{"org_level": level} for level in levels]))}))
+
+
+def _or(masks: Iterable[int]) -> int:
+    out = 0
+    for m in masks:
+        out |= m
+    return out
