@@ -29,11 +29,11 @@ from starlette.concurrency import run_in_threadpool
 from songkhoe.auth.audit import AuditLog, Event, Pending
 
 QUEUE_LIMIT = 2048  # answered-first entries queued at most; beyond, requests wait for theirs
-#: Seconds an answered-first entry may wait for others to share its commit. A batch costs
-#: ~130 µs of CPU on SQLite (BEGIN IMMEDIATE, the chain's head, COMMIT) besides ~30 µs an
-#: entry, and a thread hop; at 500 reads/s per server process a 10 ms window held 5 entries
-#: (~60 µs each), a 50 ms window 25 (~37 µs each). The price is the crash window
-#: (docs/security.md "What a crash can lose").
+#: Seconds an answered-first entry may wait for others to share its commit. A batch has a
+#: fixed cost (BEGIN, the chain's head, COMMIT, a thread hop) shared by its entries; at 500
+#: reads/s per server process a 10 ms window held 5 entries, a 50 ms window 25
+#: (``bench/bench_audit.py --batch``; docs/performance.md "Security"). The price is the crash
+#: window (docs/security.md "What a crash can lose").
 WINDOW = 0.05
 RETRY_FIRST = 0.1  # seconds before a failed batch of answered requests is retried …
 RETRY_MAX = 10.0  # … doubling up to this
