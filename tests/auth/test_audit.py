@@ -208,3 +208,18 @@ def test_entries_are_the_audit_events_canonical_json_and_search_columns() -> Non
         for us in (1_800_000_000_000_000, 1_800_000_000_123_456):
             resource = audit_event(event, _EPOCH + timedelta(microseconds=us))
             assert entry(event, us) == (canonical(resource), search_columns(resource)), event
+
+
+def test_the_store_file_itself_is_refused_as_the_audit_database(tmp_path) -> None:
+    import pytest
+
+    from songkhoe.auth import Auth
+    from songkhoe.store import open_store
+
+    url = f"sqlite:///{tmp_path / 'songkhoe.db'}"
+    store = open_store(url)
+    try:
+        with pytest.raises(ValueError, match="a database of its own"):
+            Auth(store, audit_db=url)
+    finally:
+        store.close()

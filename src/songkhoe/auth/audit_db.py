@@ -141,6 +141,9 @@ class AuditDb(Db):
         self.backend.load_rows(c.conn, "audit_log", ALL_COLUMNS, rows)
 
     def close(self) -> None:
+        for store, db in list(_OPENED.items()):
+            if db is self:
+                del _OPENED[store]
         if self._owned:
             self.backend.close()
 
@@ -176,6 +179,9 @@ def open_audit(store: Any, url: str | None = None) -> AuditDb:
     elif url.startswith("sqlite:"):
         rest = unquote(url[len("sqlite:"):])  # as ``store.backends.open_backend`` reads it
         path = "/" + rest.lstrip("/") if rest.startswith("///") else rest.removeprefix("//")
+        if path and path != ":memory:" and path == getattr(backend, "path", None):
+            raise ValueError(f"the audit log needs a database of its own, not the store's "
+                             f"file {path}: leave --audit-db out for {audit_path(path)}")
         db = AuditDb(SqliteFile(path or ":memory:"), apart=True, owned=True)
     else:
         db = AuditDb(open_backend(url), apart=True, owned=True)
