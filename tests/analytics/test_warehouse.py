@@ -378,4 +378,8 @@ def test_cli_refreshes_and_reports_progress(tmp_path, views, capsys) -> None:
     assert main(["warehouse", "refresh", "--db", url, "--dir", str(tmp_path / "wh"),
                  "--views", str(tmp_path / "none")]) == 2
     assert "no ViewDefinitions" in capsys.readouterr().err
+    # the built-in views (the indicators'), into a folder of their own
+    assert main(["warehouse", "refresh", "--db", url, "--dir", str(tmp_path / "built-in")]) == 0
+    with connect(tmp_path / "built-in") as db:
+        assert db.execute("SELECT count(*) FROM patient").fetchone() == (5,)
 
