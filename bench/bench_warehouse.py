@@ -23,12 +23,16 @@ of the machine weighs on both alike:
 ``cpu_seconds`` is this process's CPU time (DuckDB's threads included, PostgreSQL's server
 not), which other jobs on the machine disturb less than the wall clock.
 
+``--write-cost PEOPLE`` measures instead what the change feed costs writes: bulk loads into
+fresh databases with the feed and without it (``change_feed_write_cost``).
+
 Figures (one JSON line each, with ``load_average``): ``warehouse_store_read``,
 ``warehouse_runner``,
 ``warehouse_full``, ``warehouse_refresh`` (with ``ratio``), ``warehouse_compaction``.
 
     python bench/bench_warehouse.py [--backend sqlite|postgres|both] [--people 20000]
                                     [--rounds 3] [--views DIR] [--change 0.01] [--db URL]
+    python bench/bench_warehouse.py --write-cost 3000 [--backend …] [--rounds 4]
 """
 
 from __future__ import annotations
@@ -213,6 +217,37 @@ def run(backend: str, args: argparse.Namespace, views_dir: Path) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def write_cost(backend: str, people: int, rounds: int) -> None:
+    """What the change feed costs writes: a bulk load (one process, 2,000 resources per
+    transaction) into a fresh database as it is, and with the feed taken out (no
+    ``change_seq`` stamp, column default or index), alternately."""
+    from songkhoe.store import changes
+    from songkhoe.store.bulk import load
+
+    config = SynthConfig(people=people, seed=5, provinces=(1,), communes_per_province=2,
+                         as_of=date(2026, 11, 1))
+    stamp = changes.stamp
+    for round_ in range(rounds):
+        for feed in ((True, False) if round_ % 2 == 0 else (False, True)):
+            url = fresh_db(backend, "songkhoe_bench_feed")
+            store = open_store(url)
+            if not feed:
+                with store.backend.transaction(write=True) as conn:
+                    store.backend.execute(conn, "DROP INDEX history_change")
+                    store.backend.execute(conn, "ALTER TABLE history DROP COLUMN change_seq")
+                changes.stamp = lambda backend, conn: None  # type: ignore[assignment]
+            load_average = os.getloadavg()[0]
+            started = time.perf_counter()
+            summary = load(store, items(config, workers=1))
+            seconds = time.perf_counter() - started
+            changes.stamp = stamp
+            store.close()
+            emit(figure="change_feed_write_cost", backend=backend, people=people,
+                 resources=summary.loaded, change_feed=feed, seconds=round(seconds, 2),
+                 resources_per_s=round(summary.loaded / seconds),
+                 load_average=round(load_average, 1), round=round_)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
@@ -223,13 +258,21 @@ def main() -> None:
     parser.add_argument("--views", help="folder of ViewDefinitions (default: bench_views.py's)")
     parser.add_argument("--db", help="an already populated database to use instead of loading "
                                      "one (with --backend sqlite or postgres; it is changed)")
+    parser.add_argument("--write-cost", type=int, metavar="PEOPLE",
+                        help="instead: bulk loads of PEOPLE people with and without the change "
+                             "feed, --rounds times each")
     args = parser.parse_args()
+    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    if args.write_cost:
+        for backend in backends:
+            write_cost(backend, args.write_cost, args.rounds)
+        return
     views_dir = Path(args.views) if args.views else Path(tempfile.mkdtemp(prefix="bench-views-"))
     try:
         if not args.views:
             for name, definition in VIEWS.items():
                 (views_dir / f"{name}.json").write_text(json.dumps(definition))
-        for backend in (["sqlite", "postgres"] if args.backend == "both" else [args.backend]):
+        for backend in backends:
             run(backend, args, views_dir)
     finally:
         if not args.views:
