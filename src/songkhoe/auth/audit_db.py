@@ -26,6 +26,7 @@ are not copied again).
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 import threading
 import weakref
@@ -67,9 +68,11 @@ class LogsDiffer(RuntimeError):
 class SqliteFile(Backend):
     """The audit log's own SQLite file: WAL, ``synchronous=NORMAL`` (as the store: a commit
     survives the process, and is on disk at the next checkpoint), a small pool of
-    connections. Writers take ``BEGIN IMMEDIATE``; the one writer per server process (the
-    audit writer thread) waits on SQLite's busy handler for another process's batch. SQLite
-    checkpoints in the committing connection — the writer thread, never the event loop."""
+    connections. Writers queue on ``flock`` of ``<file>-writer.lock`` before ``BEGIN
+    IMMEDIATE``, as the store's do, so a server process's writer wakes the moment another
+    process's batch is committed rather than after SQLite's busy handler's growing sleeps
+    (a write request waits for its entry). SQLite checkpoints in the committing connection —
+    the writer thread, never the event loop."""
 
     name = "sqlite"
     types = SQLITE_TYPES
@@ -81,6 +84,8 @@ class SqliteFile(Backend):
         self._idle: list[sqlite3.Connection] = []
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._writer = threading.Lock()
+        self._writer_file = None if path == ":memory:" else open(f"{path}-writer.lock", "a")
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
@@ -94,6 +99,22 @@ class SqliteFile(Backend):
 
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
+        if not write:
+            with self._begin(write=False) as conn:
+                yield conn
+            return
+        with self._writer:
+            if self._writer_file is not None:
+                fcntl.flock(self._writer_file, fcntl.LOCK_EX)
+            try:
+                with self._begin(write=True) as conn:
+                    yield conn
+            finally:
+                if self._writer_file is not None:
+                    fcntl.flock(self._writer_file, fcntl.LOCK_UN)
+
+    @contextmanager
+    def _begin(self, *, write: bool) -> Iterator[sqlite3.Connection]:
         with self._lock:
             conn = self._idle.pop() if self._idle else None
         if conn is None:
@@ -123,6 +144,9 @@ class SqliteFile(Backend):
                 conn.close()
             self._all.clear()
             self._idle.clear()
+        if self._writer_file is not None:
+            self._writer_file.close()
+            self._writer_file = None
 
 
 class AuditDb(Db):
