@@ -223,3 +223,36 @@ def test_the_store_file_itself_is_refused_as_the_audit_database(tmp_path) -> Non
             Auth(store, audit_db=url)
     finally:
         store.close()
+
+
+def test_two_servers_appending_to_one_audit_file_keep_one_chain(tmp_path) -> None:
+    """Two server processes' logs (each its own connections and writer lock on the same
+    file) appending at once: every entry is committed once, numbered without gaps, and the
+    chain holds."""
+    import threading
+
+    from songkhoe.auth import Auth
+    from songkhoe.store import open_store
+
+    url = f"sqlite:///{tmp_path / 'songkhoe.db'}"
+    stores = [open_store(url), open_store(url)]
+    auths = [Auth(s) for s in stores]
+    try:
+        def append(auth, worker: int) -> None:
+            for n in range(20):
+                auth.audit.record_many([Event("read", "GET", f"/fhir/Patient/w{worker}-{n}-{i}",
+                                              200, who=f"w{worker}") for i in range(3)])
+
+        threads = [threading.Thread(target=append, args=(auths[w % 2], w)) for w in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert auths[0].audit.verify() is None
+        entries = auths[1].audit.entries()
+        assert len(entries) == 4 * 20 * 3
+        assert len({e["entity"][0]["what"]["display"] for e in entries}) == 240
+    finally:
+        for auth, store in zip(auths, stores):
+            auth.close()
+            store.close()
