@@ -1,38 +1,32 @@
-"""Programme indicators for the managers' dashboards: ``GET /api/indicators``.
+"""Programme indicators for the managers' dashboards: ``GET /api/indicators``, read from the
+analytics warehouse.
 
-**Interim.** This is the dashboards' source until the analytics warehouse (issue 7:
-SQL-on-FHIR ViewDefinitions → Parquet → DuckDB/Spark) serves these indicators; it then
-becomes a thin reader of the warehouse and this module's SQL goes. It reads the operational
-store directly: ``programme_status`` (one row per person and programme, kept by the
-programmes engine) and the FHIR search-index rows of Encounters and blood-pressure
-Observations, joined through ``owners`` (each resource's Patient and managing Organization)
-and ``org_tree`` (the Organization hierarchy). One statement per indicator group, a few
-milliseconds on the demo population; a nation's worth of Observations is what the warehouse is
-for.
+The figures are those of :mod:`songkhoe.analytics.indicators` (SQL over the SQL-on-FHIR views,
+docs/indicators.md), computed over the warehouse (:mod:`songkhoe.analytics.warehouse`) that
+this module keeps beside the store. Before answering, the warehouse is brought up to the
+store's change feed when the store has changed since the last answer (an incremental refresh:
+the resources changed since), so a check-up recorded a moment ago is counted. The indicators
+of one grain and day are computed once for every unit and kept until the warehouse's rows
+change. The folder: ``$SONGKHOE_WAREHOUSE_DIR``; else beside a SQLite store's file
+(``<file>-warehouse``); else a temporary folder for the life of the process (rebuilt at
+start).
 
 ``GET /api/indicators?level=nation|province|commune&org=&period=month|quarter|year&today=
 &format=json|csv&lang=vi|en`` answers, for the Organization ``org`` (default: the caller's
-own; ``level=nation`` alone: the Ministry ``moh``) and each unit one level below it
-(province → its communes' health stations; a commune: itself), the indicators of each of the
-last periods (12 months, 8 quarters or 3 years, the current one up to ``today``):
+own; ``level=nation`` alone: the Ministry ``moh``) and each unit one level below it (a
+province's communes; a commune: itself), the indicators of each of the last periods (12
+months, 8 quarters or 3 years, the current one up to ``today``), as counts of people and
+rates (%):
 
-- ``adults``: registered adults — people of the unit (``programme_status`` of the
-  ``adult-checkup`` programme, eligible from 18) aged 18 or more by the period's end, less
-  those a call found to have moved away or died;
-- ``screened``: people with a yearly check-up in the period (an Encounter typed or reasoned
-  "general medical examination": ICD-10 Z00.0 or SNOMED CT 185349003); ``coverage`` =
-  screened / adults;
-- ``bp_measured``, ``bp_raised``: people with a blood pressure (LOINC 85354-9) measured in the
-  period, and those whose latest reading in it was ≥ 140/90 mmHg (VNHA 2022 office
-  threshold; ``raised`` = bp_raised / bp_measured);
-- WHO HEARTS control (as in the DHIS2 hypertension package, /work/shared/reference/
-  CLINICAL.md "Standard programme indicators"): of the people registered in the
-  ``hypertension-care`` programme before the last 3 months of the period (enrolment date ≤
-  end − 3 months), ``htn_controlled`` — latest BP in those 3 months < 140/90,
-  ``htn_uncontrolled`` — latest BP ≥ 140/90, ``htn_no_visit`` — no BP recorded in them;
-  ``controlled`` = htn_controlled / htn_registered;
-- ``referrals_open`` (current, not per period): people with a programme referral still open
-  after its window — a positive screen without follow-up (the ``referral`` worklist).
+- ``adults`` (registered adults), ``screened`` (a check-up in the period), ``coverage``;
+- ``bp_measured``, ``bp_raised`` (latest reading ≥ 140/90), ``raised``; ``glucose_tested``,
+  ``glucose_raised`` (latest fasting glucose ≥ 7.0 mmol/L), ``glucose``; ``bmi_measured``,
+  ``obese`` (latest BMI ≥ 25), ``obesity``;
+- WHO HEARTS for hypertension and diabetes care: ``htn_registered`` (registered before the
+  last 3 months), ``htn_controlled``, ``htn_uncontrolled``, ``htn_no_visit``, ``controlled``;
+  the same with ``dm_`` and ``dm_controlled_rate``;
+- ``referrals_open`` (now, not per period): people with a programme referral still open after
+  its window (the ``referral`` worklist, from the programmes' status table).
 
 Who may ask: a caller whose token may search Patients, for an Organization in their own
 subtree (another province's figures answer 404, as hidden records do). Counts are of people,
@@ -42,12 +36,17 @@ period, UTF-8 with a byte-order mark so that spreadsheet programs read Vietnames
 
 from __future__ import annotations
 
-import calendar
 import csv
+import hashlib
 import io
-from bisect import bisect_right
+import os
+import shutil
+import tempfile
+import threading
+import weakref
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -56,28 +55,37 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from songkhoe.analytics import indicators as ind
+from songkhoe.analytics import warehouse
 from songkhoe.fhir.outcome import FhirError, Issue
-from songkhoe.store.catalog import sp_id, system_key
+from songkhoe.store.changes import position
 
-LEVELS = ("nation", "province", "commune")
-PERIODS = {"month": 12, "quarter": 8, "year": 3}
+LEVELS = ind.LEVELS[::-1]  # nation, province, commune: the order of depth
+PERIODS = ind.DEFAULT_COUNT
 NATION = "moh"
-RAISED_SBP, RAISED_DBP = 140, 90
-CONTROL_WINDOW_MONTHS = 3
+ENV_WAREHOUSE = "SONGKHOE_WAREHOUSE_DIR"
 
-#: The counted indicators (additive over units), then the rates derived from them.
-COUNTS = ("adults", "screened", "bp_measured", "bp_raised", "htn_registered",
-          "htn_controlled", "htn_uncontrolled", "htn_no_visit")
+#: the series' counts: (indicator, numerator or denominator) they are read from
+COUNTS = {
+    "adults": ("checkup_coverage", "denominator"), "screened": ("checkup_coverage", "numerator"),
+    "bp_measured": ("raised_blood_pressure", "denominator"),
+    "bp_raised": ("raised_blood_pressure", "numerator"),
+    "glucose_tested": ("raised_glucose", "denominator"),
+    "glucose_raised": ("raised_glucose", "numerator"),
+    "bmi_measured": ("obesity", "denominator"), "obese": ("obesity", "numerator"),
+    "htn_registered": ("htn_controlled", "denominator"),
+    "htn_controlled": ("htn_controlled", "numerator"),
+    "htn_uncontrolled": ("htn_uncontrolled", "numerator"),
+    "htn_no_visit": ("htn_no_visit", "numerator"),
+    "dm_registered": ("dm_controlled", "denominator"),
+    "dm_controlled": ("dm_controlled", "numerator"),
+    "dm_uncontrolled": ("dm_uncontrolled", "numerator"),
+    "dm_no_visit": ("dm_no_visit", "numerator"),
+}
 RATES = {"coverage": ("screened", "adults"), "raised": ("bp_raised", "bp_measured"),
-         "controlled": ("htn_controlled", "htn_registered")}
-
-_CHECKUP_CODES = [(system_key("http://hl7.org/fhir/sid/icd-10"), "Z00.0"),
-                  (system_key("http://snomed.info/sct"), "185349003")]
-_LOINC = system_key("http://loinc.org")
-_SP = {name: sp_id(name) for name in (
-    "Encounter.type", "Encounter.reason-code", "Encounter.date", "Observation.code",
-    "Observation.date", "Observation.component-code-value-quantity#0",
-    "Observation.component-code-value-quantity#1")}
+         "glucose": ("glucose_raised", "glucose_tested"), "obesity": ("obese", "bmi_measured"),
+         "controlled": ("htn_controlled", "htn_registered"),
+         "dm_controlled_rate": ("dm_controlled", "dm_registered")}
 _GONE = "(s.call_outcome IS NULL OR s.call_outcome NOT IN ('moved-away', 'died'))"
 
 _HEADERS = {
@@ -85,29 +93,44 @@ _HEADERS = {
            "adults": "Người trưởng thành quản lý", "screened": "Đã khám định kỳ",
            "coverage": "Độ bao phủ (%)", "bp_measured": "Đã đo huyết áp",
            "bp_raised": "Huyết áp cao (≥ 140/90)", "raised": "Tỷ lệ huyết áp cao (%)",
+           "glucose_tested": "Đã xét nghiệm glucose lúc đói",
+           "glucose_raised": "Glucose lúc đói cao (≥ 7,0 mmol/L)",
+           "glucose": "Tỷ lệ glucose cao (%)", "bmi_measured": "Đã đo BMI",
+           "obese": "Béo phì (BMI ≥ 25)", "obesity": "Tỷ lệ béo phì (%)",
            "htn_registered": "BN tăng huyết áp đăng ký trước 3 tháng",
            "htn_controlled": "Kiểm soát (< 140/90)", "htn_uncontrolled": "Chưa kiểm soát",
            "htn_no_visit": "Không khám trong 3 tháng", "controlled": "Tỷ lệ kiểm soát (%)",
+           "dm_registered": "BN đái tháo đường đăng ký trước 3 tháng",
+           "dm_controlled": "ĐTĐ kiểm soát", "dm_uncontrolled": "ĐTĐ chưa kiểm soát",
+           "dm_no_visit": "ĐTĐ không khám trong 3 tháng",
+           "dm_controlled_rate": "Tỷ lệ kiểm soát ĐTĐ (%)",
            "referrals_open": "Chuyển tuyến chưa theo dõi"},
     "en": {"unit": "Unit id", "name": "Unit", "level": "Level", "period": "Period",
            "adults": "Registered adults", "screened": "Checked up",
            "coverage": "Coverage (%)", "bp_measured": "BP measured",
            "bp_raised": "Raised BP (≥ 140/90)", "raised": "Raised BP (%)",
+           "glucose_tested": "Fasting glucose tested",
+           "glucose_raised": "Raised fasting glucose (≥ 7.0 mmol/L)",
+           "glucose": "Raised glucose (%)", "bmi_measured": "BMI measured",
+           "obese": "Obese (BMI ≥ 25)", "obesity": "Obesity (%)",
            "htn_registered": "Hypertension patients registered > 3 months",
            "htn_controlled": "Controlled (< 140/90)", "htn_uncontrolled": "Uncontrolled",
            "htn_no_visit": "No visit in 3 months", "controlled": "Controlled (%)",
+           "dm_registered": "Diabetes patients registered > 3 months",
+           "dm_controlled": "Diabetes controlled", "dm_uncontrolled": "Diabetes uncontrolled",
+           "dm_no_visit": "Diabetes: no visit in 3 months",
+           "dm_controlled_rate": "Diabetes controlled (%)",
            "referrals_open": "Referrals without follow-up"},
 }
 
 
-@dataclass(frozen=True)
-class Period:
-    key: str  # 2026-11, 2026-Q4, 2026
-    start: date
-    end: date  # inclusive; the current period ends today
+def periods(kind: str, today: date) -> list[ind.Period]:
+    """The last ``PERIODS[kind]`` periods up to the one holding ``today``, oldest first."""
+    return ind.last_periods(kind, today)
 
-    def json(self) -> dict[str, str]:
-        return {"key": self.key, "start": self.start.isoformat(), "end": self.end.isoformat()}
+
+def period_json(p: ind.Period) -> dict[str, str]:
+    return {"key": p.key, "start": p.start.isoformat(), "end": p.end.isoformat()}
 
 
 @dataclass
@@ -118,7 +141,7 @@ class Unit:
     counts: list[dict[str, int]] = field(default_factory=list)  # per period
     referrals_open: int = 0
 
-    def json(self, periods: list[Period]) -> dict[str, Any]:
+    def json(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "level": self.level,
                 "referrals_open": self.referrals_open,
                 "series": [with_rates(c) for c in self.counts]}
@@ -131,164 +154,75 @@ def with_rates(counts: dict[str, int]) -> dict[str, Any]:
     return out
 
 
-def periods(kind: str, today: date) -> list[Period]:
-    """The last ``PERIODS[kind]`` periods up to the one holding ``today``, oldest first."""
-    out: list[Period] = []
-    if kind == "year":
-        for y in range(today.year - PERIODS[kind] + 1, today.year + 1):
-            out.append(Period(str(y), date(y, 1, 1), min(date(y, 12, 31), today)))
-        return out
-    step = 3 if kind == "quarter" else 1
-    month = (today.month - 1) // step * step  # 0-based first month of the current period
-    year = today.year
-    for _ in range(PERIODS[kind]):
-        first = date(year, month + 1, 1)
-        last_month = month + step
-        last = date(year, last_month, calendar.monthrange(year, last_month)[1])
-        key = f"{year}-Q{month // 3 + 1}" if kind == "quarter" else f"{year}-{month + 1:02d}"
-        out.append(Period(key, first, min(last, today)))
-        month -= step
-        if month < 0:
-            month += 12
-            year -= 1
-    return out[::-1]
+class Figures:
+    """The indicators over the store's warehouse, refreshed when the store changed and kept
+    per grain and day while the warehouse's rows stay the same."""
+
+    def __init__(self, store: Any, folder: Path | None = None) -> None:
+        self.store = store
+        self.folder, temporary = _folder(store, folder)
+        if temporary:  # removed with this object (at the latest when the process ends)
+            weakref.finalize(self, shutil.rmtree, self.folder, True)
+        self._lock = threading.Lock()
+        self._seen: Any = None  # the store's feed position at the last refresh
+        self._generation = 0  # bumped whenever a refresh changed the warehouse's rows
+        self._cache: dict[tuple[str, date], dict[tuple[str, str, date, str], tuple[Any, Any]]] \
+            = {}
+
+    def rows(self, kind: str, today: date) -> dict[tuple[str, str, date, str], tuple[Any, Any]]:
+        """(level, org, period start, indicator) → (numerator, denominator) for every unit."""
+        with self._lock:
+            now = position(self.store)
+            if now != self._seen:
+                report = warehouse.refresh(self.store, self.folder)
+                if self._generation == 0 or any(v.mode != "unchanged"
+                                                for v in report.views.values()):
+                    self._generation += 1
+                    self._cache.clear()
+                self._seen = now
+            if (kind, today) not in self._cache:
+                con = warehouse.connect(self.folder)
+                try:
+                    table = ind.compute(ind.DuckDBEngine(con), grains=[kind], as_of=today)
+                finally:
+                    con.close()
+                self._cache[(kind, today)] = {
+                    (r["org_level"], r["org"], r["period_start"], r["indicator"]):
+                        (r["numerator"], r["denominator"]) for r in table.to_pylist()}
+            return self._cache[(kind, today)]
 
 
-def _us(day: date, end: bool = False) -> int:
-    moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    if end:
-        moment += timedelta(days=1)
-    return int(moment.timestamp()) * 1_000_000 - (1 if end else 0)
+def _folder(store: Any, folder: Path | None) -> tuple[Path, bool]:
+    if folder is not None:
+        return folder, False
+    if os.environ.get(ENV_WAREHOUSE):
+        return Path(os.environ[ENV_WAREHOUSE]), False
+    path = getattr(store.backend, "path", None)
+    if path and path != ":memory:":
+        return Path(f"{path}-warehouse"), False
+    name = hashlib.sha256(str(getattr(store.backend, "url", id(store))).encode()).hexdigest()
+    return Path(tempfile.mkdtemp(prefix=f"songkhoe-warehouse-{name[:12]}-")), True
 
 
-def _months_before(day: date, months: int) -> date:
-    m = day.month - 1 - months
-    year, month = day.year + m // 12, m % 12 + 1
-    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
-
-
-def compute(tx: Any, units: dict[str, list[str]], ps: list[Period], today: date
-            ) -> dict[str, tuple[list[dict[str, int]], int]]:
-    """Counts per unit (``units``: unit id → the Organization ids whose people it counts) and
-    period, and each unit's open referrals. Registered adults and open referrals are counted
-    by the database; check-ups, blood-pressure readings and hypertension registrations come
-    back as rows (one per visit, reading or patient) that are bucketed into periods here, the
-    latest reading of each person picked per period and control window."""
-    unit_of = {o: u for u, orgs in units.items() for o in orgs}
-    out: dict[str, tuple[list[dict[str, int]], int]] = {
-        u: ([dict.fromkeys(COUNTS, 0) for _ in ps], 0) for u in units}
-    if not unit_of:
-        return out
-    orgs = list(unit_of)
-    marks = ", ".join("?" * len(orgs))
-    rows = [(i, p.start.isoformat(), p.end.isoformat()) for i, p in enumerate(ps)]
-    period_values = ", ".join("(?, ?, ?)" for _ in rows)
-    for k, org, n in tx.execute(
-            f"WITH p (k, d0, d1) AS (VALUES {period_values}) "
-            "SELECT p.k, s.org, COUNT(*) FROM programme_status s JOIN p ON s.eligible_from <= p.d1 "
-            f"WHERE s.programme = 'adult-checkup' AND s.org IN ({marks}) AND {_GONE} "
-            "GROUP BY p.k, s.org", [*[x for row in rows for x in row], *orgs]).fetchall():
-        out[unit_of[org]][0][k]["adults"] += int(n)
-    for org, n in tx.execute(
-            "SELECT s.org, COUNT(DISTINCT s.patient) FROM programme_status s "
-            f"WHERE s.org IN ({marks}) AND s.referral_due < ? AND {_GONE} GROUP BY s.org",
-            [*orgs, today.isoformat()]).fetchall():
-        unit = unit_of[org]
-        out[unit] = (out[unit][0], out[unit][1] + int(n))
-
-    windows = [_months_before(p.end, CONTROL_WINDOW_MONTHS) for p in ps]
-    lo, hi = _us(min(ps[0].start, *windows)), _us(ps[-1].end, True)
-    bounds = [(_us(p.start), _us(p.end, True)) for p in ps]
-    starts = [b[0] for b in bounds]
-
-    def period_of(moment: int) -> int | None:
-        k = bisect_right(starts, moment) - 1
-        return k if k >= 0 and moment <= bounds[k][1] else None
-
-    # Check-ups: people with a general-examination Encounter in the period. The ``+`` before a
-    # column keeps SQLite from reading that index instead of following the row ids (PostgreSQL
-    # plans by its statistics either way).
-    codes = " OR ".join("(c.system = ? AND c.code = ?)" for _ in _CHECKUP_CODES)
-    screened: list[set[tuple[str, str]]] = [set() for _ in ps]
-    for org, patient, moment in tx.execute(
-            "SELECT DISTINCT o.org, o.patient, d.lo FROM owners o "
-            f"JOIN idx_token c ON c.rid = o.rid AND c.sp IN (?, ?) AND ({codes}) "
-            "JOIN idx_date d ON d.rid = o.rid AND +d.sp = ? "
-            f"WHERE o.type = 'Encounter' AND o.org IN ({marks}) AND +d.lo >= ? AND +d.lo <= ?",
-            [_SP["Encounter.type"], _SP["Encounter.reason-code"],
-             *[x for pair in _CHECKUP_CODES for x in pair], _SP["Encounter.date"], *orgs,
-             lo, hi]).fetchall():
-        k = period_of(moment)
-        if k is not None and (org, patient) not in screened[k]:
-            screened[k].add((org, patient))
-            out[unit_of[org]][0][k]["screened"] += 1
-
-    # Blood-pressure readings: (patient, org, moment, systolic, diastolic), the BP panels of
-    # the units' people first (owners → code), then each one's date and component values.
-    readings = tx.execute(
-        "WITH r AS MATERIALIZED (SELECT o.rid AS rid, o.patient AS patient, o.org AS org "
-        "FROM owners o JOIN idx_token c ON c.rid = o.rid AND c.sp = ? AND c.code = '85354-9' "
-        f"AND c.system = ? WHERE o.type = 'Observation' AND o.org IN ({marks})) "
-        "SELECT r.patient, r.org, d.lo, MAX(CASE WHEN ct.code = '8480-6' THEN q.lo END), "
-        "MAX(CASE WHEN ct.code = '8462-4' THEN q.lo END) FROM r "
-        "JOIN idx_date d ON d.rid = r.rid AND +d.sp = ? "
-        "JOIN idx_token ct ON ct.rid = r.rid AND +ct.sp = ? AND ct.code IN ('8480-6', '8462-4') "
-        "JOIN idx_quantity q ON q.rid = r.rid AND +q.sp = ? AND q.grp = ct.grp "
-        "WHERE +d.lo >= ? AND +d.lo <= ? GROUP BY r.rid, r.patient, r.org, d.lo",
-        [_SP["Observation.code"], _LOINC, *orgs, _SP["Observation.date"],
-         _SP["Observation.component-code-value-quantity#0"],
-         _SP["Observation.component-code-value-quantity#1"], lo, hi]).fetchall()
-    latest: list[dict[str, tuple[int, str, bool]]] = [{} for _ in ps]  # patient → reading
-    for patient, org, moment, sbp, dbp in readings:
-        k = period_of(moment)
-        if k is None or sbp is None or dbp is None:
-            continue
-        seen = latest[k].get(patient)
-        if seen is None or moment > seen[0]:
-            latest[k][patient] = (moment, org, sbp >= RAISED_SBP or dbp >= RAISED_DBP)
-    for k, people in enumerate(latest):
-        for _, org, raised in people.values():
-            counts = out[unit_of[org]][0][k]
-            counts["bp_measured"] += 1
-            counts["bp_raised"] += raised
-
-    # WHO HEARTS: registered before the last 3 months of the period, latest reading in them.
-    in_window: list[dict[str, tuple[int, bool]]] = [{} for _ in ps]
-    window_bounds = [(_us(w, True), b[1]) for w, b in zip(windows, bounds, strict=True)]
-    for patient, _org, moment, sbp, dbp in readings:
-        if sbp is None or dbp is None:
-            continue
-        for k, (w0, w1) in enumerate(window_bounds):
-            if w0 <= moment <= w1:
-                seen2 = in_window[k].get(patient)
-                if seen2 is None or moment > seen2[0]:
-                    in_window[k][patient] = (moment, sbp >= RAISED_SBP or dbp >= RAISED_DBP)
-    for patient, org, enrolled in tx.execute(
-            "SELECT s.patient, s.org, s.enrolled FROM programme_status s "
-            f"WHERE s.programme = 'hypertension-care' AND s.org IN ({marks}) AND {_GONE}",
-            orgs).fetchall():
-        if enrolled is None:
-            continue
-        for k, window in enumerate(windows):
-            if enrolled > window.isoformat():
-                continue
-            counts = out[unit_of[org]][0][k]
-            counts["htn_registered"] += 1
-            last = in_window[k].get(patient)
-            if last is None:
-                counts["htn_no_visit"] += 1
-            elif last[1]:
-                counts["htn_uncontrolled"] += 1
-            else:
-                counts["htn_controlled"] += 1
+def series(rows: dict[tuple[str, str, date, str], tuple[Any, Any]], level: str, org: str,
+           ps: list[ind.Period]) -> list[dict[str, int]]:
+    """The counts of one unit in each period (0 where no row: nobody to count)."""
+    out = []
+    for p in ps:
+        counts = {}
+        for name, (indicator, part) in COUNTS.items():
+            num, den = rows.get((level, org, p.start, indicator), (0, 0))
+            counts[name] = int((num if part == "numerator" else den) or 0)
+        out.append(counts)
     return out
 
 
 class Indicators:
     """The endpoint: who may ask about which Organization, its units, JSON or CSV."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, folder: Path | None = None) -> None:
         self.store = store
+        self.figures = Figures(store, folder)
 
     def routes(self) -> list[Route]:
         return [Route("/api/indicators", self.endpoint, methods=["GET"])]
@@ -352,23 +286,17 @@ class Indicators:
             resource: dict[str, Any] = me[0].resource if me else {"id": org}
             children = [m.resource for m in tx.search(
                 "Organization", [("partof", f"Organization/{org}"), ("_count", "1000")]).matches]
-            units: dict[str, list[str]] = {org: [org]}  # people the Organization manages itself
-            for child in children:
-                units[child["id"]] = [r[0] for r in tx.execute(
-                    "SELECT org FROM org_tree WHERE ancestor = ?", [child["id"]]).fetchall()]
-            ps = periods(kind, today)
-            counts = compute(tx, units, ps, today)
-        names = {c["id"]: c.get("name", c["id"]) for c in children}
+            referrals = _referrals_open(tx, org, [c["id"] for c in children], today)
+        ps = periods(kind, today)
+        rows = self.figures.rows(kind, today)
         child_level = LEVELS[min(LEVELS.index(found) + 1, len(LEVELS) - 1)]
-        shown = [Unit(u, names.get(u, resource.get("name", u)),
-                      found if u == org else child_level, c, r)
-                 for u, (c, r) in counts.items()]
-        shown = [u for u in shown if any(c["adults"] for c in u.counts)]
-        total = [dict.fromkeys(COUNTS, 0) for _ in ps]
-        for u in shown:
-            for k, c in enumerate(u.counts):
-                for name in COUNTS:
-                    total[k][name] += c[name]
+        names = {c["id"]: c.get("name", c["id"]) for c in children}
+        # the units one level below (a commune: itself); the Organization's own people (a
+        # Department's) are a unit of that level of their own (docs/indicators.md)
+        ids = [org] if child_level == found else [org, *names]
+        units = [Unit(u, names.get(u, resource.get("name", u)), child_level,
+                      series(rows, child_level, u, ps), referrals.get(u, 0)) for u in ids]
+        shown = [u for u in units if any(c["adults"] for c in u.counts)]
         part_of: dict[str, Any] = resource.get("partOf") or {}
         parent = str(part_of.get("reference", "")).partition("/")[2] or None
         return {
@@ -376,11 +304,27 @@ class Indicators:
                     "parent": parent if access is None or access.org is None or
                     access.org != org else None,
                     "referrals_open": sum(u.referrals_open for u in shown),
-                    "series": [with_rates(c) for c in total]},
+                    "series": [with_rates(c) for c in series(rows, found, org, ps)]},
             "period": kind, "today": today.isoformat(),
-            "periods": [p.json() for p in ps],
-            "units": [u.json(ps) for u in sorted(shown, key=lambda u: u.name)],
+            "periods": [period_json(p) for p in ps],
+            "units": [u.json() for u in sorted(shown, key=lambda u: u.name)],
         }
+
+
+def _referrals_open(tx: Any, org: str, children: list[str], today: date) -> dict[str, int]:
+    """People with a programme referral still open after its window, per unit (``org``'s
+    own people under ``org``, each child's subtree under the child)."""
+    units = {org: [org], **{c: [r[0] for r in tx.execute(
+        "SELECT org FROM org_tree WHERE ancestor = ?", [c]).fetchall()] for c in children}}
+    unit_of = {o: u for u, orgs in units.items() for o in orgs}
+    out: dict[str, int] = {}
+    marks = ", ".join("?" * len(unit_of))
+    for owner, n in tx.execute(
+            "SELECT s.org, COUNT(DISTINCT s.patient) FROM programme_status s "
+            f"WHERE s.org IN ({marks}) AND s.referral_due < ? AND {_GONE} GROUP BY s.org",
+            [*unit_of, today.isoformat()]).fetchall():
+        out[unit_of[owner]] = out.get(unit_of[owner], 0) + int(n)
+    return out
 
 
 def _level(depth: int) -> str:
@@ -391,16 +335,20 @@ def _level(depth: int) -> str:
 
 def to_csv(body: dict[str, Any], lang: str) -> bytes:
     heads = _HEADERS[lang]
-    columns = ["unit", "name", "level", "period", *COUNTS[:2], "coverage", *COUNTS[2:4],
-               "raised", *COUNTS[4:], "controlled", "referrals_open"]
+    columns = ["unit", "name", "level", "period", "adults", "screened", "coverage",
+               "bp_measured", "bp_raised", "raised", "glucose_tested", "glucose_raised",
+               "glucose", "bmi_measured", "obese", "obesity", "htn_registered",
+               "htn_controlled", "htn_uncontrolled", "htn_no_visit", "controlled",
+               "dm_registered", "dm_controlled", "dm_uncontrolled", "dm_no_visit",
+               "dm_controlled_rate", "referrals_open"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow([heads[c] for c in columns])
     rows = [({"id": body["org"]["id"], "name": body["org"]["name"],
               "level": body["org"]["level"], "referrals_open": body["org"]["referrals_open"]},
              body["org"]["series"]), *[(u, u["series"]) for u in body["units"]]]
-    for unit, series in rows:
-        for period, values in zip(body["periods"], series, strict=True):
+    for unit, values_by_period in rows:
+        for period, values in zip(body["periods"], values_by_period, strict=True):
             row = {"unit": unit["id"], "name": unit["name"], "level": unit["level"],
                    "period": period["key"], "referrals_open": unit["referrals_open"], **values}
             writer.writerow(["" if row.get(c) is None else row[c] for c in columns])
