@@ -341,8 +341,10 @@ def test_parquet_output_and_sql_over_view_tables(spark: SparkSession, population
     assert from_parquet.to_pylist() == from_arrow.to_pylist() == on_duckdb.to_pylist()
 
 
-def test_view_frame_is_a_lazy_dataframe(spark: SparkSession) -> None:
-    frame = spark_runner.view_frame(VIEWS["patients"], EDGE_PATIENTS, spark=spark)
+def test_view_frame_is_a_lazy_dataframe(spark: SparkSession, tmp_path: Path) -> None:
+    path = tmp_path / "edge.ndjson"
+    path.write_text("".join(json.dumps(r) + "\n" for r in EDGE_PATIENTS))
+    frame = spark_runner.view_frame(VIEWS["patients"], path, spark=spark)
     assert frame.columns == list(parse_view(VIEWS["patients"]).column_names)
     assert frame.where("official IS NOT NULL").count() == 0
     assert frame.select("id").distinct().count() == 1  # only Patient "a" is active

@@ -17,37 +17,25 @@ from typing import Any
 Source = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Iterable[Mapping[str, Any]]
 
 
-def paths_or_lines(source: Source) -> tuple[list[str] | None, list[str] | None]:
-    """(the paths of a source given as files, else None; the NDJSON lines of a source given
-    as resources, else None)."""
-    if isinstance(source, (str, os.PathLike)):
-        return [os.fspath(source)], None
-    items = list(source)
-    if items and all(isinstance(i, (str, os.PathLike)) for i in items):
-        return [os.fspath(i) for i in items], None  # type: ignore[arg-type]
-    lines = []
-    for resource in items:
-        if not isinstance(resource, Mapping):
-            raise TypeError(f"a resource must be a dict parsed from FHIR JSON, not "
-                            f"{type(resource).__name__}")
-        lines.append(json_text(resource))
-    return None, lines
-
-
 @contextmanager
 def ndjson_files(source: Source) -> Iterator[list[str]]:
     """The NDJSON files of a source; resources given as dicts are written to a temporary
     file first, so that they are read exactly as files are."""
-    paths, lines = paths_or_lines(source)
-    if paths is not None:
-        yield paths
+    if isinstance(source, (str, os.PathLike)):
+        yield [os.fspath(source)]
         return
-    assert lines is not None
+    items = list(source)
+    if items and all(isinstance(i, (str, os.PathLike)) for i in items):
+        yield [os.fspath(i) for i in items]  # type: ignore[arg-type]
+        return
     with tempfile.TemporaryDirectory(prefix="sof-") as tmp:
         path = Path(tmp) / "resources.ndjson"
         with path.open("w", encoding="utf-8") as out:
-            for line in lines:
-                out.write(line)
+            for resource in items:
+                if not isinstance(resource, Mapping):
+                    raise TypeError(f"a resource must be a dict parsed from FHIR JSON, not "
+                                    f"{type(resource).__name__}")
+                out.write(json_text(resource))
                 out.write("\n")
         yield [str(path)]
 

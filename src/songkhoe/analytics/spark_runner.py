@@ -7,11 +7,12 @@ same compiler (:mod:`.sql_view`, :mod:`.sql_fhirpath`) in the Spark dialect
 (SQL on FHIR v2, https://build.fhir.org/ig/FHIR/sql-on-fhir-v2/processing_model.html,
 "Process a Resource"; the ViewDefinition page's unnesting, union, column and where rules):
 
-* resources are read as text lines (``spark.read.text``: NDJSON files, plain or compressed, on
-  any file system the cluster reads; resources given as dicts are sent from the driver) and
-  parsed once by ``from_json`` with an explicit schema holding only the elements the view
-  reaches (from the R4 model), then filtered on ``resourceType``. An element that does not
-  have its R4 JSON shape is read as empty (Spark's partial results), as DuckDB's filtered read;
+* resources are read by Spark's JSON source (NDJSON files, plain or compressed, on any file
+  system the cluster reads; resources given as dicts are written to a local temporary file
+  first, so only in local mode) with an explicit schema holding only the elements the view
+  reaches (from the R4 model): each line is parsed once, and the ``resourceType`` filter is
+  applied as it is read. An element that does not have its R4 JSON shape is read as empty
+  (Spark's partial results), as DuckDB's filtered read;
 * selects are arrays of row structs built with Spark's higher-order functions (``transform``,
   ``filter``, ``concat``, ``named_struct``), ``explode``-d beside the columns with one value per
   resource; dates and times compare precision-aware by the comparison keys the DuckDB macros
@@ -48,7 +49,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
-from .ndjson import Source, paths_or_lines
+from .ndjson import Source, ndjson_files
 from .reference_arrow import arrow_type, evaluation_error, resource_cells
 from .rows import ViewEvaluationError
 from .sql_dialect import SPARK
@@ -179,15 +180,17 @@ def to_parquet(view: ViewDefinition | Mapping[str, Any], source: Source,
     return count
 
 
-def view_frame(view: ViewDefinition | Mapping[str, Any], source: Source, *,
+def view_frame(view: ViewDefinition | Mapping[str, Any],
+               files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
                spark: SparkSession | None = None) -> DataFrame:
-    """The rows of ``view`` over ``source`` as a lazy DataFrame (for further Spark work; a
-    ``repeat`` is compiled for the deepest level, a run-time error is Spark's error)."""
+    """The rows of ``view`` over NDJSON ``files`` as a lazy DataFrame (for further Spark work;
+    a ``repeat`` is compiled for the deepest level, a run-time error is Spark's error)."""
     if not isinstance(view, ViewDefinition):
         view = parse_view(view)
-    session = spark or _default_session()
+    paths = [os.fspath(files)] if isinstance(files, (str, os.PathLike)) else \
+        [os.fspath(f) for f in files]
     compiled = compile_view(view, REPEAT_DEPTHS[-1])
-    return _frame(session, compiled, _lines(session, source))
+    return _frame(spark or _default_session(), compiled, paths)
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -204,53 +207,42 @@ def _run(spark: SparkSession, view: ViewDefinition, source: Source,
     """``action`` on the view's rows over ``source``, with the view as compiled; a ``repeat``
     that meets deeper data than compiled for is compiled again for more levels, and beyond the
     last runs on the reference evaluator."""
-    lines = _lines(spark, source)
-
-    def attempt(compiled: CompiledView) -> tuple[T, CompiledView]:
-        return _guard(lambda: action(_frame(spark, compiled, lines), compiled)), compiled
-    tried = REPEAT_DEPTHS[0]
-    for depth in REPEAT_DEPTHS:
-        compiled = compile_view(view, depth)
-        if depth > REPEAT_DEPTHS[0] and compiled.fallback is None and \
-                len(compiled.select) > MAX_QUERY:
-            break
-        try:
-            return attempt(compiled)
-        except ViewEvaluationError as exc:
-            if not exc.reason.startswith(TOO_DEEP):
-                raise
-        tried = depth
-    return attempt(fallback_view(view, SPARK,
-                                 f"{TOO_DEEP} the {tried} levels compiled for this source",
-                                 compiled.columns))
-
-
-def _lines(spark: SparkSession, source: Source) -> DataFrame:
-    """The source as a DataFrame of one ``value`` (a resource's JSON text) per line."""
-    paths, lines = paths_or_lines(source)
-    if paths is not None:
-        return spark.read.text(paths)
-    assert lines is not None
-    # from Arrow: a local relation, no Python worker to decode rows
-    return spark.createDataFrame(pa.table({"value": pa.array(lines, pa.string())}))
+    with ndjson_files(source) as files:
+        def attempt(compiled: CompiledView) -> tuple[T, CompiledView]:
+            return _guard(lambda: action(_frame(spark, compiled, files), compiled)), compiled
+        tried = REPEAT_DEPTHS[0]
+        for depth in REPEAT_DEPTHS:
+            compiled = compile_view(view, depth)
+            if depth > REPEAT_DEPTHS[0] and compiled.fallback is None and \
+                    len(compiled.select) > MAX_QUERY:
+                break
+            try:
+                return attempt(compiled)
+            except ViewEvaluationError as exc:
+                if not exc.reason.startswith(TOO_DEEP):
+                    raise
+            tried = depth
+        return attempt(fallback_view(view, SPARK,
+                                     f"{TOO_DEEP} the {tried} levels compiled for this source",
+                                     compiled.columns))
 
 
-def _frame(spark: SparkSession, compiled: CompiledView, lines: DataFrame) -> DataFrame:
-    """The view's rows over ``lines``: the compiled query, or the reference evaluator."""
+def _frame(spark: SparkSession, compiled: CompiledView, files: list[str]) -> DataFrame:
+    """The view's rows over NDJSON ``files``: the compiled query, or the reference
+    evaluator."""
     rtype = SPARK.literal(compiled.view.resource)
-    name = f"sof_lines_{uuid.uuid4().hex}"
-    lines.createOrReplaceTempView(name)
+    if compiled.fallback is not None:
+        rows = F.udf(resource_cells(compiled.view, compiled.columns),
+                     f"ARRAY<STRUCT<{_fields(compiled)}>>", useArrow=False)
+        return spark.read.text(files) \
+            .where(f"get_json_object(value, '$.resourceType') = {rtype}") \
+            .select(F.explode(rows("value")).alias("_u")).select("_u.*")
+    assert compiled.schema is not None
+    schema = ", ".join(f"{SPARK.quote(k)} {t}" for k, t in compiled.schema.columns(SPARK).items())
+    name = f"sof_resources_{uuid.uuid4().hex}"
+    spark.read.schema(schema).json(files).createOrReplaceTempView(name)
     try:
-        if compiled.fallback is not None:
-            rows = F.udf(resource_cells(compiled.view, compiled.columns),
-                         f"ARRAY<STRUCT<{_fields(compiled)}>>", useArrow=False)
-            texts = spark.sql(f"SELECT value FROM {name} "
-                              f"WHERE get_json_object(value, '$.resourceType') = {rtype}")
-            return texts.select(F.explode(rows("value")).alias("_u")).select("_u.*")
-        assert compiled.schema is not None
-        schema = ", ".join(f"{SPARK.quote(k)} {t}"
-                           for k, t in compiled.schema.columns(SPARK).items())
-        source = f"(SELECT from_json(value, {SPARK.literal(schema)}) AS r FROM {name}) AS _src"
+        source = f"(SELECT struct(*) AS r FROM {name}) AS _src"
         conditions = [f"r.`resourceType` = {rtype}", *compiled.where]
         query = f"SELECT {compiled.select} FROM {source} WHERE {' AND '.join(conditions)}"
         if compiled.outer is not None:

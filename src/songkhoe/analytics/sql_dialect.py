@@ -299,7 +299,7 @@ class Dialect:
         raise NotImplementedError
 
     def length(self, items: str) -> str:
-        """The number of items; NULL for a NULL list."""
+        """The number of items; NULL or 0 for a NULL list (callers treat both alike)."""
         raise NotImplementedError
 
     def item(self, items: str, n: int) -> str:
@@ -543,8 +543,9 @@ class SparkDialect(Dialect):
         return f"filter(transform({items}, {var} -> {value}), _p -> _p IS NOT NULL)"
 
     def length(self, items: str) -> str:
-        # size(NULL) is -1 when ANSI mode is off (spark.sql.legacy.sizeOfNull)
-        return f"nullif(size({items}), -1)"
+        # 0 for NULL: size(NULL) is NULL or -1 (ANSI mode off, spark.sql.legacy.sizeOfNull),
+        # and nullif() would compute the list twice
+        return f"greatest(size({items}), 0)"
 
     def item(self, items: str, n: int) -> str:
         if n < 0:
