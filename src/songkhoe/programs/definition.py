@@ -15,15 +15,21 @@ path inside it (``classification[0].band[2].when``) or the TOML line, and what w
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 import unicodedata
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from decimal import Decimal
+from functools import cached_property
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-from songkhoe.fhir.fhirpath import Expression, FHIRPathError, compile
+from songkhoe.fhir.fhirpath import Expression, FHIRPathError, compile, syntax
+from songkhoe.fhir.fhirpath.parser import parse
 from songkhoe.fhir.fhirpath.scalar import NotScalar, Scalar, scalar
 
 DATA = Path(__file__).parent / "data"
@@ -62,19 +68,122 @@ class Text:
         return self.en if lang == "en" else self.vi
 
 
+#: functions whose result depends on the moment of evaluation, not only on the variables
+_CLOCK = frozenset({"now", "today", "timeOfDay"})
+#: entries a memo keeps before it starts again (a table of rare inputs stays small)
+MEMO_SIZE = 20_000
+
+
+class Memo:
+    """Results of a pure computation over some variables, by the values of those variables:
+    the batch evaluates the same condition on the same few values (a band over ``%sbp``,
+    ``%dbp``) for most of a million people.
+
+    Two values with the same key give the same result. ``numeric``: the computation runs on
+    the native closures only (``fhirpath.scalar``), which compare numbers by value, so
+    ``7.0`` and ``7.00`` share a key; the key holds each value and its type (``true`` and
+    ``1`` differ). Otherwise (functions, lists) the key tells apart every two values FHIRPath
+    can tell apart. A variable that is not given differs from one given as empty."""
+
+    __slots__ = ("names", "numeric", "table")
+
+    def __init__(self, names: frozenset[str] | set[str], numeric: bool) -> None:
+        self.names = tuple(sorted(names))
+        self.numeric = numeric
+        self.table: dict[Any, Any] = {}
+
+    def keep(self, key: Any, result: Any) -> None:
+        if len(self.table) >= MEMO_SIZE:
+            self.table.clear()
+        self.table[key] = result
+
+
+#: the result of a memo that has none yet; also the mark of an exact key
+MISSING = object()
+_NOT_GIVEN = object()
+_ABSENT = repeat(_NOT_GIVEN)  # the value of each variable not given, for ``map``
+
+
+def remembered(memo: Memo | None, compute: Callable[[dict[str, Any]], Any]
+               ) -> Callable[[dict[str, Any]], Any]:
+    """``compute`` with its results kept in ``memo``: a known result costs one call."""
+    if memo is None:
+        return compute
+    names, get, keep = memo.names, memo.table.get, memo.keep
+
+    def exact(variables: dict[str, Any]) -> Any:
+        key = (MISSING, *map(_exact, map(variables.get, names, _ABSENT)))
+        found = get(key, MISSING)
+        if found is MISSING:
+            found = compute(variables)
+            keep(key, found)
+        return found
+
+    if not memo.numeric:
+        return exact
+    if len(names) == 1:
+        name = names[0]
+
+        def one(variables: dict[str, Any]) -> Any:
+            value = variables.get(name, _NOT_GIVEN)
+            key = (value, type(value))
+            try:
+                found = get(key, MISSING)
+            except TypeError:  # a list
+                return exact(variables)
+            if found is MISSING:
+                found = compute(variables)
+                keep(key, found)
+            return found
+        return one
+
+    def numeric(variables: dict[str, Any]) -> Any:
+        values = tuple(map(variables.get, names, _ABSENT))
+        key = (values, tuple(map(type, values)))
+        try:
+            found = get(key, MISSING)
+        except TypeError:  # a list among the values
+            return exact(variables)
+        if found is MISSING:
+            found = compute(variables)
+            keep(key, found)
+        return found
+    return numeric
+
+
+def _exact(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is int:
+        return value
+    if kind is list:
+        return tuple(map(_exact, value)) if value else ()
+    return kind, str(value) if kind is Decimal else value
+
+
 @dataclass(frozen=True)
 class Compiled:
     """A FHIRPath expression over the programme's variables, compiled once: conditions and
     numbers over single values run as native closures (``fhirpath.scalar``), anything else
-    (functions over lists such as ``%conditions.where(…)``) on the full engine."""
+    (functions over lists such as ``%conditions.where(…)``) on the full engine. Results are
+    remembered by the values of the variables read (:class:`Memo`), unless the expression
+    reads the clock."""
 
     text: str
     expression: Expression = field(compare=False, repr=False)
     native: Scalar | None = field(compare=False, repr=False)
+    memo: Memo | None = field(compare=False, repr=False)
 
     @classmethod
     def of(cls, text: str, expression: Expression) -> Any:
-        return cls(text, expression, scalar(text))
+        nodes = list(syntax.walk(parse(text)))
+        clock = any(isinstance(n, syntax.Function) and n.name in _CLOCK for n in nodes)
+        # every %name, also those the engine would supply (%ucum): a variable may shadow one
+        read = {n.name for n in nodes if isinstance(n, syntax.External)}
+        native = scalar(text)
+        # a number computed from 7.0 is written differently from one computed from 7.00, a
+        # condition's answer is not: only conditions may share a key between them
+        numeric = native is not None and cls is Condition
+        return cls(text, expression, native, None if clock else Memo(read, numeric))
 
     def items(self, variables: dict[str, Any]) -> list[Any]:
         if self.native is not None:
@@ -86,11 +195,28 @@ class Compiled:
                 return [] if value is None else [value]
         return self.expression(None, variables=variables)
 
+    def __post_init__(self) -> None:
+        #: ``compute``, remembered
+        object.__setattr__(self, "result", remembered(self.memo, self.compute))
+
+    def result(self, variables: dict[str, Any]) -> Any:  # replaced by __post_init__
+        raise NotImplementedError
+
+    def compute(self, variables: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
 
 class Condition(Compiled):
     """A condition: empty counts as false."""
 
-    def holds(self, variables: dict[str, Any]) -> bool:
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "holds", self.result)
+
+    def holds(self, variables: dict[str, Any]) -> bool:  # replaced by __post_init__
+        raise NotImplementedError
+
+    def compute(self, variables: dict[str, Any]) -> bool:
         result = self.items(variables)
         if not result:
             return False
@@ -102,7 +228,14 @@ class Condition(Compiled):
 class Formula(Compiled):
     """One number, or nothing when an input is missing."""
 
-    def value(self, variables: dict[str, Any]) -> Decimal | None:
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "value", self.result)
+
+    def value(self, variables: dict[str, Any]) -> Decimal | None:  # replaced by __post_init__
+        raise NotImplementedError
+
+    def compute(self, variables: dict[str, Any]) -> Decimal | None:
         result = self.items(variables)
         if not result:
             return None
@@ -115,7 +248,14 @@ class Formula(Compiled):
 class Value(Compiled):
     """One value of any type, or None when it gives nothing."""
 
-    def get(self, variables: dict[str, Any]) -> Any:
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "get", self.result)
+
+    def get(self, variables: dict[str, Any]) -> Any:  # replaced by __post_init__
+        raise NotImplementedError
+
+    def compute(self, variables: dict[str, Any]) -> Any:
         result = self.items(variables)
         if len(result) > 1:
             raise ValueError(f"expression {self.text!r} gave {len(result)} values, not one")
@@ -148,6 +288,11 @@ class Item:
     when: Condition | None  # collected only when this holds (e.g. glucose at 40+)
     derive: Formula | None  # computed from other items when not measured (BMI)
 
+    @cached_property
+    def coding(self) -> tuple[str, str]:
+        """(system, code) of the Observation."""
+        return self.system, self.code
+
 
 @dataclass(frozen=True)
 class Band:
@@ -167,10 +312,22 @@ class Classification:
     inputs: tuple[str, ...]  # the items the bands read (their values in the same Observation)
     label: Text
     bands: tuple[Band, ...]
+    #: the band found, by the values of every variable the bands read
+    memo: Memo | None = field(default=None, compare=False, repr=False)
 
-    def classify(self, variables: dict[str, Any]) -> Band | None:
+    def __post_init__(self) -> None:
+        memos = [b.when.memo for b in self.bands]
+        if all(m is not None for m in memos):
+            object.__setattr__(self, "memo", Memo(
+                set().union(*(m.names for m in memos if m)), all(m and m.numeric for m in memos)))
+        object.__setattr__(self, "classify", remembered(self.memo, self._first))
+
+    def classify(self, variables: dict[str, Any]) -> Band | None:  # replaced by __post_init__
+        raise NotImplementedError
+
+    def _first(self, variables: dict[str, Any]) -> Band | None:
         for band in self.bands:
-            if band.when.holds(variables):
+            if band.when.compute(variables):
                 return band
         return None
 
@@ -259,8 +416,14 @@ class Programme:
     actions: tuple[Action, ...]
     intervals: tuple[Interval, ...]
     file: str
+    #: SHA-256 of the file's text: what a batch run records it evaluated with
+    digest: str = field(default="", compare=False)
 
-    @property
+    @cached_property
+    def lookback(self) -> timedelta:
+        return timedelta(days=self.lookback_days)
+
+    @cached_property
     def uri(self) -> str:
         """The canonical name outputs cite (``instantiatesUri``, ``Coding.system``)."""
         return f"urn:songkhoe:programme:{self.id}"
@@ -268,17 +431,29 @@ class Programme:
     def item(self, id_: str) -> Item:
         return next(i for i in self.items if i.id == id_)
 
+    @cached_property
+    def enrolments(self) -> tuple[Action, ...]:
+        """The ``enrol`` actions (evaluated before the others of the same day)."""
+        return tuple(a for a in self.actions if a.action == "enrol")
+
+    @cached_property
+    def findings(self) -> tuple[Action, ...]:
+        """The other actions: referrals and flags."""
+        return tuple(a for a in self.actions if a.action != "enrol")
+
 
 # ---- loading ------------------------------------------------------------------------------
 
 def load_file(path: Path) -> Programme:
     """Parse and validate one definition file."""
     name = str(path)
+    text = unicodedata.normalize("NFC", path.read_text(encoding="utf-8"))
     try:
-        raw = tomllib.loads(unicodedata.normalize("NFC", path.read_text(encoding="utf-8")))
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:  # its message names the line and column
         raise DefinitionError(name, "", f"not valid TOML: {exc}") from None
-    return _Loader(name).programme(raw)
+    return replace(_Loader(name).programme(raw),
+                   digest=hashlib.sha256(text.encode()).hexdigest())
 
 
 def load_dir(folder: Path = DATA) -> dict[str, Programme]:
@@ -467,7 +642,8 @@ class _Loader:
         component = self.coding(raw, where, "component") if "component" in raw else None
         kind = self.take(raw, where, "kind", str, "quantity",
                          allowed=("quantity", "coded", "boolean"))
-        unit, units, range_, values = None, (), None, {}
+        unit, range_, values = None, None, {}
+        units: tuple[Unit, ...] = ()
         if kind == "quantity":
             unit = self.take(raw, where, "unit", str)
             extra = self.take(raw, where, "units", dict, {})

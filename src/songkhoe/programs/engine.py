@@ -34,14 +34,19 @@ years (the anniversary date does not exist, so the year is complete when 28 Febr
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+from functools import lru_cache
 from typing import Any
 
 from songkhoe.programs import who_cvd_risk
 from songkhoe.programs.definition import Action, Item, Programme, Score
 
+#: raised whenever a change to this module changes what it derives from the same records: a
+#: batch run re-evaluates everyone evaluated with another revision (``programs.batch``)
+REVISION = 1
 TAG = {"system": "urn:songkhoe:programmes", "code": "derived",
        "display": "Written by the programmes engine"}
 V3 = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
@@ -118,10 +123,17 @@ def item_value(item: Item, obs: dict[str, Any]) -> Any:
     not carry it. Raises :class:`Unusable` for a unit not accepted or an implausible value."""
     if (item.system, item.code) not in _codes(obs.get("code")):
         return None
+    return _carried(item, obs)
+
+
+def _carried(item: Item, obs: dict[str, Any]) -> Any:
+    """``item_value`` of an Observation known to have the item's code."""
     holder, path = obs, "Observation"
     if item.component is not None:
+        system, component = item.component
         for n, comp in enumerate(obs.get("component", [])):
-            if item.component in _codes(comp.get("code")):
+            if any(c.get("code", "") == component and c.get("system", "") == system
+                   for c in (comp.get("code") or {}).get("coding", [])):
                 holder, path = comp, f"Observation.component[{n}]"
                 break
         else:
@@ -237,68 +249,100 @@ class _Person:
         self.facts = facts
         self.patient = facts.patient
         self.pid = facts.patient["id"]
+        self.subject = f"Patient/{self.pid}"
         self.birth = _day(self.patient.get("birthDate"))
         self.sex = self.patient.get("gender")
         self.result = Result()
         self.existing = {(r["resourceType"], r["id"]): r for r in facts.outputs}
-        # every usable result per item id: (day, value, observation)
+        # every usable result per item id: (day, value, observation), in (day, id) order
         self.values: dict[str, list[tuple[date, Any, dict[str, Any]]]] = {}
-        self._records_on: dict[date, tuple[list[str], list[str]]] = {}  # conditions, medicines
+        self.days: dict[str, list[date]] = {}  # the days of ``values``, for bisection
+        self.of_result: dict[int, dict[str, Any]] = {}  # id(Observation) → item id → value
+        self.visit_days: dict[str, set[date]] = {}  # programme → days of its results
+        # day → (age, active conditions, current medicines)
+        self._records_on: dict[date, tuple[Any, list[str], list[str]]] = {}
         self.enrolled: dict[str, date] = {}  # care programme → enrolment day
         self.ended: dict[str, date] = {}  # care programme → end of a finished episode
-        self.runs: dict[tuple[str, str], date | None] = {}  # (programme, action) → run start
+        # programme → action → start of the run of points where it holds
+        self.runs: dict[str, dict[str, date | None]] = {p: {} for p in programmes}
         self.visits: dict[str, list[date]] = {}
         self.last_visit_names: dict[str, dict[str, Any]] = {}
 
     def run(self) -> Result:
-        by_code: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        by_code: dict[tuple[str, str], list[tuple[date, dict[str, Any]]]] = {}
         for obs in self.facts.observations:
-            if obs.get("status") in RESULT_STATUSES and observation_day(obs):
+            if obs.get("status") in RESULT_STATUSES and (day := observation_day(obs)):
                 for code in set(_codes(obs.get("code"))):
-                    by_code.setdefault(code, []).append(obs)
+                    found = by_code.get(code)
+                    if found is None:
+                        by_code[code] = [(day, obs)]
+                    else:
+                        found.append((day, obs))
+        values, days, of_result = self.values, self.days, self.of_result
         for p in self.programmes.values():  # an item id means the same in every programme
             for item in p.items:
-                if item.id not in self.values:
-                    self.values[item.id] = self._item_rows(item, by_code)
+                iid = item.id
+                if iid in values:
+                    continue
+                found = by_code.get(item.coding)
+                if found is None:
+                    values[iid], days[iid] = [], []
+                    continue
+                rows = values[iid] = self._item_rows(item, found)
+                days[iid] = [d for d, _, _ in rows]
+                for _, value, obs in rows:
+                    of_result.setdefault(id(obs), {})[iid] = value
+            self.visit_days[p.id] = set().union(*[days[i.id] for i in p.items])
         condition_days = {d for c in self.facts.conditions if (d := _condition_day(c))}
         ordered = sorted(self.programmes.values(), key=lambda p: p.kind != "screening")
         # a programme is evaluated on the days of its own results and of diagnoses
-        points_of = {p.id: {d for i in p.items for d, _, _ in self.values[i.id]} |
-                     condition_days for p in ordered}
+        on_day: dict[date, list[Programme]] = {}
+        for p in ordered:
+            for day in self.visit_days[p.id] | condition_days:
+                on_day.setdefault(day, []).append(p)
         self._episodes_on_record()
-        for day in sorted(set().union(*points_of.values())):
+        for day in sorted(on_day):
             # enrolments first, so that a day's other actions see them as they would see an
             # episode already on record (no "confirm the diagnosis" for the diagnosed)
-            points = {p.id: self._prepare(p, day) for p in ordered
-                      if day in points_of[p.id] and self._applies(p, day)}
-            for p in ordered:
-                if p.id in points:
-                    self._actions(p, day, *points[p.id], enrol=True)
+            due = on_day[day]
+            points = {p.id: self._prepare(p, day) for p in due if self._applies(p, day)}
+            for p in due:
+                if p.enrolments and p.id in points:
+                    self._actions(p, day, *points[p.id], p.enrolments)
             enrolled = self._enrolled_on(day)
-            for p in ordered:
-                if p.id not in points and day in points_of[p.id] and self._applies(p, day):
-                    points[p.id] = self._prepare(p, day)  # enrolled this day
-                if p.id in points:
-                    names, sources = points[p.id]
-                    names["enrolled"] = enrolled
-                    self._actions(p, day, names, sources, enrol=False)
+            for p in due:
+                point = points.get(p.id)
+                if point is None and self._applies(p, day):
+                    point = self._prepare(p, day)  # enrolled this day
+                if point is not None:
+                    point[0]["enrolled"] = enrolled
+                    self._actions(p, day, *point, p.findings)
+        windows: dict[str, date] = {}  # programme → end of its earliest open referral's window
+        for (kind, _), r in self.result.resources.items():
+            if kind == "ServiceRequest" and r.get("status") == "active":
+                end = _day(r["occurrencePeriod"]["end"])
+                for uri in {u.partition("|")[0] for u in r.get("instantiatesUri", [])
+                            if "|" in u}:
+                    if end is not None and (uri not in windows or end < windows[uri]):
+                        windows[uri] = end
         for p in self.programmes.values():
-            self._plan(p)
+            self._plan(p, windows.get(p.uri))
         return self.result
 
     @staticmethod
-    def _item_rows(item: Item, by_code: dict[tuple[str, str], list[dict[str, Any]]]
+    def _item_rows(item: Item, found: list[tuple[date, dict[str, Any]]]
                    ) -> list[tuple[date, Any, dict[str, Any]]]:
         rows = []
-        for obs in by_code.get((item.system, item.code), ()):
+        for day, obs in found:
             try:
-                value = item_value(item, obs)
+                value = _carried(item, obs)
             except Unusable:
                 continue  # refused on the way in; imported data is skipped here
             if value is not None:
-                rows.append((observation_day(obs), value, obs))
-        rows.sort(key=lambda r: (r[0], r[2].get("id", "")))
-        return rows  # type: ignore[return-value]
+                rows.append((day, value, obs))
+        if len(rows) > 1:
+            rows.sort(key=lambda r: (r[0], r[2].get("id", "")))
+        return rows
 
     def _episodes_on_record(self) -> None:
         """Episodes of care already stored (by this engine or by a clinician) count: a
@@ -319,21 +363,27 @@ class _Person:
 
     # -- who is in which programme on a day --
 
-    def builtins(self, day: date) -> dict[str, Any]:
-        if day not in self._records_on:
-            self._records_on[day] = (
+    def _records(self, day: date) -> tuple[Any, list[str], list[str]]:
+        """(age, active conditions, current medicines) on ``day``."""
+        records = self._records_on.get(day)
+        if records is None:
+            records = self._records_on[day] = (
+                age_on(self.birth, day) if self.birth else None,
                 [code for c in self.facts.conditions if _condition_on(c, day)
                  for _, code in _codes(c.get("code"), ICD10)],
                 [code for m in self.facts.medications if _medication_on(m, day)
                  for _, code in _codes(m.get("medicationCodeableConcept"), ATC)])
-        conditions, medications = self._records_on[day]
-        return {"age": age_on(self.birth, day) if self.birth else [],
-                "sex": self.sex if self.sex else [], "conditions": conditions,
+        return records
+
+    def builtins(self, day: date) -> dict[str, Any]:
+        age, conditions, medications = self._records(day)
+        return {"age": age, "sex": self.sex or None, "conditions": conditions,
                 "medications": medications, "enrolled": self._enrolled_on(day)}
 
     def _enrolled_on(self, day: date) -> list[str]:
+        ended = self.ended
         return [p for p, start in self.enrolled.items()
-                if start <= day and not (p in self.ended and self.ended[p] < day)]
+                if start <= day and not (p in ended and ended[p] < day)]
 
     def _applies(self, p: Programme, day: date) -> bool:
         if p.kind == "care":
@@ -342,7 +392,7 @@ class _Person:
                 not (p.id in self.ended and self.ended[p.id] < day)
         if self.birth is None or self.sex not in p.sexes:
             return False
-        age = age_on(self.birth, day)
+        age = self._records(day)[0]
         if (p.min_age is not None and age < p.min_age) or \
                 (p.max_age is not None and age > p.max_age):
             return False
@@ -352,22 +402,23 @@ class _Person:
         """The variables on ``day`` and, per item, the Observation its value came from."""
         names = self.builtins(day)
         sources: dict[str, dict[str, Any]] = {}
-        oldest = day - timedelta(days=p.lookback_days)
+        oldest = day - p.lookback
+        values, days = self.values, self.days
         for item in p.items:
-            latest = None
-            for d, value, obs in self.values[item.id]:
-                if oldest <= d <= day:
-                    latest = (value, obs)
-            if latest is not None:
-                names[item.id] = latest[0]
-                sources[item.id] = latest[1]
-            elif item.derive is not None and (derived := item.derive.value(names)) is not None:
-                names[item.id] = _rounded(derived, item.decimals)
+            iid = item.id
+            when = days[iid]
+            if when:
+                at = bisect_right(when, day) - 1  # the latest result on or before ``day`` …
+                if at >= 0 and when[at] >= oldest:  # … if it is recent enough
+                    _, names[iid], sources[iid] = values[iid][at]
+                    continue
+            if item.derive is not None and (derived := item.derive.value(names)) is not None:
+                names[iid] = _rounded(derived, item.decimals)
             else:
-                names[item.id] = []
+                names[iid] = None
         for c in p.classifications:
-            band = c.classify(names) if names[c.item] != [] else None
-            names[c.id] = band.code if band else []
+            band = c.classify(names) if names[c.item] is not None else None
+            names[c.id] = band.code if band else None
         return names, sources
 
     # -- one evaluation point --
@@ -375,55 +426,57 @@ class _Person:
     def _prepare(self, p: Programme, day: date) -> tuple[dict[str, Any], dict[str, dict]]:
         """The variables of ``p`` on ``day``; on a visit, its results' classifications and
         its risk scores too."""
-        visit = any(d == day for item in p.items for d, _, _ in self.values[item.id])
         names, sources = self.variables(p, day)
-        if visit:
+        if day in self.visit_days[p.id]:
             self.visits.setdefault(p.id, []).append(day)
-            self._classify(p, day, names)
+            if p.classifications:
+                self._classify(p, day, names)
             for score in p.scores:
                 value = self._score(p, score, day, names, sources)
-                names[score.id] = value if value is not None else []
+                names[score.id] = value
                 band = score.band(value) if value is not None else None
-                names[f"{score.id}_band"] = band.code if band else []
+                names[f"{score.id}_band"] = band.code if band else None
             self.last_visit_names[p.id] = names  # the next interval reads them
         else:
             for score in p.scores:
-                names[score.id], names[f"{score.id}_band"] = [], []
+                names[score.id] = names[f"{score.id}_band"] = None
         return names, sources
 
     def _actions(self, p: Programme, day: date, names: dict[str, Any],
-                 sources: dict[str, dict], *, enrol: bool) -> None:
-        for action in p.actions:
-            if (action.action == "enrol") is not enrol:
-                continue
+                 sources: dict[str, dict], actions: tuple[Action, ...]) -> None:
+        runs = self.runs[p.id]
+        for action in actions:
             holds = action.when.holds(names)
-            key = (p.id, action.id)
-            started = self.runs.get(key)
-            if holds and started is None:
-                self.runs[key] = day
-                self._act(p, action, day, names, sources)
-            elif holds and action.action == "flag":
-                self._flag(p, action, self.runs[key], None, sources)  # type: ignore[arg-type]
-            elif not holds and started is not None:
-                self.runs[key] = None
+            started = runs.get(action.id)
+            if holds:
+                if started is None:
+                    runs[action.id] = day
+                    self._act(p, action, day, names, sources)
+                elif action.action == "flag":
+                    self._flag(p, action, started, None, sources)
+            elif started is not None:
+                runs[action.id] = None
                 if action.action == "flag":
                     self._flag(p, action, started, day, sources)
 
     def _classify(self, p: Programme, day: date, names: dict[str, Any]) -> None:
+        interpretations = self.result.interpretations
         for c in p.classifications:
-            for d, value, obs in self.values[c.item]:
-                if d != day:
-                    continue
+            days = self.days[c.item]
+            if not days:
+                continue
+            for _, value, obs in self.values[c.item][bisect_left(days, day):
+                                                     bisect_right(days, day)]:
                 own = dict(names)
                 own[c.item] = value
+                mine = self.of_result[id(obs)]
                 for other in c.inputs:  # the same Observation's values come first
-                    mine = [v for dd, v, o in self.values[other] if o is obs]
-                    if mine:
-                        own[other] = mine[0]
+                    if other in mine:
+                        own[other] = mine[other]
                 band = c.classify(own)
                 if band is None:
                     continue
-                self.result.interpretations.setdefault(obs["id"], []).append({
+                interpretations.setdefault(obs["id"], []).append({
                     "coding": [{"system": f"{p.uri}:{c.id}", "version": p.version,
                                 "code": band.code, "display": band.display.vi},
                                {"system": V3, "code": band.interpretation}],
@@ -446,13 +499,12 @@ class _Person:
             if any(args.get(a) is None for a in needed):
                 return None
             try:
-                risk = who_cvd_risk.ten_year_risk(
+                risk = _ten_year_risk(
                     model, args["sex"], float(args["age"]), float(args["sbp"]),
                     bool(args["smoker"]),
-                    total_cholesterol_mmol=float(args["total_cholesterol_mmol"])
-                    if model == "lab" else None,
-                    diabetes=bool(args["diabetes"]) if model == "lab" else None,
-                    bmi=float(args["bmi"]) if model == "nonlab" else None)
+                    float(args["total_cholesterol_mmol"]) if model == "lab" else None,
+                    bool(args["diabetes"]) if model == "lab" else None,
+                    float(args["bmi"]) if model == "nonlab" else None)
             except ValueError:
                 return None  # outside the model's domain (age 40–74)
             value = probability = Decimal(str(round(risk, 4)))
@@ -470,7 +522,7 @@ class _Person:
                 "system": f"{p.uri}:{score.id}", "version": p.version, "code": band.code,
                 "display": band.display.vi}], "text": band.display.vi}
         inputs = ", ".join(f"{k}={_shown(v)}" for k, v in sorted(names.items())
-                           if v != [] and not isinstance(v, list))
+                           if v is not None and not isinstance(v, list))
         self._put({
             "resourceType": "RiskAssessment", "id": rid, "meta": {"tag": [TAG]},
             "status": "final", "subject": self._subject(),
@@ -581,7 +633,7 @@ class _Person:
             flag["extension"] = self.result.resources[("Flag", rid)]["extension"]
         self._put(flag)
 
-    def _plan(self, p: Programme) -> None:
+    def _plan(self, p: Programme, referral_due: date | None) -> None:
         visits = self.visits.get(p.id, [])
         enrolled = self.enrolled.get(p.id)
         if p.kind == "care" and enrolled is None:
@@ -593,11 +645,6 @@ class _Person:
             eligible_from = birthday(self.birth, p.min_age) if p.min_age else self.birth
             if p.max_age is not None:
                 eligible_until = birthday(self.birth, p.max_age + 1) - timedelta(days=1)
-        referral_due = min((_day(r["occurrencePeriod"]["end"]) for (t, _), r in
-                            self.result.resources.items() if t == "ServiceRequest"
-                            and r.get("status") == "active" and any(
-                                u.startswith(f"{p.uri}|") for u in r.get("instantiatesUri", []))),
-                           default=None)
         last = visits[-1] if visits else None
         call = self._latest_call(p, last)
         status = ProgrammeStatus(
@@ -673,6 +720,15 @@ class _Person:
 
     def _put(self, resource: dict[str, Any]) -> None:
         self.result.resources[(resource["resourceType"], resource["id"])] = resource
+
+
+@lru_cache(maxsize=65536)
+def _ten_year_risk(model: Any, sex: Any, age: float, sbp: float, smoker: bool,
+                   cholesterol: float | None, diabetes: bool | None, bmi: float | None) -> float:
+    """``who_cvd_risk.ten_year_risk``, remembered: many people share the inputs."""
+    return who_cvd_risk.ten_year_risk(model, sex, age, sbp, smoker,
+                                      total_cholesterol_mmol=cholesterol, diabetes=diabetes,
+                                      bmi=bmi)
 
 
 def _rounded(value: Decimal, decimals: int | None) -> Decimal:

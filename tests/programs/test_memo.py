@@ -1,0 +1,64 @@
+"""Conditions, formulas and classifications remember their results by the values of the
+variables they read (``definition.Memo``): a remembered result must be the one the expression
+gives, whatever values came before — numbers written differently, true against 1, empty
+against not given, lists."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from songkhoe.fhir.fhirpath import compile
+from songkhoe.programs.definition import Condition, Formula
+
+D = Decimal
+
+
+def condition(text: str) -> Condition:
+    return Condition.of(text, compile(text))  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("text, runs", [
+    # numbers compare by value: 7.0 and 7.00 give the same answer
+    ("%x >= 7.0", [(D("7.00"), True), (D("6.99"), False), (D("7.0"), True), (7, True),
+                   (None, False), ([], False)]),
+    # true is not 1, though Python's True == 1
+    ("%x = 1", [(True, False), (1, True), (D("1.0"), True), (True, False)]),
+    ("%x = true", [(1, False), (True, True), (1, False)]),
+    # toString tells 7.0 from 7.00: those are different keys
+    ("%x.toString() = '7.0'", [(D("7.0"), True), (D("7.00"), False), (D("7.0"), True)]),
+    # lists
+    ("%c.where($this.startsWith('I1')).exists()", [(["I10"], True), ([], False),
+                                                   (["E11"], False), (["E11", "I15"], True),
+                                                   (["I10"], True)]),
+    # a list with items where one value is expected: the full engine answers
+    ("%x = 'a' or %y > 1", [(["a"], True), ("b", False), (["a"], True)]),
+])
+def test_a_remembered_result_is_the_expressions(text: str, runs: list[tuple[Any, bool]]) -> None:
+    cond = condition(text)
+    for value, expected in runs:
+        variables = {"x": value, "y": 0} if "%x" in text else {"c": value}
+        assert cond.holds(variables) is expected, (text, value)
+        assert cond.compute(variables) is expected
+    assert cond.memo is not None and cond.memo.table
+
+
+def test_a_variable_not_given_differs_from_one_given_empty() -> None:
+    cond = condition("%ucum.exists()")  # %ucum is a constant unless a variable shadows it
+    assert cond.holds({}) is True
+    assert cond.holds({"ucum": None}) is False
+    assert cond.holds({}) is True
+
+
+def test_a_formula_keeps_the_digits_it_computed() -> None:
+    half = Formula.of("%w / 2", compile("%w / 2"))
+    for w in (D("70"), D("70.0"), D("70.00"), D("70")):
+        assert str(half.value({"w": w})) == str(half.compute({"w": w}))
+    assert str(half.value({"w": D("70.0")})) == "35.0"
+
+
+def test_an_expression_that_reads_the_clock_is_not_remembered() -> None:
+    assert condition("today() > @2000-01-01").memo is None
+    assert condition("%x > 1").memo is not None
