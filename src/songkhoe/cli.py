@@ -134,14 +134,15 @@ def _load_demo(store: Any, args: argparse.Namespace) -> None:
         progress.finish()
     print(f"songkhoe: demo data loaded: {summary.loaded:,} resources in "
           f"{time.monotonic() - started:.1f} s", flush=True)
-    from songkhoe.programs.apply import run_batch
+    from songkhoe.programs.batch import run_batch
     from songkhoe.programs.cli import definitions
 
     started = time.monotonic()
     with store.reading() as tx:
         people = tx.patient_ids()
     derived = run_batch(store, definitions(), people)
-    print(f"songkhoe: programmes run for {len(people):,} people: {len(derived.written):,} "
+    print(f"songkhoe: programmes run for {len(people):,} people: "
+          f"{sum(derived.written.values()):,} "
           f"resources derived in {time.monotonic() - started:.1f} s", flush=True)
     for rejection in summary.rejected[:5]:
         print(f"  rejected {rejection.source}: {rejection.reason}", file=sys.stderr)

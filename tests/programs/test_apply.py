@@ -6,62 +6,23 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import date
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import orjson
-import pytest
-
-from songkhoe.programs.apply import Online, run_batch
+from songkhoe.programs.apply import Online
+from songkhoe.programs.batch import run_batch
 from songkhoe.programs.cli import definitions
 from songkhoe.programs.engine import OUTPUT_TYPES
 from songkhoe.programs.worklist import worklist
 from songkhoe.store import open_store
 from songkhoe.store.bulk import load
-from songkhoe.synth import SynthConfig, items
-from tests.conftest import pg_schema
+from tests.programs.stored import CONFIG, derived, population
 
 PROGRAMMES = definitions()
-CONFIG = SynthConfig(people=120, seed=5, provinces=(1,), communes_per_province=2, years=2,
-                     as_of=date(2026, 11, 1))
 _OWNED = ("Patient", "Observation", "Condition", "MedicationStatement", "Encounter")
 
 
-@pytest.fixture
-def second_url(db_url: str, tmp_path: Path) -> Iterator[str]:
-    if db_url.startswith("sqlite"):
-        yield f"sqlite:///{tmp_path / 'second.db'}"
-    else:
-        with pg_schema() as url:
-            yield url
-
-
-def _population() -> list[dict[str, Any]]:
-    return [orjson.loads(raw) if isinstance(raw, bytes) else raw
-            for _, raw in items(CONFIG, workers=1)]
-
-
-def _derived(store: Any) -> dict[tuple[str, str], Any]:
-    """Every output, and every Observation's interpretation, without store meta."""
-    out: dict[tuple[str, str], Any] = {}
-    with store.reading() as tx:
-        rows = tx.execute(
-            "SELECT r.type, r.id, h.content FROM resources r JOIN history h ON h.rid = r.rid "
-            "AND h.version = r.version WHERE NOT r.deleted AND r.type IN ("
-            + ", ".join(f"'{t}'" for t in ("Observation", *OUTPUT_TYPES)) + ")").fetchall()
-        status = tx.execute("SELECT * FROM programme_status").fetchall()
-    for rtype, id_, content in rows:
-        resource = orjson.loads(bytes(content))
-        resource.pop("meta", None) if rtype == "Observation" else \
-            resource["meta"].pop("versionId") and resource["meta"].pop("lastUpdated")
-        out[(rtype, id_)] = resource.get("interpretation") if rtype == "Observation" \
-            else resource
-    out[("status", "")] = sorted(tuple(row) for row in status)
-    return out
-
-
 def test_online_and_batch_give_the_same_outputs(db_url: str, second_url: str) -> None:
-    resources = _population()
+    resources = population()
     # online: the directory in bulk, then each person's records visit by visit, each in its
     # own transaction with the derivation on (as the REST API and the app API write them)
     online = open_store(db_url)
@@ -82,7 +43,7 @@ def test_online_and_batch_give_the_same_outputs(db_url: str, second_url: str) ->
                 with online.transaction() as tx:
                     for r in visits[day]:
                         tx.update(r["resourceType"], r["id"], r)
-        online_outputs = _derived(online)
+        online_outputs = derived(online)
     finally:
         online.close()
     # batch: everything in bulk (no derivation), then one run
@@ -92,8 +53,9 @@ def test_online_and_batch_give_the_same_outputs(db_url: str, second_url: str) ->
         with batch.reading() as tx:
             people = tx.patient_ids()
         first = run_batch(batch, PROGRAMMES, people, chunk=50)
-        batch_outputs = _derived(batch)
+        batch_outputs = derived(batch)
         again = run_batch(batch, PROGRAMMES, people, chunk=50)
+        full = run_batch(batch, PROGRAMMES, people, chunk=50, full=True)
     finally:
         batch.close()
     assert len(people) == CONFIG.people
@@ -102,10 +64,12 @@ def test_online_and_batch_give_the_same_outputs(db_url: str, second_url: str) ->
     assert sum(1 for v in batch_outputs.values() if v) > CONFIG.people
     assert online_outputs == batch_outputs
     assert first.written and not again.written  # idempotent: the second run writes nothing
+    assert again.evaluated == 0  # nobody's records changed
+    assert full.evaluated == len(people) and not full.written
 
 
 def test_worklists_follow_calls_and_stay_inside_the_callers_scope(store: Any) -> None:
-    resources = _population()
+    resources = population()
     load(store, [("s", r) for r in resources])
     with store.reading() as tx:
         people = tx.patient_ids()

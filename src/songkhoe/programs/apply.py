@@ -12,9 +12,9 @@ type, evaluates them (``engine.evaluate``) and writes only the differences:
   were corrected or entered in error) become ``entered-in-error``; referrals and episodes of
   care are left to the staff who act on them.
 
-The same function serves the online path (``Online``, wired as ``Store.derive``) and the
-batch run (``songkhoe programmes run``), so both store the same outputs; a second run
-writes nothing.
+The same differences are written by the online path (``Online``, wired as ``Store.derive``)
+and by the batch run (``programs.batch``, ``songkhoe programmes run``), so both store the
+same outputs; a second run writes nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import orjson
 from songkhoe.fhir.outcome import FhirError, Issue
 from songkhoe.programs.definition import Programme
 from songkhoe.programs.engine import (INPUT_TYPES, OUTPUT_TYPES, TAG, Facts, ProgrammeStatus,
-                                      Unusable, evaluate, item_value, items_due)
+                                      Result, Unusable, evaluate, item_value, items_due)
 from songkhoe.store.engine import Tx
 
 _OURS = "urn:songkhoe:programme:"
@@ -44,9 +44,14 @@ class Settled:
     status: dict[str, dict[str, ProgrammeStatus]] = field(default_factory=dict)
 
 
-def load_facts(tx: Tx, patient_ids: list[str]) -> dict[str, Facts]:
-    """Each person's records, read in one statement per resource type."""
-    groups = tx.compartments(patient_ids, ["Patient", *INPUT_TYPES, *OUTPUT_TYPES])
+#: every type of a person's records the programmes read or write
+READ_TYPES = ("Patient", *INPUT_TYPES, *OUTPUT_TYPES)
+
+
+def load_facts(tx: Tx, patient_ids: list[str],
+               types: tuple[str, ...] = READ_TYPES) -> dict[str, Facts]:
+    """Each person's records of ``types``, read in one statement."""
+    groups = tx.compartments(patient_ids, list(types))
     people: dict[str, Facts] = {}
     for pid, contents in groups.items():
         resources = [orjson.loads(c) for c in contents]
@@ -78,29 +83,34 @@ def settle(tx: Tx, programmes: dict[str, Programme], patient_ids: list[str], *,
     settled = Settled()
     tx.lock("Patient", patient_ids)  # concurrent writers for a person settle one after another
     people = load_facts(tx, patient_ids)
-    for pid, facts in people.items():
+    for facts in people.values():
         if strict:
             refuse_unusable(tx, programmes, facts)
-        result = evaluate(programmes, facts)
-        settled.status[pid] = result.status
-        for obs in facts.observations:
-            _interpret(tx, obs, result.interpretations.get(obs["id"], []), settled)
-        existing = {(r["resourceType"], r["id"]): r for r in facts.outputs}
-        for key, wanted in result.resources.items():
-            have = existing.get(key)
-            if have is None or _content(have) != _content(wanted):
-                tx.update(key[0], key[1], wanted)
-                settled.written.append(wanted)
-        for key, have in existing.items():
-            if key in result.resources or key[0] not in _RETRACTABLE or \
-                    TAG not in (have.get("meta") or {}).get("tag", []) or \
-                    have.get("status") == _RETRACTABLE[key[0]]:
-                continue
-            retracted = {**_content(have), "status": _RETRACTABLE[key[0]]}
-            tx.update(key[0], key[1], retracted)
-            settled.written.append(retracted)
-    _store_status(tx, patient_ids, people, settled.status)
+        write_result(tx, facts, evaluate(programmes, facts), settled)
+    store_status(tx, patient_ids, people, settled.status)
     return settled
+
+
+def write_result(tx: Tx, facts: Facts, result: Result, settled: Settled) -> None:
+    """Write where ``result`` differs from the person's records ``facts`` (read with every
+    type of ``READ_TYPES``)."""
+    settled.status[facts.patient["id"]] = result.status
+    for obs in facts.observations:
+        _interpret(tx, obs, result.interpretations.get(obs["id"], []), settled)
+    existing = {(r["resourceType"], r["id"]): r for r in facts.outputs}
+    for key, wanted in result.resources.items():
+        have = existing.get(key)
+        if have is None or _content(have) != _content(wanted):
+            tx.update(key[0], key[1], wanted)
+            settled.written.append(wanted)
+    for key, have in existing.items():
+        if key in result.resources or key[0] not in _RETRACTABLE or \
+                TAG not in (have.get("meta") or {}).get("tag", []) or \
+                have.get("status") == _RETRACTABLE[key[0]]:
+            continue
+        retracted = {**_content(have), "status": _RETRACTABLE[key[0]]}
+        tx.update(key[0], key[1], retracted)
+        settled.written.append(retracted)
 
 
 _STATUS_COLUMNS = ("patient", "programme", "org", "kind", "eligible_from", "eligible_until",
@@ -108,22 +118,23 @@ _STATUS_COLUMNS = ("patient", "programme", "org", "kind", "eligible_from", "elig
                    "call_day", "call_again")
 
 
-def _store_status(tx: Tx, patient_ids: list[str], people: dict[str, Facts],
-                  status: dict[str, dict[str, ProgrammeStatus]]) -> None:
+def store_status(tx: Tx, patient_ids: list[str], people: dict[str, Facts],
+                 status: dict[str, dict[str, ProgrammeStatus]]) -> None:
     """Replace the ``programme_status`` rows of ``patient_ids`` (a person no longer visible
     or deleted keeps no row)."""
     for start in range(0, len(patient_ids), 500):
         chunk = patient_ids[start:start + 500]
         tx.execute(f"DELETE FROM programme_status WHERE patient IN "
                    f"({', '.join('?' * len(chunk))})", chunk)
-    rows = [(pid, s.programme, _org(people[pid].patient), s.kind,
+    rows = [(pid, s.programme, org_of(people[pid].patient), s.kind,
              *(_iso(getattr(s, c)) for c in _STATUS_COLUMNS[4:]))
             for pid, by_programme in status.items() for s in by_programme.values()]
     if rows:
         tx.insert_rows("programme_status", _STATUS_COLUMNS, rows)
 
 
-def _org(patient: dict[str, Any]) -> str | None:
+def org_of(patient: dict[str, Any]) -> str | None:
+    """The id of the Patient's managing Organization (``programme_status.org``)."""
     ref = str((patient.get("managingOrganization") or {}).get("reference", ""))
     return ref[len("Organization/"):] if ref.startswith("Organization/") else None
 
@@ -204,16 +215,3 @@ class Online:
             return settle(tx, self.programmes, sorted(tx.patients), strict=True)
         finally:
             tx.guard = guard
-
-
-def run_batch(store: Any, programmes: dict[str, Programme], patient_ids: list[str],
-              chunk: int = 200) -> Settled:
-    """Settle ``patient_ids`` in transactions of ``chunk`` people (no derive hook)."""
-    total = Settled()
-    for start in range(0, len(patient_ids), chunk):
-        with store.transaction(derive=False) as tx:
-            part = settle(tx, programmes, patient_ids[start:start + chunk])
-        total.written += part.written
-        total.status.update(part.status)
-    return total
-

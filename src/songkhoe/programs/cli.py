@@ -8,12 +8,14 @@ import argparse
 import os
 import sys
 import time
-from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .definition import DATA, DefinitionError, Programme, load_dir
+
+if TYPE_CHECKING:
+    from .batch import Ran
 
 #: a folder of definition files to use instead of the shipped ones
 ENV_PROGRAMMES = "SONGKHOE_PROGRAMMES"
@@ -43,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     from songkhoe.store import open_store
     from songkhoe.store.backends import default_sqlite_path
 
+    from .batch import Ran
+
     try:
         definitions(args.dir)
     except DefinitionError as exc:
@@ -61,35 +65,34 @@ def run(args: argparse.Namespace) -> int:
     finally:
         store.close()
     started = time.monotonic()
-    written: Counter[str] = Counter()
-    step = max(args.chunk * 5, 500)
+    ran = Ran()
+    step = max(args.chunk * 4, 1000)
     parts = [people[i:i + step] for i in range(0, len(people), step)]
-    done = 0
     with ProcessPoolExecutor(max(1, args.workers)) as pool:
-        for count, kinds in pool.map(_run_part, [(url, args.dir, p, args.chunk) for p in parts]):
-            written.update(kinds)
-            done += count
-            _progress(done, len(people), started)
+        for part in pool.map(run_part, [(url, args.dir, p, args.chunk, args.full)
+                                        for p in parts]):
+            ran.add(part)
+            _progress(ran.people, len(people), started)
     seconds = time.monotonic() - started
     sys.stderr.write("\n" if sys.stderr.isatty() else "")
-    what = ", ".join(f"{n:,} {t}" for t, n in sorted(written.items())) or "nothing"
-    print(f"{len(people):,} people in {seconds:.1f} s; written: {what}")
+    what = ", ".join(f"{n:,} {t}" for t, n in sorted(ran.written.items())) or "nothing"
+    print(f"{len(people):,} people in {seconds:.1f} s ({ran.evaluated:,} evaluated, the others "
+          f"unchanged since their last run); written: {what}")
     return 0
 
 
-def _run_part(job: tuple[str, str | None, list[str], int]) -> tuple[int, Counter[str]]:
-    """One worker's share: its own connection, transactions of ``chunk`` people."""
+def run_part(job: tuple[str, str | None, list[str], int, bool]) -> Ran:
+    """One worker's share: its own connection, blocks of ``chunk`` people."""
     from songkhoe.store import open_store
 
-    from .apply import run_batch
+    from .batch import run_batch
 
-    url, folder, people, chunk = job
+    url, folder, people, chunk, full = job
     store = open_store(url)
     try:
-        part = run_batch(store, definitions(folder), people, chunk=chunk)
+        return run_batch(store, definitions(folder), people, chunk=chunk, full=full)
     finally:
         store.close()
-    return len(people), Counter(r["resourceType"] for r in part.written)
 
 
 def show_worklist(args: argparse.Namespace) -> int:
@@ -195,7 +198,11 @@ def add_commands(commands: Any) -> None:
     r.add_argument("--since", metavar="DATE",
                    help="only people with a record written since DATE (ISO 8601)")
     r.add_argument("--dir", help="folder of definitions (default: the shipped programmes)")
-    r.add_argument("--chunk", type=int, default=200, help="people per transaction")
+    r.add_argument("--chunk", type=int, default=500, help="people per block (one read and "
+                                                         "one write transaction)")
+    r.add_argument("--full", action="store_true",
+                   help="evaluate everyone, also people whose records and the definitions did "
+                        "not change since their last run (after upgrading songkhoe)")
     r.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="processes (default: one per core)")
     r.set_defaults(run=run)
