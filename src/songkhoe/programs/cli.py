@@ -5,6 +5,7 @@ worklist; the definitions as FHIR R4 PlanDefinition Bundles."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 import time
@@ -82,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_part(job: tuple[str, str | None, list[str], int, bool]) -> Ran:
-    """One worker's share: its own connection, blocks of ``chunk`` people."""
+    """One worker's share: its own connection, blocks of ``chunk`` people. A worker keeps the
+    definitions it loaded for its next share, and with them what their conditions
+    remembered (``definition.Memo``), as long as the files are the same."""
     from songkhoe.store import open_store
 
     from .batch import run_batch
@@ -90,9 +93,22 @@ def run_part(job: tuple[str, str | None, list[str], int, bool]) -> Ran:
     url, folder, people, chunk, full = job
     store = open_store(url)
     try:
-        return run_batch(store, definitions(folder), people, chunk=chunk, full=full)
+        return run_batch(store, _kept_definitions(folder), people, chunk=chunk, full=full)
     finally:
         store.close()
+
+
+_KEPT: dict[tuple[str | None, bytes], dict[str, Programme]] = {}
+
+
+def _kept_definitions(folder: str | None) -> dict[str, Programme]:
+    where = Path(folder or os.environ.get(ENV_PROGRAMMES) or DATA)
+    texts = b"".join(p.name.encode() + p.read_bytes() for p in sorted(where.glob("*.toml")))
+    key = (folder, hashlib.sha256(texts).digest())
+    if key not in _KEPT:
+        _KEPT.clear()
+        _KEPT[key] = definitions(folder)
+    return _KEPT[key]
 
 
 def show_worklist(args: argparse.Namespace) -> int:
