@@ -17,8 +17,8 @@ How it runs (:func:`compute`):
    bits of a BIGINT (``masks.sql``, ``facts.sql``), and who has left the population by each
    period's end (``gone.sql``). Periods, the HEARTS 3- and 12-month windows are sets of
    calendar months, so one pass over the results serves every grain and period.
-2. each indicator file, once per grain: people with the same facts counted together, then
-   each period's numerator and denominator per commune (``coverage.sql``, ``raised.sql``,
+2. each indicator file, once for all grains: people with the same facts counted together,
+   then each period's numerator and denominator per commune (``coverage.sql``, ``raised.sql``,
    ``hearts.sql``);
 3. ``rollup.sql``: the communes' counts summed to the level asked for (people have one unit
    per level, so units add up to their parents); value = numerator / denominator.
@@ -32,12 +32,14 @@ reaches the SQL text.
 from __future__ import annotations
 
 import calendar
+import csv
+import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 import pyarrow as pa  # type: ignore[import-untyped]
 
@@ -416,8 +418,10 @@ def _run(engine: Engine, chosen: list[Period], as_of: date, levels: list[str]) -
     dated = [_Dated(p, base) for p in chosen]
     rows = [d.row() for d in dated]
     first = _month(base)
+    last = max(_months(p.end) for p in chosen)
     params = {"first_day": first.isoformat(), "as_of": as_of.isoformat(),
-              "first_year": first.year, "first_month": first.month,
+              "months": _Raw(_values([{"month_key": _month(m).isoformat()[:7],
+                                       "bit": 1 << (m - base)} for m in range(base, last + 1)])),
               "latest_adult_birth": max(r["born_18"] for r in rows),
               "period_ends": _Raw(_values([{"period_end": e} for e in
                                            sorted({r["period_end"] for r in rows})]))}
@@ -425,32 +429,34 @@ def _run(engine: Engine, chosen: list[Period], as_of: date, levels: list[str]) -
     engine.table("ind_masks", render("prepare/masks.sql", params))
     engine.table("ind_facts", render("prepare/facts.sql", params))
     engine.table("ind_gone", render("prepare/gone.sql", params))
-    queries = []
-    for grain in GRAINS:
-        grain_rows = [r for r in rows if r["grain"] == grain]
-        if not grain_rows:
-            continue
-        common = {"periods": _Raw(_values(grain_rows)),
-                  "period_months": _or(r["period_bits"] for r in grain_rows)}
-        queries.append(render("coverage.sql", common, grain_rows))
-        for indicator, kind in (("raised_blood_pressure", "bp"), ("raised_glucose", "fpg"),
-                                ("obesity", "bmi")):
-            queries.append(render("raised.sql", {**common, "indicator": _name(indicator),
-                                                 "seen": _name(f"{kind}_seen"),
-                                                 "high": _name(f"{kind}_high")}, grain_rows))
-        for p in PROGRAMMES:
-            young, old = p.ages
-            queries.append(render("hearts.sql", {
-                **common, "period_months": _or(r[c] for r in grain_rows
-                                               for c in ("period_bits", "window_bits", "year_bits")),
-                "p": _name(p.prefix), "programme": _name(p.programme.replace("-", "_")),
-                "seen": _name(p.seen), "high": _name(p.high), "prevalence": p.prevalence,
-                "young": _name(f"born_{young}"), "old": _name(f"born_{old + 1}")}, grain_rows))
-    engine.table("ind_rows", " UNION ALL ".join(
-        f"SELECT * FROM ({q}) q{k} WHERE numerator > 0 OR denominator > 0"
-        for k, q in enumerate(queries)))
-    return engine.query(render("rollup.sql", {
-        "levels": _Raw(_values([{"org_level": level} for level in levels]))}))
+    # every grain at once: people are grouped by the months all the periods look at
+    common = {"periods": _Raw(_values(rows)),
+              "period_months": _or(r["period_bits"] for r in rows)}
+    queries = [render("coverage.sql", common, rows)]
+    for indicator, kind in (("raised_blood_pressure", "bp"), ("raised_glucose", "fpg"),
+                            ("obesity", "bmi")):
+        queries.append(render("raised.sql", {**common, "indicator": _name(indicator),
+                                             "seen": _name(f"{kind}_seen"),
+                                             "high": _name(f"{kind}_high")}, rows))
+    for p in PROGRAMMES:
+        young, old = p.ages
+        queries.append(render("hearts.sql", {
+            **common, "period_months": _or(r[c] for r in rows
+                                           for c in ("period_bits", "window_bits", "year_bits")),
+            "p": _name(p.prefix), "programme": _name(p.programme.replace("-", "_")),
+            "seen": _name(p.seen), "high": _name(p.high), "prevalence": p.prevalence,
+            "young": _name(f"born_{young}"), "old": _name(f"born_{old + 1}")}, rows))
+    parts = [f"ind_rows_{k}" for k in range(len(queries))]
+    try:  # one statement per query: Spark plans a union of them all out of memory
+        for name, query in zip(parts, queries, strict=True):
+            engine.table(name, f"SELECT * FROM ({query}) q WHERE numerator > 0 OR denominator > 0")
+        engine.view("ind_rows", " UNION ALL ".join(f"SELECT * FROM {name}" for name in parts))
+        return engine.query(render("rollup.sql", {
+            f"{level}s": _Raw("TRUE" if level in levels else "FALSE") for level in LEVELS}))
+    finally:
+        engine.drop("ind_rows")
+        for name in parts:
+            engine.drop(name)
 
 
 def _or(masks: Iterable[int]) -> int:
@@ -458,3 +464,26 @@ def _or(masks: Iterable[int]) -> int:
     for m in masks:
         out |= m
     return out
+
+
+def write(table: pa.Table, out: TextIO, fmt: str = "csv") -> None:
+    """``table`` (:func:`compute`'s) as CSV with a header row, or as a JSON array of objects,
+    ordered by level, unit, grain, period and indicator; dates ISO, whole denominators without
+    a decimal point."""
+    if fmt not in ("csv", "json"):
+        raise ValueError(f"format: expected csv or json, not {fmt!r}")
+    ordered = table.sort_by([(c, "ascending") for c in ("org_level", "org", "period_grain",
+                                                        "period_start", "indicator")])
+    rows = [{**r, "period_start": r["period_start"].isoformat(),
+             "denominator": _number(r["denominator"])} for r in ordered.to_pylist()]
+    if fmt == "json":
+        json.dump(rows, out, ensure_ascii=False)
+        out.write("\n")
+        return
+    writer = csv.DictWriter(out, fieldnames=list(COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def _number(value: float | None) -> float | int | None:
+    return int(value) if value is not None and value.is_integer() else value

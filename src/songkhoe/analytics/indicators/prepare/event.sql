@@ -22,16 +22,7 @@
 --   (HEARTS; diabetes-care.toml).
 -- bmi: body mass index (LOINC 39156-5, kg/m2, plausible 8–80) as recorded, high when ≥ 25:
 --   obesity by the Asian cut-off (WHO WPRO 2000; adult-checkup.toml flag_obese).
---
--- bit: the calendar month of the day as a bit of a BIGINT (bit 0 is the month of
--- {{first_day}}), 0 outside the months of the run ({{first_day}} to {{as_of}}). Periods (month,
--- quarter, year) and the HEARTS windows (the last 3 and 12 months) are sets of calendar
--- months, so every period's indicators can be read from a person's bits (masks.sql).
-SELECT patient, kind, day, sort_key, high,
-       CASE WHEN day >= {{first_day}} AND day <= {{as_of}}
-            THEN CAST(power(2, (CAST(substring(day, 1, 4) AS INT) - {{first_year}}) * 12
-                               + CAST(substring(day, 6, 2) AS INT) - {{first_month}}) AS BIGINT)
-            ELSE 0 END AS bit
+SELECT patient, kind, day, sort_key, high
 FROM (
 SELECT patient, 'checkup' AS kind, substring(period_start, 1, 10) AS day,
        concat(period_start, ' ', id) AS sort_key, FALSE AS high

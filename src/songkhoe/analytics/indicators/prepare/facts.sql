@@ -1,7 +1,7 @@
 -- ind_facts: one row per person who is an adult at the end of some period of the run, with
 -- everything the indicators read about them.
 --
--- Months (bits, see event.sql): checkup; per kind, *_seen (a result that month) and *_high
+-- Months (bits, see masks.sql): checkup; per kind, *_seen (a result that month) and *_high
 -- (that month's latest result is above its threshold). bp: blood pressure; fpg: fasting
 -- glucose; sugar: blood-sugar visits for diabetes care, where the latest day with a fasting
 -- glucose or HbA1c decides and is high when any of its results is (diabetes-care.toml: when
@@ -20,18 +20,20 @@
 -- completed or intended) of WHO ATC antihypertensives (C02 antihypertensives, C03 diuretics,
 -- C07 beta blockers, C08 calcium channel blockers, C09 renin–angiotensin agents) or
 -- antidiabetics (A10) — until NULL while one has no end.
-WITH mixed AS (
+WITH months AS ({{months}}),
+mixed AS (
   SELECT patient, bp_high, bp_low, fpg_high, fpg_low, sugar_high, sugar_low, bmi_high, bmi_low
   FROM ind_masks
   WHERE (bp_high & bp_low) <> 0 OR (fpg_high & fpg_low) <> 0 OR (sugar_high & sugar_low) <> 0
      OR (bmi_high & bmi_low) <> 0
 ), contested AS (
-  SELECT e.patient, e.kind, e.day, e.sort_key, e.high, e.bit,
+  SELECT e.patient, e.kind, e.day, e.sort_key, e.high, b.bit,
          m.bp_high & m.bp_low AS bp, m.fpg_high & m.fpg_low AS fpg,
          m.sugar_high & m.sugar_low AS sugar, m.bmi_high & m.bmi_low AS bmi
   FROM ind_event e
+  JOIN months b ON b.month_key = substring(e.day, 1, 7)
   JOIN mixed m ON m.patient = e.patient
-  WHERE e.bit <> 0
+  WHERE e.day <= {{as_of}} AND e.kind <> 'checkup'
 ), sugar_days AS (
   SELECT patient, bit, day, MAX(CASE WHEN high THEN 1 ELSE 0 END) AS high
   FROM contested
