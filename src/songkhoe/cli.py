@@ -279,6 +279,34 @@ def warehouse_refresh(args: argparse.Namespace) -> int:
     return 0
 
 
+def indicators_command(args: argparse.Namespace) -> int:
+    """``songkhoe indicators``: the population indicators over a warehouse, as CSV or JSON
+    (docs/indicators.md)."""
+    from datetime import date
+
+    from songkhoe.analytics import indicators, warehouse
+
+    try:
+        as_of = date.fromisoformat(args.as_of) if args.as_of else date.today()
+        con = warehouse.connect(args.warehouse)
+    except (ValueError, warehouse.WarehouseError) as exc:
+        print(f"songkhoe indicators: {exc}", file=sys.stderr)
+        return 2
+    try:
+        table = indicators.compute(indicators.DuckDBEngine(con),
+                                   grains=[args.period] if args.period else indicators.GRAINS,
+                                   levels=[args.level] if args.level else indicators.LEVELS,
+                                   as_of=as_of)
+    finally:
+        con.close()
+    if args.out:
+        with open(args.out, "w", encoding="utf-8", newline="") as out:
+            indicators.write(table, out, args.format)
+    else:
+        indicators.write(table, sys.stdout, args.format)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="songkhoe", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -351,6 +379,22 @@ def main(argv: list[str] | None = None) -> int:
                    help="folder of ViewDefinition JSON files (default: the built-in views)")
     p.add_argument("--full", action="store_true", help="rebuild every view from the store")
     p.set_defaults(run=warehouse_refresh)
+
+    p = commands.add_parser("indicators", help="population indicators (coverage, raised blood "
+                                               "pressure, glucose, obesity, WHO HEARTS, cascade) "
+                                               "over a warehouse (docs/indicators.md)")
+    p.add_argument("--warehouse", required=True, metavar="DIR",
+                   help="the warehouse folder (songkhoe warehouse refresh --dir DIR)")
+    p.add_argument("--level", choices=["commune", "province", "nation"],
+                   help="only this level (default: all three)")
+    p.add_argument("--period", choices=["month", "quarter", "year"],
+                   help="only this grain: the last 12 months, 8 quarters or 3 years "
+                        "(default: all three)")
+    p.add_argument("--as-of", metavar="YYYY-MM-DD",
+                   help="the day counted up to (default: today)")
+    p.add_argument("--format", choices=["csv", "json"], default="csv")
+    p.add_argument("--out", metavar="FILE", help="write here (default: standard output)")
+    p.set_defaults(run=indicators_command)
 
     from songkhoe.auth.cli import add_commands
     from songkhoe.programs.cli import add_commands as add_programme_commands
