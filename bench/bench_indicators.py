@@ -119,7 +119,8 @@ def generate(folder: Path, people: int, seed: int = 1) -> dict[str, int]:
         [f"bv-{p + 1:02d}" for p in range(PROVINCES)] + [f"tyt-{c:05d}" for c in range(COMMUNES)]
     parents = [None] + ["moh"] * PROVINCES + [f"so-{p + 1:02d}" for p in range(PROVINCES)] + \
         [f"so-{p + 1:02d}" for p in province_of]
-    out.write("organization", 0, {"id": pa.array(orgs), "name": pa.array([f"Đơn vị {o}" for o in orgs]),
+    out.write("organization", 0, {"id": pa.array(orgs),
+                                  "name": pa.array([f"Đơn vị {o}" for o in orgs]),
                                   "part_of": pa.array(parents, pa.string())})
     stations = np.array(orgs[1 + 2 * PROVINCES:])
     size = rng.lognormal(0, 0.6, COMMUNES)
@@ -153,8 +154,10 @@ def generate(folder: Path, people: int, seed: int = 1) -> dict[str, int]:
         dm_dx = dm & (rng.random(n) < 0.364)
         dm_tx = dm_dx & (rng.random(n) < 0.75)
         bmi = np.exp(math.log(22.3) + 0.13 * rng.standard_normal(n))
-        sbp = np.where(htn, 143 + rng.exponential(14, n), np.clip(110 + 0.35 * (age - 30) + rng.normal(0, 9, n), 92, 136))
-        fpg = np.where(dm, 7.4 + rng.exponential(3, n), np.minimum(np.exp(math.log(5.0) + 0.09 * rng.standard_normal(n)), 6.6))
+        sbp = np.where(htn, 143 + rng.exponential(14, n),
+                       np.clip(110 + 0.35 * (age - 30) + rng.normal(0, 9, n), 92, 136))
+        fpg = np.where(dm, 7.4 + rng.exponential(3, n),
+                       np.minimum(np.exp(math.log(5.0) + 0.09 * rng.standard_normal(n)), 6.6))
         # check-ups: one a year (each of the two years) for COVERAGE of adults
         visits_p, visits_d = [], []
         for year_start in (first, first + 365):
@@ -209,7 +212,8 @@ def generate(folder: Path, people: int, seed: int = 1) -> dict[str, int]:
             "code": pa.array(codes), "effective": _moments(rng, np.tile(cd, 3)),
             "effective_instant": pa.nulls(3 * m, pa.string()),
             "effective_start": pa.nulls(3 * m, pa.string()), "issued": pa.nulls(3 * m, pa.string()),
-            "quantity_value": pa.array(np.concatenate([w, h, b])), "quantity_unit": pa.array(units)})
+            "quantity_value": pa.array(np.concatenate([w, h, b])),
+            "quantity_unit": pa.array(units)})
         obs += 3 * m
         # blood sugar: fasting glucose at check-ups from 45 or BMI ≥ 23, HbA1c for a tenth;
         # at each diabetes visit one of the two
@@ -227,7 +231,8 @@ def generate(folder: Path, people: int, seed: int = 1) -> dict[str, int]:
         out.write("blood_sugar", chunk, {
             "id": _ids("o", obs + np.arange(k)), "patient": patient.take(pa.array(sp)),
             "code": pa.array(np.where(is_a1c, "4548-4", "14771-0")), "effective": _moments(rng, sd),
-            "effective_instant": pa.nulls(k, pa.string()), "effective_start": pa.nulls(k, pa.string()),
+            "effective_instant": pa.nulls(k, pa.string()),
+            "effective_start": pa.nulls(k, pa.string()),
             "issued": pa.nulls(k, pa.string()), "quantity_value": pa.array(value),
             "quantity_unit": pa.array(np.where(is_a1c, "%", "mmol/L"))})
         obs += k
@@ -277,7 +282,8 @@ def open_duckdb(folder: Path, threads: int) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute(f"SET threads = {int(threads)}")
     for table in TABLES:
-        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{folder / table}/*.parquet')")
+        con.execute(f"CREATE VIEW {table} AS SELECT * FROM "
+                    f"read_parquet('{folder / table}/*.parquet')")
     return con
 
 

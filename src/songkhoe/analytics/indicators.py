@@ -97,7 +97,8 @@ def _indicators() -> tuple[Indicator, ...]:
                      "Check-up coverage", True),
            Indicator("raised_blood_pressure", "Tỷ lệ huyết áp cao (≥ 140/90) trong số được đo",
                      "Raised blood pressure among those screened", True),
-           Indicator("raised_glucose", "Tỷ lệ glucose lúc đói cao (≥ 7,0 mmol/L) trong số được xét nghiệm",
+           Indicator("raised_glucose",
+                     "Tỷ lệ glucose lúc đói cao (≥ 7,0 mmol/L) trong số được xét nghiệm",
                      "Raised fasting glucose among those tested", True),
            Indicator("obesity", "Tỷ lệ béo phì (BMI ≥ 25) trong số được đo",
                      "Obesity (BMI ≥ 25) among those measured", True)]
