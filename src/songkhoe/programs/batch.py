@@ -105,16 +105,27 @@ def fingerprints(tx: Tx, patient_ids: list[str]) -> dict[str, str]:
     """The state of each person's records of ``READ_TYPES`` (deleted ones too): how many,
     the sums of their row ids and versions, and the latest write."""
     out: dict[str, str] = {}
+    aggregate = "COUNT(*), SUM(r.rid), SUM(r.version), MAX(r.last_updated)"
     for start in range(0, len(patient_ids), 500):
         chunk = patient_ids[start:start + 500]
-        rows = tx.execute(
-            "SELECT o.patient, COUNT(*), SUM(r.rid), SUM(r.version), MAX(r.last_updated) "
-            "FROM owners o JOIN resources r ON r.rid = o.rid WHERE o.patient IN "
-            f"({', '.join('?' * len(chunk))}) AND o.type IN ({_TYPES}) GROUP BY o.patient",
-            chunk).fetchall()
-        out.update((pid, f"{n}:{rids}:{versions}:{latest}")
-                   for pid, n, rids, versions, latest in rows)
+        out.update((pid, f"{n}:{rids}:{versions}:{latest}") for pid, n, rids, versions, latest
+                   in tx.execute(_per_person(tx, aggregate, len(chunk)), chunk).fetchall()
+                   if n)
     return out
+
+
+def _per_person(tx: Tx, aggregate: str, count: int) -> str:
+    """A statement of ``aggregate`` over the rows of each of ``count`` people's records of
+    ``READ_TYPES``, one row per person with records. PostgreSQL gets one aggregate per person
+    (``LATERAL``): given the people as an ``IN`` list it joined every ``resources`` row by
+    hash (100–330 ms for 500 people of 20,000, 39 ms this way)."""
+    if tx.backend.name == "postgres":
+        return (f"SELECT k.patient, f.* FROM (VALUES {', '.join(['(?)'] * count)}) k(patient) "
+                f"CROSS JOIN LATERAL (SELECT {aggregate} FROM owners o JOIN resources r "
+                f"ON r.rid = o.rid WHERE o.patient = k.patient AND o.type IN ({_TYPES})) f")
+    return (f"SELECT o.patient, {aggregate} FROM owners o JOIN resources r ON r.rid = o.rid "
+            f"WHERE o.patient IN ({', '.join('?' * count)}) AND o.type IN ({_TYPES}) "
+            "GROUP BY o.patient")
 
 
 def _block(store: Any, programmes: dict[str, Programme], definitions: str,
@@ -184,16 +195,13 @@ def _foreign(tx: Tx, patient_ids: list[str], read: dict[str, str]) -> set[str]:
         return set()
     mine = "r.xmin = pg_current_xact_id()::xid"
     created = f"{mine} AND r.version = 1"
+    aggregate = (f"COUNT(*) - SUM(CASE WHEN {created} THEN 1 ELSE 0 END), "
+                 f"SUM(r.rid) - SUM(CASE WHEN {created} THEN r.rid ELSE 0 END), "
+                 f"SUM(r.version) - SUM(CASE WHEN {mine} THEN 1 ELSE 0 END)")
     out: set[str] = set()
     for start in range(0, len(patient_ids), 500):
         chunk = patient_ids[start:start + 500]
-        rows = tx.execute(
-            f"SELECT o.patient, COUNT(*) - SUM(CASE WHEN {created} THEN 1 ELSE 0 END), "
-            f"SUM(r.rid) - SUM(CASE WHEN {created} THEN r.rid ELSE 0 END), "
-            f"SUM(r.version) - SUM(CASE WHEN {mine} THEN 1 ELSE 0 END) "
-            "FROM owners o JOIN resources r ON r.rid = o.rid WHERE o.patient IN "
-            f"({', '.join('?' * len(chunk))}) AND o.type IN ({_TYPES}) GROUP BY o.patient",
-            chunk).fetchall()
+        rows = tx.execute(_per_person(tx, aggregate, len(chunk)), chunk).fetchall()
         out.update(p for p, n, rids, versions in rows
                    if f"{n}:{rids}:{versions}" != read.get(p, "").rpartition(":")[0])
     return out
