@@ -35,6 +35,9 @@ import calendar
 import csv
 import json
 import re
+import shutil
+import tempfile
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -264,25 +267,33 @@ class DuckDBEngine:
 
 
 class SparkEngine:
-    """A SparkSession with the views registered as temporary views: prepared tables are
-    cached temporary views (``CACHE TABLE``)."""
+    """A SparkSession with the views registered as temporary views. A prepared table is
+    written as Parquet to a folder of this engine's (``folder``, default a temporary one) and
+    read back as a temporary view, so the statements that read it plan a file scan, not the
+    query that made it (with ``CACHE TABLE`` each later plan held every earlier one, and the
+    last ran out of memory; a ``localCheckpoint`` lost its columns' bindings in a union)."""
 
-    def __init__(self, spark: Any) -> None:
+    def __init__(self, spark: Any, folder: str | Path | None = None) -> None:
         self.spark = spark
+        self.folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="songkhoe-ind-"))
+        if folder is None:  # removed with this engine (at the latest when the process ends)
+            weakref.finalize(self, shutil.rmtree, self.folder, True)
 
     def view(self, name: str, sql: str) -> None:
         self.spark.sql(sql).createOrReplaceTempView(name)
 
     def table(self, name: str, sql: str) -> None:
-        self.spark.sql(f"UNCACHE TABLE IF EXISTS {name}")
-        self.spark.sql(f"CACHE TABLE {name} AS {sql}")
+        self.drop(name)
+        path = str(self.folder / name)
+        self.spark.sql(sql).write.mode("overwrite").parquet(path)
+        self.spark.read.parquet(path).createOrReplaceTempView(name)
 
     def query(self, sql: str) -> pa.Table:
         return self.spark.sql(sql).toArrow()
 
     def drop(self, name: str) -> None:
-        self.spark.sql(f"UNCACHE TABLE IF EXISTS {name}")
         self.spark.catalog.dropTempView(name)
+        shutil.rmtree(self.folder / name, ignore_errors=True)
 
 
 # -- SQL rendering -----------------------------------------------------------------------------
