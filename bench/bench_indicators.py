@@ -349,7 +349,7 @@ def main() -> None:
     if args.spark:
         from songkhoe.analytics.spark_runner import register, spark_session
 
-        spark = spark_session(f"local[{args.threads}]", driver_memory="8g",
+        spark = spark_session(f"local[{args.threads}]", driver_memory="6g",
                               shuffle_partitions=max(8, args.threads * 4))
         for table in TABLES:
             register(spark, table, str(folder / table))

@@ -79,11 +79,12 @@ class Memo:
     the batch evaluates the same condition on the same few values (a band over ``%sbp``,
     ``%dbp``) for most of a million people.
 
-    Two values with the same key give the same result. ``numeric``: the computation runs on
+    Two values with the same key give the same result. ``numeric``: a condition that runs on
     the native closures only (``fhirpath.scalar``), which compare numbers by value, so
     ``7.0`` and ``7.00`` share a key; the key holds each value and its type (``true`` and
-    ``1`` differ). Otherwise (functions, lists) the key tells apart every two values FHIRPath
-    can tell apart. A variable that is not given differs from one given as empty."""
+    ``1`` differ). Otherwise (functions, lists, a computed number, whose digits follow its
+    inputs') the key tells apart every two values FHIRPath can tell apart. A variable that is
+    not given differs from one given as empty."""
 
     __slots__ = ("names", "numeric", "table")
 
