@@ -72,8 +72,9 @@ def serve(args: argparse.Namespace) -> int:
             for username, password, role, org in demo_users(auth, args.demo_province):
                 where = org if "/" in org else f"Organization/{org}"  # a citizen: Patient/id
                 print(f"  {username:<12} {password:<14} {role:<18} {where}", flush=True)
-    print(f"songkhoe: FHIR server at http://{shown_host}:{args.port}/fhir "
-          f"(capability statement: http://{shown_host}:{args.port}/fhir/metadata)", flush=True)
+    base = f"http://{shown_host}:{args.port}"
+    print(f"songkhoe: web app at {base}/app/ — FHIR server at {base}/fhir "
+          f"(capability statement: {base}/fhir/metadata)", flush=True)
     common = dict(host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                   http="httptools", loop="uvloop")
     max_body = int(args.max_body_mb * 1_000_000)
