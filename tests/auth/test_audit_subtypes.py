@@ -1,9 +1,12 @@
 """What requests outside the FHIR routing table are recorded as: the web app's sign-in and
-sign-out (DICOM 110114 User Authentication, subtypes 110122 Login and 110123 Logout) and Bulk
-Data ``$export`` (subtype DICOM 110106 Export) — not ``other`` — and searchable by subtype."""
+sign-out (DICOM 110114 User Authentication, subtypes 110122 Login and 110123 Logout), Bulk
+Data ``$export`` and its job's end (subtype DICOM 110106 Export) and a cookie request refused
+for its missing CSRF header (DICOM 110113 Security Alert, 110132 Use of Restricted Function)
+— not ``other`` or ``operation`` — and searchable by subtype."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from starlette.testclient import TestClient
@@ -45,6 +48,18 @@ def test_web_sign_in_and_sign_out_are_login_and_logout(store: Any, auth: Auth) -
         csrf = {"X-CSRF-Token": http.cookies["sk_csrf"]}  # a new one with the session
         assert http.post("/app/logout", headers=csrf).status_code == 204
         assert _codes(_last(auth)) == ("110114", DCM, "110123")
+        http.post("/app/session", data={"username": "ytx", "password": PASSWORD},
+                  headers={"X-CSRF-Token": http.cookies["sk_csrf"]})
+        refused = http.post("/fhir/Patient", json={"resourceType": "Patient"})  # no CSRF header
+        assert refused.status_code == 403
+        alert = _last(auth)
+        assert _codes(alert) == ("110113", DCM, "110132")
+        assert (alert["action"], alert["outcome"]) == ("E", "4")
+        assert alert["agent"][0]["who"]["identifier"]["value"] == "ytx"  # the session's user
+        assert alert["entity"][0]["what"]["display"] == "POST /fhir/Patient"
+    alerts = AuditSearch(auth.audit.db, None, auth.db).search([("type", f"{DCM}|110113"),
+                                                               ("outcome", "4")])
+    assert [e.resource["subtype"][0]["code"] for e in alerts.entries] == ["110132"]
     found = AuditSearch(auth.audit.db, None, auth.db).search([("subtype", f"{DCM}|110123")])
     assert [e.resource["entity"][0]["what"]["display"] for e in found.entries] == \
         ["POST /app/logout"]
@@ -60,10 +75,16 @@ def test_bulk_export_requests_are_exports(store: Any, auth: Auth, tmp_path: Any)
             "Prefer": "respond-async"})
         assert kicked.status_code == 202, kicked.text
         status = kicked.headers["content-location"].split("/fhir", 1)[1]
-        http.get(f"/fhir{status}", headers={"Authorization": f"Bearer {token}"})
+        for _ in range(200):  # until the job is complete (its end is recorded before)
+            if http.get(f"/fhir{status}",
+                        headers={"Authorization": f"Bearer {token}"}).status_code == 200:
+                break
+            time.sleep(0.05)
     requests = [e for e in auth.audit.entries()  # (the worker records the job's end itself)
                 if e["entity"][0]["what"].get("display", "").startswith("GET /fhir/$export")
                 and "export complete" not in e["outcomeDesc"]]
-    assert [(*_codes(e), e["action"]) for e in requests] == [("rest", DCM, "110106", "E")] * 2
+    assert {(*_codes(e), e["action"]) for e in requests} == {("rest", DCM, "110106", "E")}
+    ended = [e for e in auth.audit.entries() if "export complete" in e["outcomeDesc"]]
+    assert [(*_codes(e), e["action"]) for e in ended] == [("rest", DCM, "110106", "E")]
     found = AuditSearch(auth.audit.db, None, auth.db).search([("subtype", "110106")])
-    assert len(found.entries) == 2
+    assert len(found.entries) == len(requests) + 1

@@ -72,11 +72,15 @@ _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 ACTIONS = {"create": "C", "read": "R", "vread": "R", "update": "U", "patch": "U", "delete": "D",
            "search": "E", "history": "R", "capabilities": "R", "operation": "E",
            "batch-transaction": "E", "login": "E", "token": "E", "logout": "E", "revoke": "E",
-           "export": "E", "other": "E"}
+           "export": "E", "restricted": "E", "other": "E"}
 #: Interactions recorded with DICOM codes (DCM, audit-event-sub-type): sign-in and token
 #: requests 110122 Login, sign-out 110123 Logout — both of type 110114 User Authentication —
-#: and Bulk Data ``$export`` (kick-off, status, files) 110106 Export.
-DICOM_SUBTYPES = {"login": "110122", "token": "110122", "logout": "110123", "export": "110106"}
+#: Bulk Data ``$export`` (kick-off, status, files, the job's end) 110106 Export, and a
+#: request refused by a security check before any interaction (a web session's forged or
+#: cross-site change: ``restricted``) 110132 Use of Restricted Function, of type 110113
+#: Security Alert (DICOM PS3.15 A.5.3.11; its outcome 4: refused, the mitigation held).
+DICOM_SUBTYPES = {"login": "110122", "token": "110122", "logout": "110123", "export": "110106",
+                  "restricted": "110132"}
 _AUTHENTICATION = frozenset({"login", "token", "logout"})
 
 
@@ -107,6 +111,7 @@ class Event:
 
 
 _LOGIN_TYPE = {"system": _DCM, "code": "110114", "display": "User Authentication"}
+_ALERT_TYPE = {"system": _DCM, "code": "110113", "display": "Security Alert"}
 _REST_TYPE = {"system": _EVENT_TYPE, "code": "rest", "display": "RESTful Operation"}
 _SOURCE = {"observer": {"display": "songkhoe"},
            "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type",
@@ -115,10 +120,9 @@ _SOURCE = {"observer": {"display": "songkhoe"},
 
 def audit_event(event: Event, recorded: datetime) -> dict[str, Any]:
     """The AuditEvent of ``event`` (``entry`` builds its canonical JSON faster)."""
-    login = event.interaction in _AUTHENTICATION
     return {
         "resourceType": "AuditEvent",
-        "type": _LOGIN_TYPE if login else _REST_TYPE,
+        "type": _type(event.interaction),
         "subtype": [_subtype(event.interaction)],
         "action": ACTIONS.get(event.interaction.split("-")[0], "E"),
         "recorded": recorded.isoformat().replace("+00:00", "Z"),
@@ -132,6 +136,12 @@ def audit_event(event: Event, recorded: datetime) -> dict[str, Any]:
 
 def _outcome(status: int) -> str:
     return "0" if status < 400 else ("4" if status < 500 else "8")
+
+
+def _type(interaction: str) -> dict[str, str]:
+    if interaction in _AUTHENTICATION:
+        return _LOGIN_TYPE
+    return _ALERT_TYPE if interaction == "restricted" else _REST_TYPE
 
 
 def _subtype(interaction: str) -> dict[str, str]:
@@ -270,7 +280,7 @@ def _fixed_part(interaction: str) -> tuple[bytes, bytes, bytes, str, str, str]:
     """``action``, ``subtype`` and ``type`` as canonical JSON, and their codes."""
     action = ACTIONS.get(interaction.split("-")[0], "E")
     subtype = _subtype(interaction)
-    kind = _LOGIN_TYPE if interaction in _AUTHENTICATION else _REST_TYPE
+    kind = _type(interaction)
     return (canonical(action), canonical([subtype]), canonical(kind), action, subtype["code"],
             kind["code"])
 

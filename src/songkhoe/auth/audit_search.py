@@ -17,9 +17,10 @@ is AND):
   ``so-01``); ``agent-org:below`` also takes every Organization under it (``org_tree``);
 - ``entity`` — the resource of the request, ``Type/id`` (or ``entity:Type=id``);
 - ``patient`` — the Patient the event is about (``audit`` says how it is found);
-- ``type``, ``subtype`` — the event type (``rest``, DICOM ``110114``) and the FHIR interaction
-  (``read``, ``search-type``…; DICOM ``110122`` a sign-in or token, ``110123`` a sign-out,
-  ``110106`` a Bulk Data export), each ``[system|]code``;
+- ``type``, ``subtype`` — the event type (``rest``, DICOM ``110114``, ``110113``) and the FHIR
+  interaction (``read``, ``search-type``…; DICOM ``110122`` a sign-in or token, ``110123`` a
+  sign-out, ``110106`` a Bulk Data export, ``110132`` a refused cookie request), each
+  ``[system|]code``;
 - ``action`` (C R U D E), ``outcome`` (0 4 8 12; ``outcome:not=0`` the failures); token
   parameters take ``:not``;
 - ``address`` — the client's network address, prefix match (``:exact`` for equality);
@@ -86,7 +87,7 @@ DEFAULT_COUNT = 50
 MAX_COUNT = 1000
 ACTIONS = ("C", "R", "U", "D", "E")
 OUTCOMES = ("0", "4", "8", "12")
-_TYPE_SYSTEMS = {"rest": _EVENT_TYPE, "110114": _DCM}
+_TYPE_SYSTEMS = {"rest": _EVENT_TYPE, "110114": _DCM, "110113": _DCM}
 _RESULT = frozenset({"_count", "_sort", "_total", "_summary", "_elements", "_cursor"})
 _SUMMARY = ("count", "true", "text", "data", "false")
 _SORTS = {"-date": True, "-_lastUpdated": True, "date": False, "_lastUpdated": False}

@@ -24,8 +24,9 @@ processes share the queue in the database (``store.jobs``):
   worker; a worker that stops cleanly puts its job back in the queue;
 - a cancelled job (its row deleted) is noticed at the next page: the worker stops and
   removes the job's files; finished jobs' files are removed ``retention`` seconds later;
-- when a job completes or fails an AuditEvent is recorded (interaction ``operation``,
-  "export complete: N resources in M files"), as the caller, through ``AuditLog.record``.
+- when a job completes or fails an AuditEvent is recorded (subtype DICOM 110106 Export, as
+  the kick-off; "export complete: N resources in M files"), as the caller, through
+  ``AuditLog.record``.
 """
 
 from __future__ import annotations
@@ -426,7 +427,7 @@ class ExportWorker:
             return
         p = job.params
         entity = f"Group/{p['group']}" if p.get("group") else None
-        event = Event(interaction="operation", method=p.get("method", "GET"),
+        event = Event(interaction="export", method=p.get("method", "GET"),
                       path=p.get("path", ""), status=status, query=p.get("query", ""),
                       entity=entity, access=ctx,
                       address=ctx.address if ctx else None, detail=detail)

@@ -59,7 +59,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from songkhoe.auth import AuthError
+from songkhoe.auth import AuthError, InvalidToken
 from songkhoe.auth.audit import Event
 from songkhoe.rest.auth_routes import read_form
 
@@ -195,7 +195,7 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
         if scope["method"] not in SAFE and not csrf_ok(scope, jar):
-            await self._refuse(scope, receive, send)
+            await self._refuse(scope, receive, send, access)
             return
         secure = scope.get("scheme") == "https"
         set_cookies: list[bytes] = []
@@ -219,14 +219,23 @@ class SessionMiddleware:
 
         await self.gzip(scope, receive, sending)
 
-    async def _refuse(self, scope: Any, receive: Any, send: Any) -> None:
+    async def _refuse(self, scope: Any, receive: Any, send: Any, token: str | None) -> None:
+        """403, audited as a security alert (``audit.DICOM_SUBTYPES``: ``restricted``) of the
+        session's user when its access cookie still verifies."""
         writer = scope["app"].state.audit_writer
         client = scope.get("client")
+        address = client[0] if client else None
         if writer is not None:
+            who = None
+            if token:
+                try:
+                    who = scope["app"].state.auth.verify(token, address)
+                except InvalidToken:  # expired or revoked: the refusal is anonymous
+                    pass
             await writer.record(Event(
-                interaction="other", method=scope["method"], path=scope["path"], status=403,
-                query=scope.get("query_string", b"").decode("latin-1"),
-                address=client[0] if client else None,
+                interaction="restricted", method=scope["method"], path=scope["path"],
+                status=403, query=scope.get("query_string", b"").decode("latin-1"),
+                access=who, address=address,
                 detail="session cookie without a matching X-CSRF-Token header (or from "
                        "another origin)"))
         body = orjson.dumps({"resourceType": "OperationOutcome", "issue": [{
