@@ -434,7 +434,7 @@ def test_kickoff_status_files_and_completion_are_audited(http, tokens, auth):
     completed = [e for e in entries if "export complete" in e["outcomeDesc"]]
     assert [e["outcomeDesc"] for e in completed] == [
         "HTTP 200: export complete: 5 resources in 3 files"]
-    assert completed[0]["subtype"][0]["code"] == "operation"
+    assert completed[0]["subtype"][0]["code"] == "110106"  # DICOM Export, as the kick-off
     assert completed[0]["agent"][0]["who"]["identifier"]["value"] == "test-admin"
     paths = [e["entity"][0]["what"].get("display", "") for e in entries]
     assert any(p.startswith("GET /fhir/$export-status/") for p in paths)
