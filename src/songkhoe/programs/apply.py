@@ -54,26 +54,32 @@ def load_facts(tx: Tx, patient_ids: list[str],
     groups = tx.compartments(patient_ids, list(types))
     people: dict[str, Facts] = {}
     for pid, contents in groups.items():
-        resources = [orjson.loads(c) for c in contents]
-        patient = next((r for r in resources if r["resourceType"] == "Patient"
-                        and r["id"] == pid), None)
-        if patient is None:
-            continue  # not visible to this caller, or not written yet
-        facts = Facts(patient)
-        for r in resources:
-            kind = r["resourceType"]
-            if kind == "Observation":
-                facts.observations.append(r)
-            elif kind == "Condition":
-                facts.conditions.append(r)
-            elif kind == "MedicationStatement":
-                facts.medications.append(r)
-            elif kind == "Task":
-                facts.tasks.append(r)
-            elif kind in OUTPUT_TYPES:
-                facts.outputs.append(r)
-        people[pid] = facts
+        facts = facts_of(pid, contents)
+        if facts is not None:
+            people[pid] = facts
     return people
+
+
+def facts_of(pid: str, contents: list[bytes]) -> Facts | None:
+    """A person's records from their stored JSON (``Tx.compartments``); None without their
+    Patient (not visible to this caller, or not written yet)."""
+    facts = Facts({})
+    lists = {"Observation": facts.observations, "Condition": facts.conditions,
+             "MedicationStatement": facts.medications, "Task": facts.tasks,
+             **{t: facts.outputs for t in OUTPUT_TYPES}}
+    patient = None
+    for c in contents:
+        r = orjson.loads(c)
+        kind = r["resourceType"]
+        if kind == "Patient":
+            if r["id"] == pid:
+                patient = r
+        elif kind in lists:
+            lists[kind].append(r)
+    if patient is None:
+        return None
+    facts.patient = patient
+    return facts
 
 
 def settle(tx: Tx, programmes: dict[str, Programme], patient_ids: list[str], *,

@@ -360,9 +360,21 @@ class Score:
     bands: tuple[ScoreBand, ...]
     when: Condition | None
     source: str
+    #: a points score's total, by the values of every variable its rules read
+    memo: Memo | None = field(default=None, compare=False, repr=False)
 
-    def points(self, variables: dict[str, Any]) -> int:
+    def __post_init__(self) -> None:
+        memos = [r.when.memo for r in self.rules]
+        if memos and all(m is not None for m in memos):
+            object.__setattr__(self, "memo", Memo(
+                set().union(*(m.names for m in memos if m)), all(m and m.numeric for m in memos)))
+        object.__setattr__(self, "points", remembered(self.memo, self._total))
+
+    def points(self, variables: dict[str, Any]) -> int:  # replaced by __post_init__
         """A points score's total: the sum of the points of every rule that holds."""
+        raise NotImplementedError
+
+    def _total(self, variables: dict[str, Any]) -> int:
         return sum(rule.points for rule in self.rules if rule.when.holds(variables))
 
     def band(self, value: Decimal) -> ScoreBand | None:

@@ -181,18 +181,29 @@ def ten_year_risk(
         x["bmi"] = _positive("bmi", bmi, model) - centre["bmi"]
 
     survival = 1.0
+    for terms, log_log_baseline, cons, slope in _equations(model, sex, region):
+        lp = sum(beta * math.prod(x[factor] for factor in factors) for factors, beta in terms)
+        # ln(-ln(1 - p)) with p = 1 - S0 ** exp(lp), computed without forming p
+        log_cumulative_hazard = lp + log_log_baseline
+        calibrated = cons + slope * log_cumulative_hazard
+        survival *= math.exp(-math.exp(calibrated))
+    return 1.0 - survival
+
+
+@cache
+def _equations(model: Model, sex: Sex, region: str) -> tuple[Any, ...]:
+    """Per endpoint: the terms (factors, coefficient), ln(-ln(S0)) and the recalibration,
+    read once from the data (the same numbers, in the same order, as the data gives them)."""
+    data = _data()
+    out = []
     for endpoint in data["endpoints"]:
         fitted = data["models"][model][sex][endpoint]
         calibration = data["recalibration"][region][model][sex][endpoint]
-        lp = sum(
-            beta * math.prod(x[factor] for factor in term.split("*"))
-            for term, beta in fitted["coefficients"].items()
-        )
-        # ln(-ln(1 - p)) with p = 1 - S0 ** exp(lp), computed without forming p
-        log_cumulative_hazard = lp + math.log(-math.log(fitted["baseline_survival"]))
-        calibrated = calibration["cons"] + calibration["slope"] * log_cumulative_hazard
-        survival *= math.exp(-math.exp(calibrated))
-    return 1.0 - survival
+        terms = tuple((tuple(term.split("*")), beta)
+                      for term, beta in fitted["coefficients"].items())
+        out.append((terms, math.log(-math.log(fitted["baseline_survival"])),
+                    calibration["cons"], calibration["slope"]))
+    return tuple(out)
 
 
 def chart_band(risk: float) -> str:
