@@ -235,12 +235,15 @@ class OwnerIndex:
         patients = sorted(self.patients)
         for start in range(0, len(patients), 500):
             chunk = patients[start:start + 500]
-            marks = ", ".join("?" * len(chunk))
-            # a Patient that moved takes its whole compartment along
-            execute(f"UPDATE owners SET org = n.org FROM (SELECT p.patient, "
-                    f"{managing_org_sql('p.patient')} AS org FROM (SELECT DISTINCT patient FROM "
-                    f"owners WHERE patient IN ({marks})) p) n WHERE owners.patient = n.patient "
-                    "AND owners.org IS DISTINCT FROM n.org", chunk)
+            values = ", ".join(["(?)"] * len(chunk))
+            # a Patient that moved takes its whole compartment along. The Patients come as
+            # VALUES, whose size the planner knows: from a sub-select of ``owners`` PostgreSQL
+            # estimated ~128 of them without statistics and hash-joined every ``owners`` row
+            # (42 ms a check-up Bundle in a 5,000-person store, 0.2 ms probing by patient)
+            execute(f"WITH v(patient) AS (VALUES {values}) UPDATE owners SET org = n.org FROM "
+                    f"(SELECT v.patient, {managing_org_sql('v.patient')} AS org FROM v) n "
+                    "WHERE owners.patient = n.patient AND owners.org IS DISTINCT FROM n.org",
+                    chunk)
         if self.orgs:
             self._update_tree(execute, backend)
         if restore is not None:
