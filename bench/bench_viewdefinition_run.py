@@ -11,7 +11,8 @@ answer as a stream (httpx), then counts its rows. Scenarios, each the best of ``
 - ``patients`` as ``csv`` (one row per Patient, a collection column of given names);
 - ``commune`` — the Observation view as ``csv`` by a health worker of the largest commune
   (every row read is probed for their Organization subtree);
-- ``one_person`` — the Observation view with ``patient=`` one person (their compartment search).
+- ``one_person`` — the Observation view with ``patient=`` one person (their compartment);
+- ``group`` — the Observation view with ``group=`` a Group of the largest commune's people.
 
 For the administrator's Observation run, ``store_read_s`` and ``duckdb_s`` split the work in
 this process: the store's keyset pages of the type (``store.export``, as the operation reads
@@ -243,6 +244,11 @@ def run(backend: str, people: int, rounds: int) -> None:
                           "ORDER BY COUNT(*) DESC LIMIT 1").fetchone()
         person, = tx.execute("SELECT patient FROM owners WHERE type = 'Observation' "
                              "GROUP BY patient ORDER BY COUNT(*) DESC LIMIT 1").fetchone()
+        members = [r[0] for r in tx.execute("SELECT patient FROM owners WHERE type = 'Patient' "
+                                            "AND org = ? ORDER BY patient", [org]).fetchall()]
+    store.update("Group", "bench-commune", {
+        "resourceType": "Group", "id": "bench-commune", "type": "person", "actual": True,
+        "member": [{"entity": {"reference": f"Patient/{m}"}} for m in members]})
     auth = Auth(store)
     auth.identities.add_user("bench-admin", PASSWORD, "administrator", None)
     auth.identities.add_user("bench-worker", PASSWORD, "health_worker", org)
@@ -264,6 +270,9 @@ def run(backend: str, people: int, rounds: int) -> None:
         emit(scenario="one_person", patient=person, **common, **measure(
             server, admin, rounds, OBSERVATIONS, "csv",
             {"name": "patient", "valueReference": {"reference": f"Patient/{person}"}}))
+        emit(scenario="group", members=len(members), **common, **measure(
+            server, admin, rounds, OBSERVATIONS, "csv",
+            {"name": "group", "valueReference": {"reference": "Group/bench-commune"}}))
     finally:
         server.stop()
 

@@ -20,6 +20,7 @@ from songkhoe.auth import Auth, ScopeSet
 from songkhoe.auth.identities import ROLES
 from songkhoe.fhir.outcome import FhirError
 from songkhoe.rest import create_app
+from songkhoe.rest import viewdefinition_run
 from songkhoe.rest.viewdefinition_run import ViewRunConfig
 from tests.rest.helpers import outcome
 
@@ -221,6 +222,27 @@ def test_patient_group_since_and_limit(http, tokens, store):
     r = http.get(f"{RUN}?_format=csv&patient=Patient/a1",
                  headers={"Authorization": f"Bearer {admin}"})
     outcome(r, 400, code="required", expression="viewResource")
+
+
+def test_group_members_are_read_in_blocks_and_a_shared_record_comes_once(http, tokens, store,
+                                                                          monkeypatch):
+    """The people of a Group are read from their compartments block by block; an Observation
+    in two members' compartments (subject and performer, R4 compartment) is one row."""
+    store.update("Observation", "shared", {
+        "resourceType": "Observation", "id": "shared", "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": "8480-6"}]},
+        "subject": {"reference": "Patient/a1"}, "performer": [{"reference": "Patient/b1"}],
+        "valueQuantity": {"value": 130, "unit": "mm[Hg]"}})
+    group = {"name": "group", "valueReference": {"reference": "Group/g1"}}
+    expected = ["a1-8462-4", "a1-8480-6", "b1-8462-4", "b1-8480-6", "shared"]
+    for block in (1, 2, 500):
+        monkeypatch.setattr(viewdefinition_run, "PEOPLE_BLOCK", block)
+        r = run(http, tokens["admin"], parameters(OBSERVATIONS, group), "?_format=ndjson")
+        assert r.status_code == 200, r.text
+        assert ids(ndjson(r.text)) == expected, block
+    store.delete("Observation", "shared")
+    r = run(http, tokens["admin"], parameters(OBSERVATIONS, group), "?_format=ndjson")
+    assert ids(ndjson(r.text)) == expected[:-1]
 
 
 def test_refused_parameters_and_methods(http, tokens):

@@ -29,8 +29,8 @@ SQL on FHIR v2 (2.1.0-pre), OperationDefinition ViewDefinitionRun
   ``not-found``.
 - **Whose data.** The resources of the view's type that the caller may read and search
   (SMART scopes ``r`` and ``s`` on the type, else 403), read by the store under the caller's
-  access, so hidden rows never reach the view (``store.export`` keyset pages, or the Patient
-  compartment search of each person asked for). A researcher reads no person's record (403
+  access, so hidden rows never reach the view (``store.export`` keyset pages of the type, or
+  of the compartments of the people asked for). A researcher reads no person's record (403
   for a type people own, as ``$export``); a token with a research purpose (``HRESCH`` and
   narrower) gets the rows of the people whose Consent permits research now
   (``auth.consent.research_cohort``); a break-the-glass token may not run views (403). Inline
@@ -59,6 +59,7 @@ import logging
 import shutil
 import tempfile
 import threading
+from bisect import bisect_left
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,11 +83,11 @@ from songkhoe.fhir.primitives import check_instant
 from songkhoe.rest.errors import error_response, internal_error_response
 from songkhoe.rest.export_worker import is_research
 from songkhoe.rest.routing import ID_PATTERN
-from songkhoe.store.access import CURRENT, Access, acting_as, owned, owner_params
+from songkhoe.store.access import CURRENT, Access, acting_as, owned
 from songkhoe.store.engine import normalise
-from songkhoe.store.export import Selection, read_page
+from songkhoe.store.export import Selection, read_page, read_people_page
 from songkhoe.store.jobs import Jobs
-from songkhoe.store.ranges import date_range, format_instant, from_us
+from songkhoe.store.ranges import date_range, from_us
 
 _log = logging.getLogger("songkhoe.rest")
 
@@ -102,6 +103,8 @@ ACCEPTED = {"application/json": "json", "application/x-ndjson": "ndjson",
 _MAX = {"_format": 1, "header": 1, "viewReference": 1, "viewResource": 1, "patient": 1,
         "group": None, "source": 1, "resource": None, "_limit": 1, "_since": 1}
 _BODY_ONLY = ("viewResource", "resource")  # resources: not in a query string (notes, "GET")
+#: the people a run's ``patient``/``group`` statement names at once (SQL parameters)
+PEOPLE_BLOCK = 500
 _NOT_SERVED = frozenset({"AuditEvent"})  # the audit log is not in the store (``audit_events``)
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 _FHIR_JSON = ("application/fhir+json", "application/json")
@@ -391,32 +394,28 @@ def type_pages(store: Any, access: Access | None, selection: Selection,
 
 
 def people_pages(store: Any, access: Access | None, rtype: str, patients: list[str],
-                 since: int | None, page: int) -> Iterator[list[bytes]]:
-    """The resources of ``rtype`` in the compartments of ``patients`` the caller may see, by
-    one search per person (R4 Patient compartment; the other types people own by their
-    owner parameter), each resource once."""
-    base = [("_count", str(page))]
-    if since is not None:  # after ``since``: at or after the next microsecond
-        base.append(("_lastUpdated", f"ge{format_instant(since + 1)}"))
-    in_compartment = rtype == "Patient" or rtype in definitions.patient_compartment()
-    seen: set[str] = set()
-    for pid in patients:
-        searches: list[tuple[list[tuple[str, str]], tuple[str, str] | None]] = \
-            [([], ("Patient", pid))] if in_compartment else \
-            [([(code, f"Patient/{pid}")], None) for code in owner_params()[rtype]]
-        for extra, compartment in searches:
-            cursor: str | None = None
-            while True:
-                params = [*base, *extra, *([("_cursor", cursor)] if cursor else [])]
-                with acting_as(access):
-                    found = store.search(rtype, params, compartment=compartment)
-                fresh = [s for s in found.matches if s.id not in seen]
-                if len(patients) > 1 or len(searches) > 1:  # a resource of two people: once
-                    seen.update(s.id for s in fresh)
-                yield [s.content for s in fresh if s.content is not None]
-                cursor = found.next_cursor
-                if not cursor:
-                    break
+                 until: int, since: int | None, page: int) -> Iterator[list[bytes]]:
+    """The resources of ``rtype`` in the R4 Patient compartments of ``patients`` the caller
+    may see, each once: the people in blocks of ``PEOPLE_BLOCK``, each block read in keyset
+    pages from their ``owners`` rows (``store.export.read_people_page``), as a Group-level
+    ``$export`` reads them."""
+    seen: set[int] = set()
+    people = sorted(set(patients))
+    for start in range(0, len(people), PEOPLE_BLOCK):
+        block = people[start:start + PEOPLE_BLOCK]
+        after: tuple[str, int] | None = None
+        while True:
+            with acting_as(access), store.reading() as tx:
+                rows = read_people_page(tx, rtype, block, until, since, after, page)
+            if not rows:
+                break
+            fresh = [(rid, content) for _, rid, content in rows if rid not in seen]
+            seen.update(rid for rid, _ in fresh)
+            yield [content for _, content in fresh]
+            after = (rows[-1][0], rows[-1][1])
+            # the next page names only the people not yet done: an index range per person
+            # read, rather than reading the finished people's rows again to skip them
+            block = block[bisect_left(block, after[0]):]
 
 
 def inline_pages(resources: list[dict[str, Any]]) -> Iterator[list[bytes]]:
@@ -672,7 +671,7 @@ class ViewRun:
             selection = Selection(rtype, until=until, since=wanted.since)
             pages = type_pages(self.store, access, selection, page)
         else:
-            pages = people_pages(self.store, access, rtype, chosen, wanted.since, page)
+            pages = people_pages(self.store, access, rtype, chosen, until, wanted.since, page)
         return Run(wanted, pages, self.config, self._cursor)
 
     def _cursor(self) -> Any:

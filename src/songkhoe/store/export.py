@@ -143,12 +143,47 @@ def read_page(tx: Any, sel: Selection, after: tuple[int, int] | None,
     would cost n table scans. A first page that is not full is the whole export of the type,
     so it keeps the planner's choice."""
     sql, args = page_sql(tx, sel, after, limit)
-    if tx.backend.name != "postgres":
-        rows = fetch(tx, sql, args)
-    else:  # results in binary: the JSON bytes as they are, not hex text (a page in 2/3 time)
-        with tx.conn.transaction():
-            if after is not None:
-                tx.conn.execute(_IN_ORDER)
-            rows = tx.conn.cursor(binary=True).execute(_pg_sql(sql), args,
-                                                       prepare=False).fetchall()
+    rows = _fetch(tx, sql, args, in_order=after is not None)
     return [(int(lu), int(rid), bytes(content)) for lu, rid, content in rows]
+
+
+def _fetch(tx: Any, sql: str, args: list[Any], in_order: bool) -> list[Any]:
+    if tx.backend.name != "postgres":
+        return fetch(tx, sql, args)
+    # results in binary: the JSON bytes as they are, not hex text (a page in 2/3 time)
+    with tx.conn.transaction():
+        if in_order:
+            tx.conn.execute(_IN_ORDER)
+        return tx.conn.cursor(binary=True).execute(_pg_sql(sql), args,
+                                                   prepare=False).fetchall()
+
+
+def read_people_page(tx: Any, rtype: str, patients: Sequence[str], until: int,
+                     since: int | None, after: tuple[str, int] | None,
+                     limit: int) -> list[tuple[str, int, bytes]]:
+    """One page of the live resources of ``rtype`` in the compartments of ``patients`` (their
+    ``owners`` rows, as ``members``), stamped after ``since`` and at or before ``until``, under
+    the caller's access: (patient, rid, JSON bytes) rows in ``(patient, rid)`` order, read
+    after ``after``. Driven by ``owners (patient, type, rid)``: a few people's records cost
+    a few index ranges, not a pass over the type. A resource in two of the people's
+    compartments comes once for each."""
+    ctx = _context(tx)
+    marks = ", ".join("?" * len(patients))
+    where = ["m.type = ?", f"m.patient IN ({marks})", "r.deleted = ?", "r.last_updated <= ?"]
+    args: list[Any] = [rtype, *patients, False, until]
+    if since is not None:
+        where.append("r.last_updated > ?")
+        args.append(since)
+    if after is not None:
+        where.append("(m.patient, m.rid) > (?, ?)")
+        args += list(after)
+    if tx.guard is not None:
+        cond = tx.guard.condition(rtype, "s", "r", ctx)
+        if cond is not None:
+            where.append(cond[0])
+            args += cond[1]
+    sql = ("SELECT m.patient, m.rid, h.content FROM owners m JOIN resources r ON r.rid = m.rid "
+           "JOIN history h ON h.rid = r.rid AND h.version = r.version "
+           f"WHERE {' AND '.join(where)} ORDER BY m.patient, m.rid LIMIT ?")
+    rows = _fetch(tx, sql, [*args, limit], in_order=False)
+    return [(str(p), int(rid), bytes(content)) for p, rid, content in rows]
