@@ -14,8 +14,9 @@ How it runs (:func:`compute`):
 1. ``prepare/``: the units of each Organization (``unit.sql``), the people counted
    (``person.sql``), every dated fact as a row (``event.sql``, a view), per person the
    calendar months of the run with a check-up and with results above or below threshold, as
-   bits of a BIGINT (``masks.sql``, ``facts.sql``), and who has left the population by each
-   period's end (``gone.sql``). Periods, the HEARTS 3- and 12-month windows are sets of
+   bits of a BIGINT (``masks.sql``, ``facts.sql``; the few people whose months need a closer
+   look have their facts read once more, ``touched.sql``), and who has left the population by
+   each period's end (``gone.sql``). Periods, the HEARTS 3- and 12-month windows are sets of
    calendar months, so one pass over the results serves every grain and period.
 2. each indicator file, once for all grains: people with the same facts counted together,
    then each period's numerator and denominator per commune (``coverage.sql``, ``raised.sql``,
@@ -384,8 +385,8 @@ def _name(value: str) -> _Raw:
 
 # -- the run ---------------------------------------------------------------------------------
 
-PREPARED = ("ind_unit", "ind_person", "ind_event", "ind_masks", "ind_facts", "ind_gone",
-            "ind_rows")
+PREPARED = ("ind_unit", "ind_person", "ind_event", "ind_masks", "ind_touched", "ind_facts",
+            "ind_gone", "ind_rows")
 
 
 def compute(engine: Engine, grains: Iterable[str] = GRAINS, levels: Iterable[str] = LEVELS,
@@ -439,6 +440,7 @@ def _run(engine: Engine, chosen: list[Period], as_of: date, levels: list[str]) -
                                            sorted({r["period_end"] for r in rows})]))}
     engine.view("ind_event", render("prepare/event.sql", params))
     engine.table("ind_masks", render("prepare/masks.sql", params))
+    engine.table("ind_touched", render("prepare/touched.sql", params))
     engine.table("ind_facts", render("prepare/facts.sql", params))
     engine.table("ind_gone", render("prepare/gone.sql", params))
     # every grain at once: people are grouped by the months all the periods look at

@@ -40,7 +40,7 @@ f AS (
   WHERE {{p}}_enrolled IS NOT NULL OR {{p}}_diagnosed IS NOT NULL OR {{p}}_treated_from IS NOT NULL
 ), s AS (
   SELECT commune, born, special, enrolled, ended, diagnosed, treated_from, treated_until, seen,
-         high, COUNT(*) AS people
+         high, CAST(COUNT(*) AS INT) AS people
   FROM f
   GROUP BY commune, born, special, enrolled, ended, diagnosed, treated_from, treated_until, seen, high
 ), state AS (
@@ -78,7 +78,7 @@ f AS (
          CASE WHEN special THEN patient END AS special
   FROM ind_facts
 ), population AS (
-  SELECT commune, born, special, COUNT(*) AS people
+  SELECT commune, born, special, CAST(COUNT(*) AS INT) AS people
   FROM band
   GROUP BY commune, born, special
 ), estimate AS (

@@ -25,7 +25,7 @@ f AS (
   FROM ind_facts
   WHERE ({{seen}} & {{period_months}}) <> 0
 ), s AS (
-  SELECT commune, born, special, seen, high, COUNT(*) AS people
+  SELECT commune, born, special, seen, high, CAST(COUNT(*) AS INT) AS people
   FROM f
   GROUP BY commune, born, special, seen, high
 )

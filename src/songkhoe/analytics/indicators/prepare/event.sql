@@ -1,7 +1,7 @@
 -- ind_event (a view, not stored): every dated fact an indicator reads, one row each, with
 -- the day it was recorded for (the first ten characters of the FHIR date/dateTime: the local
--- date it was written with), an order key for "latest wins" (that text, then the resource id),
--- and whether it is above its threshold. Only complete dates (YYYY-MM-DD…) count, and only
+-- date it was written with), the text and the resource id that order "latest wins" (the
+-- text, then the id), and whether it is above its threshold. Only complete dates (YYYY-MM-DD…) count, and only
 -- values in the programmes' units and plausible ranges (src/songkhoe/programs/data/*.toml);
 -- a result's day is effectiveDateTime, else effectiveInstant, effectivePeriod.start, issued —
 -- as the programmes engine reads it (engine.observation_day).
@@ -22,14 +22,14 @@
 --   (HEARTS; diabetes-care.toml).
 -- bmi: body mass index (LOINC 39156-5, kg/m2, plausible 8–80) as recorded, high when ≥ 25:
 --   obesity by the Asian cut-off (WHO WPRO 2000; adult-checkup.toml flag_obese).
-SELECT patient, kind, day, sort_key, high
+SELECT patient, kind, day, t, id, high
 FROM (
-SELECT patient, 'checkup' AS kind, substring(period_start, 1, 10) AS day,
-       concat(period_start, ' ', id) AS sort_key, FALSE AS high
+SELECT patient, 'checkup' AS kind, substring(period_start, 1, 10) AS day, period_start AS t,
+       id, FALSE AS high
 FROM checkup_encounter
 WHERE length(period_start) >= 10 AND COALESCE(status, '') NOT IN ('cancelled', 'entered-in-error')
 UNION ALL
-SELECT patient, 'bp' AS kind, substring(t, 1, 10) AS day, concat(t, ' ', id) AS sort_key,
+SELECT patient, 'bp' AS kind, substring(t, 1, 10) AS day, t, id,
        (systolic >= 140 OR diastolic >= 90) AS high
 FROM (SELECT id, patient, COALESCE(effective, effective_instant, effective_start, issued) AS t,
              systolic, diastolic, systolic_unit, diastolic_unit
@@ -38,7 +38,7 @@ WHERE length(t) >= 10 AND systolic_unit = 'mm[Hg]' AND diastolic_unit = 'mm[Hg]'
   AND systolic >= 50 AND systolic <= 300 AND diastolic >= 20 AND diastolic <= 200
 UNION ALL
 SELECT patient, CASE WHEN code = '4548-4' THEN 'a1c' ELSE 'fpg' END AS kind,
-       substring(t, 1, 10) AS day, concat(t, ' ', id) AS sort_key,
+       substring(t, 1, 10) AS day, t, id,
        CASE WHEN quantity_unit = 'mg/dL' THEN quantity_value * 0.05550745 >= 6.95
             ELSE quantity_value >= 7 END AS high
 FROM (SELECT id, patient, code, COALESCE(effective, effective_instant, effective_start, issued) AS t,
@@ -50,7 +50,7 @@ WHERE length(t) >= 10
            AND quantity_value * 0.05550745 >= 0.95 AND quantity_value * 0.05550745 < 50.05)
        OR (code = '4548-4' AND quantity_unit = '%' AND quantity_value >= 3 AND quantity_value <= 20))
 UNION ALL
-SELECT patient, 'bmi' AS kind, substring(t, 1, 10) AS day, concat(t, ' ', id) AS sort_key,
+SELECT patient, 'bmi' AS kind, substring(t, 1, 10) AS day, t, id,
        quantity_value >= 25 AS high
 FROM (SELECT id, patient, code, COALESCE(effective, effective_instant, effective_start, issued) AS t,
              quantity_value, quantity_unit

@@ -27,13 +27,13 @@ mixed AS (
   WHERE (bp_high & bp_low) <> 0 OR (fpg_high & fpg_low) <> 0 OR (sugar_high & sugar_low) <> 0
      OR (bmi_high & bmi_low) <> 0
 ), contested AS (
-  SELECT e.patient, e.kind, e.day, e.sort_key, e.high, b.bit,
+  SELECT e.patient, e.kind, e.day, concat(e.t, ' ', e.id) AS sort_key, e.high, b.bit,
          m.bp_high & m.bp_low AS bp, m.fpg_high & m.fpg_low AS fpg,
          m.sugar_high & m.sugar_low AS sugar, m.bmi_high & m.bmi_low AS bmi
-  FROM ind_event e
+  FROM ind_touched e
   JOIN months b ON b.month_key = substring(e.day, 1, 7)
   JOIN mixed m ON m.patient = e.patient
-  WHERE e.day <= {{as_of}} AND e.kind <> 'checkup'
+  WHERE e.kind <> 'checkup'
 ), sugar_days AS (
   SELECT patient, bit, day, MAX(CASE WHEN high THEN 1 ELSE 0 END) AS high
   FROM contested

@@ -22,7 +22,7 @@ call AS (
   FROM call c JOIN ends e ON c.day <= e.period_end
   GROUP BY c.patient, e.period_end
 ), seen AS (
-  SELECT patient, day FROM ind_event
+  SELECT patient, day FROM ind_touched
   WHERE kind IN ('checkup', 'bp')
     AND patient IN (SELECT patient FROM call WHERE outcome IN ('moved-away', 'died'))
 )
