@@ -18,7 +18,7 @@ machine falls on both alike), it measures
   of it is the throughput a CPU-bound server loses;
 - transaction Bundles: the 17-resource check-up Bundle of ``bench_transactions`` (its Patient
   managed by the station), 4 clients — owner rows written, the commit-time scope check, an
-  AuditEvent per Bundle.
+  AuditEvent per Bundle; and the server's CPU time per Bundle (PostgreSQL's own left out).
 
 ``--parts``: where the secured read's extra server CPU goes, without sockets or ``wrk``: the
 ASGI app called in process (16 concurrent requests on one event loop), process CPU time per
@@ -141,7 +141,10 @@ def bundles(server: ServerProcess, bearer: str, count: int, seed: int) -> dict:
     headers = {"Content-Type": "application/fhir+json", "Prefer": "return=minimal"}
     if bearer:
         headers["Authorization"] = bearer
-    return {"resources_per_s": count * 17 / post_all(server.base, bodies, 4, headers)}
+    cpu = server.cpu_seconds()
+    seconds = post_all(server.base, bodies, 4, headers)
+    return {"resources_per_s": count * 17 / seconds,
+            "server_cpu_ms_per_bundle": (server.cpu_seconds() - cpu) / count * 1e3}
 
 
 def run(backend: str, patients: int, seconds: int, rounds: int, count: int) -> None:
@@ -158,7 +161,7 @@ def run(backend: str, patients: int, seconds: int, rounds: int, count: int) -> N
                 server.stop()
             results[secure].append(figure)
     for key in ("requests_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_read",
-                "resources_per_s"):
+                "resources_per_s", "server_cpu_ms_per_bundle"):
         off = sorted(r[key] for r in results[False])[rounds // 2]
         on = sorted(r[key] for r in results[True])[rounds // 2]
         # throughput lost; for CPU per read, the throughput a CPU-bound server would lose

@@ -235,11 +235,11 @@ class Tx(Operations):
         """(type, id) of a written row (``rids``) its condition does not admit, or None.
 
         On PostgreSQL every check is one statement, each row's condition evaluated in a
-        LATERAL subquery of that row alone: the planner then probes the row's owner by key.
-        Over an ``IN`` list it could choose a hashed subplan instead, reading every ``owners``
-        row under the Organization — with the statistics of a table never analyzed, all of
-        them (a check-up Bundle's 15 Observations in a 5,000-person store: 68 ms against
-        0.2 ms; ``bench/bench_auth.py``)."""
+        LATERAL subquery of that row alone: the planner probes the row's owner by key unless
+        hashing the subtree's ``owners`` rows once costs less than one probe (a small store).
+        Over an ``IN`` list it weighed the hash against a probe per listed row and, with the
+        statistics of a table never analyzed, hashed every ``owners`` row (a check-up Bundle's
+        15 Observations in a 5,000-person store: 68 ms against 0.2 ms; ``bench_auth.py``)."""
         if self.backend.name == "postgres":
             parts = [f"SELECT x.type, x.id FROM unnest(CAST(? AS BIGINT[])) w(rid) CROSS JOIN "
                      f"LATERAL (SELECT r.type, r.id FROM resources r WHERE r.rid = w.rid AND "
