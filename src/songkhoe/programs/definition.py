@@ -247,11 +247,24 @@ class Formula(Compiled):
 
 
 class Value(Compiled):
-    """One value of any type, or None when it gives nothing."""
+    """One value of any type, or None when it gives nothing. A bare ``%name`` (most of a
+    model's inputs) is the variable itself, as ``fhirpath.scalar`` reads it, without a memo."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "get", self.result)
+        result = self.result
+        node = parse(self.text)
+        if not isinstance(node, syntax.External):
+            object.__setattr__(self, "get", result)
+            return
+        name = node.name
+
+        def variable(variables: dict[str, Any]) -> Any:
+            value = variables.get(name)
+            kind = type(value)
+            # a list or a float: as the expression reads them
+            return result(variables) if kind is list or kind is float else value
+        object.__setattr__(self, "get", variable)
 
     def get(self, variables: dict[str, Any]) -> Any:  # replaced by __post_init__
         raise NotImplementedError
@@ -360,21 +373,10 @@ class Score:
     bands: tuple[ScoreBand, ...]
     when: Condition | None
     source: str
-    #: a points score's total, by the values of every variable its rules read
-    memo: Memo | None = field(default=None, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        memos = [r.when.memo for r in self.rules]
-        if memos and all(m is not None for m in memos):
-            object.__setattr__(self, "memo", Memo(
-                set().union(*(m.names for m in memos if m)), all(m and m.numeric for m in memos)))
-        object.__setattr__(self, "points", remembered(self.memo, self._total))
-
-    def points(self, variables: dict[str, Any]) -> int:  # replaced by __post_init__
-        """A points score's total: the sum of the points of every rule that holds."""
-        raise NotImplementedError
-
-    def _total(self, variables: dict[str, Any]) -> int:
+    def points(self, variables: dict[str, Any]) -> int:
+        """A points score's total: the sum of the points of every rule that holds. (Not
+        remembered as a whole: its inputs — age, BMI, waist … — rarely repeat together.)"""
         return sum(rule.points for rule in self.rules if rule.when.holds(variables))
 
     def band(self, value: Decimal) -> ScoreBand | None:

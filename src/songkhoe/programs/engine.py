@@ -272,7 +272,8 @@ class _Person:
         by_code: dict[tuple[str, str], list[tuple[date, dict[str, Any]]]] = {}
         for obs in self.facts.observations:
             if obs.get("status") in RESULT_STATUSES and (day := observation_day(obs)):
-                for code in set(_codes(obs.get("code"))):
+                codes = _codes(obs.get("code"))
+                for code in set(codes) if len(codes) > 1 else codes:
                     found = by_code.get(code)
                     if found is None:
                         by_code[code] = [(day, obs)]
@@ -521,8 +522,9 @@ class _Person:
             prediction["qualitativeRisk"] = {"coding": [{
                 "system": f"{p.uri}:{score.id}", "version": p.version, "code": band.code,
                 "display": band.display.vi}], "text": band.display.vi}
-        inputs = ", ".join(f"{k}={_shown(v)}" for k, v in sorted(names.items())
-                           if v is not None and not isinstance(v, list))
+        inputs = ", ".join([f"{k}={str(v.normalize()) if type(v) is Decimal else v}"
+                            for k, v in sorted(names.items())
+                            if v is not None and type(v) is not list])
         self._put({
             "resourceType": "RiskAssessment", "id": rid, "meta": {"tag": [TAG]},
             "status": "final", "subject": self._subject(),
@@ -735,10 +737,6 @@ def _rounded(value: Decimal, decimals: int | None) -> Decimal:
     if decimals is None:
         return value
     return value.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_EVEN)
-
-
-def _shown(value: Any) -> str:
-    return str(value.normalize()) if isinstance(value, Decimal) else str(value)
 
 
 def _condition_day(c: dict[str, Any]) -> date | None:
