@@ -307,6 +307,12 @@ class Item:
         """(system, code) of the Observation."""
         return self.system, self.code
 
+    @cached_property
+    def converted(self) -> dict[Any, Decimal]:
+        """Quantities already converted to the item's unit (``engine.convert``), by their
+        JSON value and unit: most results repeat (120 mm[Hg])."""
+        return {}
+
 
 @dataclass(frozen=True)
 class Band:

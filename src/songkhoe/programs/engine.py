@@ -128,13 +128,13 @@ def item_value(item: Item, obs: dict[str, Any]) -> Any:
 
 def _carried(item: Item, obs: dict[str, Any]) -> Any:
     """``item_value`` of an Observation known to have the item's code."""
-    holder, path = obs, "Observation"
+    holder, at = obs, None
     if item.component is not None:
         system, component = item.component
         for n, comp in enumerate(obs.get("component", [])):
             if any(c.get("code", "") == component and c.get("system", "") == system
                    for c in (comp.get("code") or {}).get("coding", [])):
-                holder, path = comp, f"Observation.component[{n}]"
+                holder, at = comp, n
                 break
         else:
             return None
@@ -149,8 +149,21 @@ def _carried(item: Item, obs: dict[str, Any]) -> Any:
     quantity = holder.get("valueQuantity")
     if not quantity or "value" not in quantity:
         return None
-    return convert(item, Decimal(str(quantity["value"])), quantity.get("code") or
-                   quantity.get("unit"), f"{path}.valueQuantity")
+    raw, unit = quantity["value"], quantity.get("code") or quantity.get("unit")
+    kind = type(raw)
+    # a number converted before, by its JSON value (int or float: 120 and 120.0 are written
+    # differently; zero left out, as -0.0 equals 0.0)
+    key = (raw, kind, unit) if (kind is int or kind is float) and raw else None
+    known = item.converted
+    found = known.get(key) if key else None
+    if found is None:
+        path = "Observation" if at is None else f"Observation.component[{at}]"
+        found = convert(item, Decimal(str(raw)), unit, f"{path}.valueQuantity")
+        if key:
+            if len(known) >= 20_000:
+                known.clear()
+            known[key] = found
+    return found
 
 
 def convert(item: Item, value: Decimal, unit: str | None, path: str) -> Decimal:
