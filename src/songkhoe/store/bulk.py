@@ -22,6 +22,7 @@ import orjson
 from songkhoe.fhir.outcome import FhirError
 
 from .api import Prepared
+from .backends import open_backend
 from .engine import Store, Tx, check_id, prepare
 from .ids import new_id
 
@@ -176,6 +177,7 @@ def load(store: Store, items: Iterable[tuple[str, bytes | dict[str, Any] | None]
             flush()
     flush()
     summary.loaded -= summary.unchanged
+    store.backend.refresh_statistics()
     return summary
 
 
@@ -263,6 +265,11 @@ def load_parallel(url: str, items: Iterable[tuple[str, bytes | dict[str, Any] | 
             if proc.is_alive():
                 proc.kill()
     summary.rejected.sort(key=lambda r: _source_order(r.source))
+    backend = open_backend(url)
+    try:
+        backend.refresh_statistics()
+    finally:
+        backend.close()
     return summary
 
 
