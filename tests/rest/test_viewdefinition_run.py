@@ -218,7 +218,7 @@ def test_patient_group_since_and_limit(http, tokens, store):
     assert observed({"name": "_since", "valueInstant": since}) == ["a3-8480-6"]
     assert observed(group, {"name": "_since", "valueInstant": since}) == []
     assert observed(query=f"?_format=ndjson&patient=Patient/a3&_since={since}") == ["a3-8480-6"]
-    # GET: simple parameters only, so a view must be named (viewReference), which is not served
+    # GET: simple parameters only, so a view must be named (viewReference)
     r = http.get(f"{RUN}?_format=csv&patient=Patient/a1",
                  headers={"Authorization": f"Bearer {admin}"})
     outcome(r, 400, code="required", expression="viewResource")
@@ -245,6 +245,26 @@ def test_group_members_are_read_in_blocks_and_a_shared_record_comes_once(http, t
     assert ids(ndjson(r.text)) == expected[:-1]
 
 
+def test_a_view_of_the_servers_library_is_named_by_reference(http, tokens, store):
+    """viewReference names one of the warehouse's views, by ViewDefinition/[name] (GET or
+    POST) or canonical url, and runs like the same view sent inline."""
+    admin = {"Authorization": f"Bearer {tokens['admin']}"}
+    view = viewdefinition_run.library()["patient"]
+    inline = run(http, tokens["admin"], parameters(view), "?_format=csv")
+    assert inline.status_code == 200, inline.text
+    by_name = http.get(f"{RUN}?viewReference=ViewDefinition/patient&_format=csv", headers=admin)
+    by_url = run(http, tokens["admin"], {"resourceType": "Parameters", "parameter": [
+        {"name": "viewReference", "valueReference": {"reference": view["url"]}}]},
+        "?_format=csv")
+    rows = list(csv.DictReader(io.StringIO(by_name.text)))
+    assert by_name.status_code == 200 and by_name.text == by_url.text == inline.text
+    assert sorted(r["id"] for r in rows) == sorted(HOME)
+    worker = http.get(f"{RUN}?viewReference=ViewDefinition/patient&_format=csv",
+                      headers={"Authorization": f"Bearer {tokens['doctor']}"})
+    assert worker.status_code == 200
+    assert len(list(csv.DictReader(io.StringIO(worker.text)))) < len(rows)
+
+
 def test_refused_parameters_and_methods(http, tokens):
     admin = tokens["admin"]
     auth = {"Authorization": f"Bearer {admin}"}
@@ -253,7 +273,10 @@ def test_refused_parameters_and_methods(http, tokens):
     outcome(run(http, admin, parameters(OBSERVATIONS)), 400, code="required",
             expression="_format")
     outcome(http.get(f"{RUN}?viewReference=ViewDefinition/v1&_format=csv", headers=auth), 400,
-            code="not-supported", expression="viewReference")
+            code="not-found", expression="viewReference")
+    outcome(run(http, admin, parameters(OBSERVATIONS, {
+        "name": "viewReference", "valueReference": {"reference": "ViewDefinition/patient"}}),
+        "?_format=csv"), 400, code="invalid", expression="viewResource")
     for name, value in (("source", {"valueString": "s3://bucket"}),
                         ("_count", {"valueInteger": 3}),
                         ("_limit", {"valueInteger": -1}),

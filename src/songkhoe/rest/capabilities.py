@@ -48,8 +48,10 @@ VIEWDEFINITION_RUN = {
     "name": "viewdefinition-run",
     "definition": "http://sql-on-fhir.org/OperationDefinition/$viewdefinition-run",
     "documentation": "Also at [base]/ViewDefinition/$viewdefinition-run. The view is given as "
-                     "viewResource (viewReference and source are not supported: no "
-                     "ViewDefinition is stored). Formats: json, ndjson, csv, parquet.",
+                     "viewResource, or as viewReference to one of the server's views "
+                     "(ViewDefinition/[name] or its canonical url: the warehouse's views; "
+                     "no ViewDefinition is stored). source is not supported. Formats: json, "
+                     "ndjson, csv, parquet.",
 }
 
 _INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance",

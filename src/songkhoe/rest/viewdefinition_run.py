@@ -10,8 +10,10 @@ SQL on FHIR v2 (2.1.0-pre), OperationDefinition ViewDefinitionRun
   of R6 mode). ``GET`` with query parameters or ``POST`` with a ``Parameters`` resource (its
   URL may carry parameters too). No instance level: the R4 store refuses the ViewDefinition
   type, so none is stored.
-- **Parameters.** ``viewResource`` (the view, POST only; exactly one of it and
-  ``viewReference`` is required), ``_format`` (``json``, ``ndjson``, ``csv``, ``parquet``;
+- **Parameters.** ``viewResource`` (the view, POST only) or ``viewReference`` (one of the
+  views the server holds: the store, R4, keeps no ViewDefinition resources, so these are the
+  warehouse's library, ``analytics/views/``, named ``ViewDefinition/[name]`` or by canonical
+  ``url``; GET too) — exactly one, ``_format`` (``json``, ``ndjson``, ``csv``, ``parquet``;
   else the ``Accept`` header: ``application/json``, ``application/x-ndjson``, ``text/csv``,
   ``application/octet-stream`` or ``application/vnd.apache.parquet``; neither: 400),
   ``header`` (CSV header line, default true), ``patient`` (``Patient/[id]``) and ``group``
@@ -19,8 +21,8 @@ SQL on FHIR v2 (2.1.0-pre), OperationDefinition ViewDefinitionRun
   Patient, or of the Groups' ``member.entity`` Patients that are not ``inactive`` (both: the
   Patient must be a member), ``_since`` (resources whose ``meta.lastUpdated`` is after it),
   ``_limit`` (at most that many rows), ``resource`` (POST only: run over these resources
-  instead of the server's). Not supported, 400 ``not-supported``: ``viewReference`` (no
-  ViewDefinition is stored), ``source`` (no external source). An unknown or repeated
+  instead of the server's). Not supported, 400 ``not-supported``: ``source`` (no external
+  source). An unknown or repeated
   parameter is a 400.
 - **Errors** (notes, "Error Handling"): a malformed request 400; a ViewDefinition that is not
   valid, and a view that cannot be applied to a resource (a column that is not a collection
@@ -54,6 +56,7 @@ header=present|absent``) with a collection as the JSON text of its list; Parquet
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import shutil
@@ -74,6 +77,7 @@ from starlette.routing import Route
 
 from songkhoe.analytics.rows import ViewEvaluationError
 from songkhoe.analytics.viewdefinition import ViewDefinition, ViewDefinitionError, parse_view
+from songkhoe.analytics.warehouse import DEFAULT_VIEWS
 from songkhoe.auth import AccessContext
 from songkhoe.auth.audit import Event
 from songkhoe.auth.consent import research_cohort
@@ -197,21 +201,21 @@ def plan_of(params: list[tuple[str, Any]], accept: str | None, method: str) -> P
             raise _bad(f"{name} may be given once", name)
         if name in _BODY_ONLY and method != "POST":
             raise _bad(f"{name} carries a resource: POST a Parameters resource", name)
-    if "viewReference" in seen:
-        raise _bad("viewReference is not supported: this server stores no ViewDefinitions "
-                   "(an R4 store); send the view itself as viewResource", "viewReference",
-                   "not-supported")
     if "source" in seen:
         raise _bad("source is not supported: views run over this server's data or the "
                    "resources given", "source", "not-supported")
     values = dict(params)
-    if "viewResource" not in values:
-        raise _bad("viewResource is required (viewReference is not supported)", "viewResource",
-                   "required")
-    definition = values["viewResource"]
-    if not isinstance(definition, dict):
-        raise _bad("viewResource: expected a ViewDefinition resource", "viewResource",
-                   "structure")
+    if ("viewResource" in values) == ("viewReference" in values):
+        raise _bad("give the view as viewResource (POST) or name one of the server's views "
+                   f"as viewReference ({', '.join(sorted(library()))})",
+                   "viewResource", "required" if "viewResource" not in values else "invalid")
+    if "viewReference" in values:
+        definition = _referenced(values["viewReference"])
+    else:
+        definition = values["viewResource"]
+        if not isinstance(definition, dict):
+            raise _bad("viewResource: expected a ViewDefinition resource", "viewResource",
+                       "structure")
     try:
         view = parse_view(normalise(definition))
     except ViewDefinitionError as err:
@@ -250,6 +254,34 @@ def plan_of(params: list[tuple[str, Any]], accept: str | None, method: str) -> P
         raise _bad(f"patient and group limit a run to people's records; {view.resource} "
                    "belongs to no one", "viewResource.resource")
     return out
+
+
+@functools.cache
+def library() -> dict[str, dict[str, Any]]:
+    """The ViewDefinitions this server holds, the warehouse's (``analytics/views/``), by
+    name; an R4 store keeps no ViewDefinition resources, so these are the ones a
+    ``viewReference`` names."""
+    out = {}
+    for path in sorted(DEFAULT_VIEWS.glob("*.json")):
+        definition = orjson.loads(path.read_bytes())
+        out[definition.get("name") or path.stem] = definition
+    return out
+
+
+def _referenced(value: Any) -> dict[str, Any]:
+    """The library's view a ``viewReference`` names: ``ViewDefinition/[name]`` (relative or
+    absolute) or the view's canonical ``url`` (400 ``not-found`` naming the others)."""
+    text = str(value).strip()
+    views = library()
+    for definition in views.values():
+        if text == definition.get("url"):
+            return definition
+    kind, _, name = text.rstrip("/").rpartition("/")
+    if kind.rpartition("/")[2] == "ViewDefinition" and name in views:
+        return views[name]
+    raise FhirError(400, Issue("not-found", f"viewReference: no view {text!r} on this server; "
+                               f"it holds ViewDefinition/{{{', '.join(sorted(views))}}}",
+                               "viewReference"))
 
 
 def _format(value: Any, accept: str | None) -> str:
