@@ -85,6 +85,30 @@ def test_only_people_whose_records_changed_are_evaluated_again(db_url: str,
                                       PROGRAMMES)
 
 
+def test_a_full_run_after_the_first_finds_every_output_as_it_was_stored(db_url: str) -> None:
+    """The digest of a person's outputs is the same whether the engine built their referral
+    or read it back as stored (with the store's version and time): a full run right after
+    the first compares nobody's outputs in full, and records the same digests."""
+    resources = population(CONFIG)
+    person = _adult(resources)
+    store, people = _loaded(db_url, [*resources, _crisis_reading(person)])
+    settled = "SELECT patient, outputs FROM programme_settled"
+    try:
+        run_batch(store, PROGRAMMES, people, chunk=20)
+        with store.reading() as tx:
+            first = dict(tx.execute(settled).fetchall())
+            referrals = tx.execute("SELECT COUNT(*) FROM resources WHERE type = "
+                                   "'ServiceRequest' AND NOT deleted").fetchone()[0]
+        full = run_batch(store, PROGRAMMES, people, chunk=20, full=True)
+        with store.reading() as tx:
+            second = dict(tx.execute(settled).fetchall())
+    finally:
+        store.close()
+    assert referrals >= 1
+    assert full.evaluated == len(people) and not full.written
+    assert len(first) == len(people) and second == first
+
+
 def test_a_changed_definition_reaches_everyone_and_writes_only_the_differences(
         db_url: str, second_url: str, tmp_path: Path) -> None:
     folder = tmp_path / "programmes"

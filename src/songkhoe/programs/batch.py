@@ -96,10 +96,25 @@ def outputs_digest(facts: Facts, result: Result) -> str:
     """The digest of everything ``apply.write_result`` and ``store_status`` would store for
     ``result``: outputs, interpretations and status rows (with the Patient's Organization)."""
     # the engine builds equal outputs in the same order, so the keys need no sorting: at
-    # worst an equal output written in another order is compared in full
-    body = orjson.dumps([org_of(facts.patient), sorted(result.resources.items()),
+    # worst an equal output written in another order is compared in full. Referrals and
+    # episodes of care already stored are kept as stored: without the version and time the
+    # store set, they digest as when the engine built them (else everyone with one would be
+    # compared in full on the run after the one that wrote it)
+    body = orjson.dumps([org_of(facts.patient),
+                         [(k, _unversioned(r)) for k, r in sorted(result.resources.items())],
                          result.interpretations, result.status])
     return hashlib.sha256(body).hexdigest()
+
+
+def _unversioned(resource: dict[str, Any]) -> dict[str, Any]:
+    """``resource`` without ``meta.versionId`` and ``meta.lastUpdated``, its keys in order."""
+    meta = resource.get("meta")
+    if not meta or ("versionId" not in meta and "lastUpdated" not in meta):
+        return resource
+    kept = {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}
+    if kept:
+        return {**resource, "meta": kept}
+    return {k: v for k, v in resource.items() if k != "meta"}
 
 
 def fingerprints(tx: Tx, patient_ids: list[str]) -> dict[str, str]:
