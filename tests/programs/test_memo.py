@@ -62,3 +62,32 @@ def test_a_formula_keeps_the_digits_it_computed() -> None:
 def test_an_expression_that_reads_the_clock_is_not_remembered() -> None:
     assert condition("today() > @2000-01-01").memo is None
     assert condition("%x > 1").memo is not None
+
+
+@pytest.mark.parametrize("text, runs", [
+    # one variable and two, on the native closures and on the full engine: the keys of one
+    # or two variables are built apart from the others (``definition.remembered``)
+    ("%x.toString() = '7.0' and %y.exists()", [
+        ((D("7.0"), 1), True), ((D("7.00"), 1), False), ((D("7.0"), None), False),
+        ((D("7.0"), []), False), ((D("7.0"), [1]), True), ((D("7.0"), True), True)]),
+    ("%x = 1 and %y = 'a'", [((True, "a"), False), ((1, "a"), True), ((D("1.0"), "a"), True),
+                             ((1, "b"), False), ((1, ["a"]), True), ((True, "a"), False)]),
+    ("%x.where($this = 1).exists() or %y = true", [
+        (([1], False), True), (([True], False), False), ((None, 1), False),
+        ((None, True), True), (([], True), True), (([1], False), True)]),
+])
+def test_a_remembered_result_of_two_variables_is_the_expressions(
+        text: str, runs: list[tuple[tuple[Any, Any], bool]]) -> None:
+    cond = condition(text)
+    for (x, y), expected in runs:
+        variables = {"x": x, "y": y}
+        assert cond.holds(variables) is expected, (text, x, y)
+        assert cond.compute(variables) is expected
+    assert cond.holds({"x": 1}) is cond.compute({"x": 1})  # %y not given
+
+
+def test_a_formula_of_two_variables_keeps_the_digits_it_computed() -> None:
+    bmi = Formula.of("%w / (%h * %h)", compile("%w / (%h * %h)"))
+    for w, h in ((D("70"), D("1.7")), (D("70.0"), D("1.7")), (D("70"), D("1.70")),
+                 (70, D("1.7")), (D("70"), D("1.7"))):
+        assert str(bmi.value({"w": w, "h": h})) == str(bmi.compute({"w": w, "h": h}))
