@@ -91,3 +91,17 @@ def test_a_formula_of_two_variables_keeps_the_digits_it_computed() -> None:
     for w, h in ((D("70"), D("1.7")), (D("70.0"), D("1.7")), (D("70"), D("1.70")),
                  (70, D("1.7")), (D("70"), D("1.7"))):
         assert str(bmi.value({"w": w, "h": h})) == str(bmi.compute({"w": w, "h": h}))
+
+
+def test_a_points_score_evaluates_rules_on_the_same_variables_together() -> None:
+    from songkhoe.programs.cli import definitions
+    findrisc = next(s for p in definitions().values() for s in p.scores if s.id == "findrisc")
+    people = [{"age": age, "sex": sex, "bmi": bmi, "waist": waist, "conditions": [],
+               "medications": [], "daily_activity": None, "activity": D("100"),
+               "vegetables": None, "bp_medication": None, "high_glucose": "yes",
+               "family_diabetes": None}
+              for age in (44, 45, 54, 60, 70) for sex in ("male", "female")
+              for bmi in (D("22.9"), D("23"), D("27.5"), None) for waist in (D("85"), 95, 99)]
+    for variables in people * 2:  # the second time from the memos
+        assert findrisc.points(variables) == sum(
+            r.points for r in findrisc.rules if r.when.compute(variables)), variables

@@ -404,6 +404,17 @@ class PointsRule:
     points: int
 
 
+def _holding(rule: PointsRule) -> Callable[[dict[str, Any]], int]:
+    """The points of ``rule`` when it holds, else 0."""
+    holds, points = rule.when.holds, rule.points
+    return lambda variables: points if holds(variables) else 0
+
+
+def _summed(rules: tuple[PointsRule, ...]) -> Callable[[dict[str, Any]], int]:
+    """The points of those of ``rules`` that hold (each computed, not looked up)."""
+    return lambda variables: sum(r.points for r in rules if r.when.compute(variables))
+
+
 @dataclass(frozen=True)
 class ScoreBand:
     code: str
@@ -426,10 +437,30 @@ class Score:
     when: Condition | None
     source: str
 
+    def __post_init__(self) -> None:
+        # rules reading the same variables (FINDRISC: three on %age, two on %bmi, two on %sex
+        # and %waist) are evaluated together: their points, remembered by those values
+        groups: dict[tuple[str, ...] | int, list[PointsRule]] = {}
+        for n, rule in enumerate(self.rules):
+            memo = rule.when.memo
+            groups.setdefault(n if memo is None else memo.names, []).append(rule)
+        parts = []
+        for rules in groups.values():
+            memos = [r.when.memo for r in rules]
+            if len(rules) == 1 or any(m is None for m in memos):
+                parts.extend(_holding(r) for r in rules)
+            else:
+                parts.append(remembered(Memo(set(memos[0].names), all(m.numeric for m in memos)),
+                                        _summed(tuple(rules))))
+        object.__setattr__(self, "_parts", tuple(parts))
+
     def points(self, variables: dict[str, Any]) -> int:
         """A points score's total: the sum of the points of every rule that holds. (Not
         remembered as a whole: its inputs — age, BMI, waist … — rarely repeat together.)"""
-        return sum(rule.points for rule in self.rules if rule.when.holds(variables))
+        total = 0
+        for part in self._parts:
+            total += part(variables)
+        return total
 
     def band(self, value: Decimal) -> ScoreBand | None:
         chosen = None
