@@ -481,12 +481,16 @@ class _Person:
                 continue
             for _, value, obs in self.values[c.item][bisect_left(days, day):
                                                      bisect_right(days, day)]:
-                own = dict(names)
-                own[c.item] = value
                 mine = self.of_result[id(obs)]
-                for other in c.inputs:  # the same Observation's values come first
-                    if other in mine:
-                        own[other] = mine[other]
+                own = names  # copied only when this result is not the day's value
+                if names.get(c.item) is not value or any(
+                        names.get(other) is not mine[other] for other in c.inputs
+                        if other in mine):
+                    own = dict(names)
+                    own[c.item] = value
+                    for other in c.inputs:  # the same Observation's values come first
+                        if other in mine:
+                            own[other] = mine[other]
                 band = c.classify(own)
                 if band is None:
                     continue
@@ -536,8 +540,8 @@ class _Person:
                 "system": f"{p.uri}:{score.id}", "version": p.version, "code": band.code,
                 "display": band.display.vi}], "text": band.display.vi}
         inputs = ", ".join([f"{k}={str(v.normalize()) if type(v) is Decimal else v}"
-                            for k, v in sorted(names.items())
-                            if v is not None and type(v) is not list])
+                            for k in sorted(names)  # the names sort faster than the items
+                            if (v := names[k]) is not None and type(v) is not list])
         self._put({
             "resourceType": "RiskAssessment", "id": rid, "meta": {"tag": [TAG]},
             "status": "final", "subject": self._subject(),
