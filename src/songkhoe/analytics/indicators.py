@@ -217,10 +217,12 @@ class _Dated:
     def end_month(self) -> int:
         return _months(self.period.end)
 
-    def row(self) -> dict[str, Any]:
+    def row(self, k: int) -> dict[str, Any]:
+        """The period's row of the ``{{periods}}`` table; ``k`` numbers it."""
         p, m = self.period, self.end_month
         row: dict[str, Any] = {
-            "grain": p.grain, "period_start": p.start.isoformat(), "period_end": p.end.isoformat(),
+            "k": k, "grain": p.grain, "period_start": p.start.isoformat(),
+            "period_end": p.end.isoformat(),
             "before_start": (p.start - timedelta(days=1)).isoformat(),
             "period_bits": self.bits(_months(p.start), m),
             "window_bits": self.bits(m - 2, m),  # the HEARTS "last 3 months"
@@ -429,7 +431,7 @@ def _runs(chosen: list[Period]) -> Iterator[list[Period]]:
 def _run(engine: Engine, chosen: list[Period], as_of: date, levels: list[str]) -> pa.Table:
     base = min(_months(p.end) - 11 for p in chosen)
     dated = [_Dated(p, base) for p in chosen]
-    rows = [d.row() for d in dated]
+    rows = [d.row(k) for k, d in enumerate(dated)]
     first = _month(base)
     last = max(_months(p.end) for p in chosen)
     params = {"first_day": first.isoformat(), "as_of": as_of.isoformat(),

@@ -26,36 +26,48 @@
 --                      without the 3-month registration rule, as the package's cascade). The
 --                      denominator of every step is the estimate: {{prevalence}} of the adults
 --                      of the survey's age band ({{young}} to {{old}}); see indicators.py.
+--
+-- Care patients' visit months differ from person to person, so they are not grouped first:
+-- each is joined to the periods and reduced to their state there (nine flags as the bits of an
+-- INT), and only then counted, by unit, period (p.k) and state — a single COUNT over the
+-- person × period rows instead of eleven sums (2 million people: 1.8 → 1.6 s CPU).
 WITH p AS ({{periods}}),
-f AS (
-  SELECT commune, {{clamp birth_date born_18}} AS born,
-         CASE WHEN special THEN patient END AS special,
-         {{clamp {{p}}_enrolled period_end before_start registered_by before_year}} AS enrolled,
-         {{clamp {{p}}_ended period_end}} AS ended,
-         {{clamp {{p}}_diagnosed period_end}} AS diagnosed,
-         {{clamp {{p}}_treated_from period_end}} AS treated_from,
-         {{clamp {{p}}_treated_until period_end}} AS treated_until,
+s AS (  -- the care patients, one row each
+  SELECT commune, birth_date AS born, CASE WHEN special THEN patient END AS special,
+         {{p}}_enrolled AS enrolled, {{p}}_ended AS ended, {{p}}_diagnosed AS diagnosed,
+         {{p}}_treated_from AS treated_from, {{p}}_treated_until AS treated_until,
          {{seen}} & {{period_months}} AS seen, {{high}} & {{period_months}} AS high
   FROM ind_facts
   WHERE {{p}}_enrolled IS NOT NULL OR {{p}}_diagnosed IS NOT NULL OR {{p}}_treated_from IS NOT NULL
-), s AS (
-  SELECT commune, born, special, enrolled, ended, diagnosed, treated_from, treated_until, seen,
-         high, CAST(COUNT(*) AS INT) AS people
-  FROM f
-  GROUP BY commune, born, special, enrolled, ended, diagnosed, treated_from, treated_until, seen, high
-), state AS (
-  SELECT s.commune, p.grain, p.period_start, s.people,
-         (s.enrolled <= p.period_end AND (s.ended IS NULL OR s.ended >= p.period_end)) AS registered,
-         (s.enrolled > p.before_start AND s.enrolled <= p.period_end) AS enrolled_in_period,
-         s.enrolled <= p.registered_by AS enrolled_before_window,
-         s.enrolled <= p.before_year AS enrolled_before_year,
-         (s.seen & p.year_bits) <> 0 AS year_visit,
-         (s.seen & p.window_bits) <> 0 AS window_visit,
-         (s.high & p.window_bits) > ((s.seen - s.high) & p.window_bits) AS window_high,
-         s.diagnosed <= p.period_end AS diagnosed,
-         (s.treated_from <= p.period_end AND (s.treated_until IS NULL OR s.treated_until >= p.period_end)) AS treated
+), state AS (  -- per person and period (p.k), what they are then, as bits
+  SELECT s.commune, p.k,
+         CASE WHEN s.enrolled <= p.period_end AND (s.ended IS NULL OR s.ended >= p.period_end)
+              THEN 1 ELSE 0 END
+         + CASE WHEN s.enrolled > p.before_start AND s.enrolled <= p.period_end THEN 2 ELSE 0 END
+         + CASE WHEN s.enrolled <= p.registered_by THEN 4 ELSE 0 END
+         + CASE WHEN s.enrolled <= p.before_year THEN 8 ELSE 0 END
+         + CASE WHEN (s.seen & p.year_bits) <> 0 THEN 16 ELSE 0 END
+         + CASE WHEN (s.seen & p.window_bits) <> 0 THEN 32 ELSE 0 END
+         + CASE WHEN (s.high & p.window_bits) > ((s.seen - s.high) & p.window_bits)
+                THEN 64 ELSE 0 END
+         + CASE WHEN s.diagnosed <= p.period_end THEN 128 ELSE 0 END
+         + CASE WHEN s.treated_from <= p.period_end
+                     AND (s.treated_until IS NULL OR s.treated_until >= p.period_end)
+                THEN 256 ELSE 0 END AS state
   FROM s JOIN p ON s.born <= p.born_18
   WHERE NOT EXISTS (SELECT 1 FROM ind_gone g WHERE g.patient = s.special AND g.period_end = p.period_end)
+), tally AS (  -- the people alike counted together
+  SELECT commune, k, state, CAST(COUNT(*) AS BIGINT) AS people
+  FROM state
+  GROUP BY commune, k, state
+), flags AS (
+  SELECT t.commune, p.grain, p.period_start, t.people,
+         (state & 1) <> 0 AS registered, (state & 2) <> 0 AS enrolled_in_period,
+         (state & 4) <> 0 AS enrolled_before_window, (state & 8) <> 0 AS enrolled_before_year,
+         (state & 16) <> 0 AS year_visit, (state & 32) <> 0 AS window_visit,
+         (state & 64) <> 0 AS window_high, (state & 128) <> 0 AS diagnosed,
+         (state & 256) <> 0 AS treated
+  FROM tally t JOIN p ON p.k = t.k
 ), counts AS (
   SELECT commune, grain, period_start,
          SUM(CASE WHEN registered AND enrolled_in_period THEN people ELSE 0 END) AS registrations,
@@ -71,7 +83,7 @@ f AS (
          SUM(CASE WHEN diagnosed THEN people ELSE 0 END) AS diagnosed,
          SUM(CASE WHEN treated THEN people ELSE 0 END) AS treated,
          SUM(CASE WHEN registered AND window_visit AND NOT window_high THEN people ELSE 0 END) AS controlled_now
-  FROM state
+  FROM flags
   GROUP BY commune, grain, period_start
 ), band AS (
   SELECT commune, {{clamp birth_date {{young}} {{old}}}} AS born,
