@@ -19,6 +19,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from songkhoe.analytics import warehouse
 from songkhoe.analytics.duckdb_runner import run_view
 from songkhoe.analytics.warehouse import WarehouseError, connect, refresh
 from songkhoe.store.bulk import load
@@ -298,6 +299,30 @@ def test_a_refresh_that_dies_leaves_the_previous_state(populated, views, tmp_pat
     assert on_disk == {str(Path(f).parent) for v in listed["views"].values()
                        for s in v["segments"] for f in [*s["files"], s["keys"] or ""] if f}
     assert not (folder / "_work").exists()
+
+
+def test_a_file_that_cannot_be_synced_fails_the_refresh_before_its_state(
+        populated, views, tmp_path, monkeypatch) -> None:
+    """Segment files are synced in the background; a failure surfaces before the state that
+    would name them is written, and nothing of the refresh is left."""
+    store, folder = populated, tmp_path / "wh"
+    refresh(store, folder, views)
+    state = (folder / "_state.json").read_bytes()
+    for o in _observations(store, 3):
+        store.update("Observation", o["id"], {**o, "status": "preliminary"})
+
+    def failing(path: Path) -> None:
+        if path.suffix == ".parquet":
+            raise OSError(5, "Input/output error", str(path))
+
+    monkeypatch.setattr(warehouse, "_fsync", failing)
+    with pytest.raises(OSError, match="Input/output error"):
+        refresh(store, folder, views)
+    assert (folder / "_state.json").read_bytes() == state
+    assert not (folder / "_work").exists()
+    monkeypatch.undo()
+    assert refresh(store, folder, views).read["Observation"] == 3
+    assert_matches_store(store, folder)
 
 
 def test_deltas_are_compacted_into_a_base(populated, views, tmp_path) -> None:

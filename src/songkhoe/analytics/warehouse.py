@@ -44,6 +44,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -239,13 +240,14 @@ def refresh(store: Store, directory: str | os.PathLike[str],
         db = _duckdb()
         if threads:
             db.execute(f"SET threads = {int(threads)}")
+        run = _Run(store, folder, work, db, definitions, entries, report, say, chunk)
         try:
-            run = _Run(store, folder, work, db, definitions, entries, report, say, chunk)
             for rtype in sorted({v.resource for v in definitions.values()}):
                 run.type(rtype, plans, start, end)
             state = {"format": FORMAT, "refresh": number, "position": end.to_json(),
                      "views": entries, "retired": _retired(old, number, entries)}
-            _commit(folder, work, state, old)
+            run.synced()
+            _commit(folder, work, state, old, run.disk)
             committed = copy.deepcopy(state)
             for name, entry in entries.items():
                 if _needs_compaction(entry, max_deltas, delta_share):
@@ -253,8 +255,10 @@ def refresh(store: Store, directory: str | os.PathLike[str],
                     run.compact(name, entry)
             if any(r.compacted for r in report.views.values()):
                 state["retired"] = _retired(committed, number, entries)
-                _commit(folder, work, state, committed)
+                run.synced()
+                _commit(folder, work, state, committed, run.disk)
         finally:
+            run.disk.shutdown()  # waits for the files being synced before they are removed
             db.close()
             shutil.rmtree(work, ignore_errors=True)
     report.seconds = time.perf_counter() - started
@@ -304,6 +308,20 @@ class _Run:
         self.store, self.folder, self.work, self.db = store, folder, work, db
         self.views, self.entries, self.report, self.say = views, entries, report, say
         self.chunk = chunk
+        self.disk = ThreadPoolExecutor(max_workers=4, thread_name_prefix="warehouse-fsync")
+        self.syncing: list[Future[None]] = []
+
+    def sync(self, path: Path) -> None:
+        """Put ``path`` on disk in the background (``fsync`` releases the GIL, so the next
+        view runs meanwhile); :meth:`synced` waits for every one."""
+        self.syncing.append(self.disk.submit(_fsync, path))
+
+    def synced(self) -> None:
+        """Wait until every file given to :meth:`sync` is on disk (raises its error): before a
+        state that names them is written."""
+        syncing, self.syncing = self.syncing, []
+        for future in syncing:
+            future.result()
 
     def type(self, rtype: str, plans: dict[str, str], start: Position | None,
              end: Position) -> None:
@@ -362,7 +380,7 @@ class _Run:
             chunks = list(self._chunks(rtype, live()))
             if ids:
                 keys.write_batch(pa.record_batch([ids], schema=_KEYS))
-        _fsync(keys_path)
+        self.sync(keys_path)
         reading = sum(seconds for _, _, seconds in chunks)
         total = sum(count for _, count, _ in chunks) + deleted
         self._read(rtype, total, reading)
@@ -394,7 +412,7 @@ class _Run:
         self.db.execute(f"COPY (SELECT {columns} FROM ({query})) TO {_literal(str(target))} "
                         "(FORMAT parquet, FILE_SIZE_BYTES '256MB', FILENAME_PATTERN 'part-{i}')")
         for path in sorted(target.iterdir()):
-            _fsync(path)
+            self.sync(path)
             segment["files"].append(f"{name}/rows/{SEGMENT}={segment['segment']}/{path.name}")
             segment["rows"] += pq.ParquetFile(path).metadata.num_rows
         replaced = len(entry["segments"])
@@ -449,7 +467,7 @@ class _Run:
         target.mkdir(exist_ok=True)
         part = f"part-{len(segment['files'])}.parquet"
         segment["rows"] += to_parquet(self.views[name].keyed, ndjson, target / part, con=self.db)
-        _fsync(target / part)
+        self.sync(target / part)
         segment["files"].append(f"{name}/rows/{SEGMENT}={number}/{part}")
         segment["resources"] += resources
 
@@ -585,18 +603,20 @@ def _remove_leftovers(folder: Path, state: dict[str, Any] | None) -> None:
                     shutil.rmtree(seg)
 
 
-def _commit(folder: Path, work: Path, state: dict[str, Any], old: dict[str, Any] | None) -> None:
-    """Move the new segments into place, replace the state atomically, then delete the
-    segments retired by earlier refreshes."""
+def _commit(folder: Path, work: Path, state: dict[str, Any], old: dict[str, Any] | None,
+            disk: ThreadPoolExecutor) -> None:
+    """Move the new segments (their files already on disk) into place, replace the state
+    atomically, then delete the segments retired by earlier refreshes. The folders' entries
+    are synced on ``disk``'s threads, side by side (3–4 ms each on this machine's disk)."""
+    made = [m for m in sorted(work.iterdir()) if m.is_dir()]  # <view>.<kind>.<n>: _Run._made
+    list(disk.map(_fsync, made))
     moved: set[Path] = set()
-    for made in sorted(work.iterdir()):
-        if made.is_dir():  # <view>.<kind>.<n>, see _Run._made
-            name, kind, number = made.name.split(".")
-            (folder / name / kind).mkdir(parents=True, exist_ok=True)
-            made.rename(folder / name / kind / f"{SEGMENT}={number}")
-            moved.add(folder / name / kind)
-    for parent in sorted(moved):
-        _fsync(parent)
+    for segment in made:
+        name, kind, number = segment.name.split(".")
+        (folder / name / kind).mkdir(parents=True, exist_ok=True)
+        segment.rename(folder / name / kind / f"{SEGMENT}={number}")
+        moved.add(folder / name / kind)
+    list(disk.map(_fsync, sorted(moved | {p.parent for p in moved})))
     text = json.dumps(state, indent=1, ensure_ascii=False).encode()
     temporary = folder / f"{STATE}.new"
     with temporary.open("wb") as out:
