@@ -26,18 +26,15 @@ are not copied again).
 
 from __future__ import annotations
 
-import fcntl
 import sqlite3
-import threading
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from songkhoe.store.backends import Backend, open_backend
-from songkhoe.store.schema import SQLITE_TYPES, Types
+from songkhoe.store.backends import Backend, SqliteBackend, open_backend
+from songkhoe.store.schema import Types
 
 from .audit import COLUMNS
 from .db import Db
@@ -65,27 +62,14 @@ class LogsDiffer(RuntimeError):
     """The store's entries and the audit database's are not one chain: nothing is moved."""
 
 
-class SqliteFile(Backend):
-    """The audit log's own SQLite file: WAL, ``synchronous=NORMAL`` (as the store: a commit
-    survives the process, and is on disk at the next checkpoint), a small pool of
-    connections. Writers queue on ``flock`` of ``<file>-writer.lock`` before ``BEGIN
-    IMMEDIATE``, as the store's do, so a server process's writer wakes the moment another
-    process's batch is committed rather than after SQLite's busy handler's growing sleeps
-    (a write request waits for its entry). SQLite checkpoints in the committing connection —
-    the writer thread, never the event loop."""
-
-    name = "sqlite"
-    types = SQLITE_TYPES
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._idle: list[sqlite3.Connection] = []
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._writer = threading.Lock()
-        self._writer_file = None if path == ":memory:" else open(f"{path}-writer.lock", "a")
+class SqliteFile(SqliteBackend):
+    """The audit log's own SQLite file, on the store's pool and writer queue
+    (``SqliteBackend``: WAL, ``synchronous=NORMAL`` — a commit survives the process and is on
+    disk at the next checkpoint — writers queued on ``flock`` of ``<file>-writer.lock``, so a
+    server process's writer wakes the moment another process's batch is committed; a write
+    request waits for its entry). Its own connections: a smaller cache, and SQLite checkpoints
+    in the committing connection — the writer thread, never the event loop — so no
+    checkpointer thread."""
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
@@ -96,57 +80,6 @@ class SqliteFile(Backend):
         with self._lock:
             self._all.append(conn)
         return conn
-
-    @contextmanager
-    def transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
-        if not write:
-            with self._begin(write=False) as conn:
-                yield conn
-            return
-        with self._writer:
-            if self._writer_file is not None:
-                fcntl.flock(self._writer_file, fcntl.LOCK_EX)
-            try:
-                with self._begin(write=True) as conn:
-                    yield conn
-            finally:
-                if self._writer_file is not None:
-                    fcntl.flock(self._writer_file, fcntl.LOCK_UN)
-
-    @contextmanager
-    def _begin(self, *, write: bool) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = self._connect()
-        try:
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        finally:
-            with self._lock:
-                self._idle.append(conn)
-
-    def execute(self, conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> Any:
-        return conn.execute(sql, params)
-
-    def executemany(self, conn: sqlite3.Connection, sql: str,
-                    rows: Iterable[Sequence[Any]]) -> None:
-        conn.executemany(sql, rows)
-
-    def close(self) -> None:
-        with self._lock:
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
-            self._idle.clear()
-        if self._writer_file is not None:
-            self._writer_file.close()
-            self._writer_file = None
 
 
 class AuditDb(Db):
