@@ -107,7 +107,7 @@ def write_result(tx: Tx, facts: Facts, result: Result, settled: Settled) -> None
     for key, wanted in result.resources.items():
         have = existing.get(key)
         if have is None or _content(have) != _content(wanted):
-            tx.update(key[0], key[1], wanted)
+            tx.update(key[0], key[1], wanted, previous=have)
             settled.written.append(wanted)
     for key, have in existing.items():
         if key in result.resources or key[0] not in _RETRACTABLE or \
@@ -115,7 +115,7 @@ def write_result(tx: Tx, facts: Facts, result: Result, settled: Settled) -> None
                 have.get("status") == _RETRACTABLE[key[0]]:
             continue
         retracted = {**_content(have), "status": _RETRACTABLE[key[0]]}
-        tx.update(key[0], key[1], retracted)
+        tx.update(key[0], key[1], retracted, previous=have)
         settled.written.append(retracted)
 
 
@@ -189,7 +189,7 @@ def _interpret(tx: Tx, obs: dict[str, Any], ours: list[dict[str, Any]],
     if tx.wrote("Observation", obs["id"]):
         tx.amend(amended)
     else:
-        tx.update("Observation", obs["id"], amended)
+        tx.update("Observation", obs["id"], amended, previous=obs)
     settled.written.append(amended)
 
 

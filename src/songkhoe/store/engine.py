@@ -45,7 +45,7 @@ from .access import CURRENT, Access, OwnerIndex
 from .api import HistoryPage, Operations, Prepared, SearchResult, Stored, WriteResult
 from .backends import Backend
 from .ids import new_id
-from .indexer import index_rows
+from .indexer import index_rows, same_index
 from .ranges import format_instant, from_us, instant_us
 from .schema import INDEX_COLUMNS
 from . import search_exec
@@ -279,8 +279,10 @@ class Tx(Operations):
         return (row[0], row[1], bool(row[2])) if row else None
 
     def _write(self, prepared: Prepared, id: str, current: tuple[int, int, bool] | None,
-               method: str, if_match: int | None = None, *, fresh_id: bool = False) -> WriteResult:
-        """Store a new version; ``fresh_id``: the id was just generated, so no row can exist."""
+               method: str, if_match: int | None = None, *, fresh_id: bool = False,
+               keep_index: bool = False) -> WriteResult:
+        """Store a new version; ``fresh_id``: the id was just generated, so no row can exist;
+        ``keep_index``: the current version's index rows are the new one's (``update``)."""
         rtype = prepared.resource["resourceType"]
         if self.guard is not None:  # before If-Match: a 412 would tell a hidden version
             if current is not None:
@@ -304,7 +306,8 @@ class Tx(Operations):
             rid = current[0]
             self._sql("UPDATE resources SET version = ?, last_updated = ?, deleted = ? "
                       "WHERE rid = ?", (version, self.now, False, rid))
-            self.unindex(rid)
+            if not keep_index:
+                self.unindex(rid)
         content = self.stage({**prepared.resource, "id": id}, rid, version, method, prepared.index)
         if self.guard is not None:
             action = "u" if current and not current[2] else "c"
@@ -413,15 +416,31 @@ class Tx(Operations):
         return self._write(prepared, id or new_id(), None, "POST", fresh_id=True)
 
     def update(self, type: str, id: str, resource: dict[str, Any] | Prepared, *,
-               if_match: int | None = None, method: str = "PUT") -> WriteResult:
+               if_match: int | None = None, method: str = "PUT",
+               previous: dict[str, Any] | None = None) -> WriteResult:
+        """``previous``: the stored version this one replaces, as read in this transaction;
+        when it is still the current version and the two differ only where no search
+        parameter reads (``indexer.same_index``), its index rows are kept instead of
+        computed and written again."""
         check_type(type)
         check_id(id)
-        prepared = prepare(resource, type)
-        if prepared.resource.get("id") != id:
-            raise FhirError(400, Issue("invalid", f"the resource's id "
-                                       f"{prepared.resource.get('id')!r} differs from the id in "
-                                       f"the URL {id!r}", "id"))
-        return self._write(prepared, id, self._current(type, id, lock=True), method, if_match)
+        prepared: Prepared | None = None
+        if previous is None or isinstance(resource, Prepared):
+            prepared = prepare(resource, type)
+            body = prepared.resource
+        else:
+            body = checked(resource, type)
+        if body.get("id") != id:
+            raise FhirError(400, Issue("invalid", f"the resource's id {body.get('id')!r} "
+                                       f"differs from the id in the URL {id!r}", "id"))
+        current = self._current(type, id, lock=True)
+        keep = False
+        if prepared is None:
+            assert previous is not None
+            keep = current is not None and not current[2] and same_index(previous, body) and \
+                str((previous.get("meta") or {}).get("versionId")) == str(current[1])
+            prepared = Prepared(body, {} if keep else index_rows(body))
+        return self._write(prepared, id, current, method, if_match, keep_index=keep)
 
     def conditional_update(self, type: str, query: str, resource: dict[str, Any] | Prepared, *,
                            if_match: int | None = None) -> WriteResult:

@@ -313,6 +313,40 @@ def _type_plans(rtype: str) -> _TypePlans:
     return _TypePlans(rtype)
 
 
+#: top-level elements read beyond the parameters' own keys: ``text`` (``_text``) and
+#: ``contained`` (a reference to ``#id`` resolves inside the resource)
+_ALSO_READ = frozenset({"text", "contained"})
+_VERSION_META = ("versionId", "lastUpdated")
+
+
+def same_index(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether ``new`` has exactly the index rows of ``old``, a version of the same resource:
+    every element they differ in is one no stored parameter of the type reads (the keys
+    ``index_rows`` wakes its parameters by), and their ``meta`` differs at most in
+    ``versionId`` and ``lastUpdated`` (``_id`` and ``_lastUpdated`` are columns of
+    ``resources``, not index rows). An Observation given its ``interpretation`` keeps its rows."""
+    rtype = new.get("resourceType")
+    if rtype != old.get("resourceType") or new.get("id") != old.get("id"):
+        return False
+    plans = _type_plans(rtype)
+    if plans.always:
+        return False
+    for key in old.keys() | new.keys():
+        before, after = old.get(key), new.get(key)
+        if key == "meta":
+            before, after = _unversioned(before), _unversioned(after)
+        if before != after and (key in _ALSO_READ or plans.for_key(key)):
+            return False
+    return True
+
+
+def _unversioned(meta: Any) -> Any:
+    """``meta`` without what the store sets on every version (None when nothing is left)."""
+    if isinstance(meta, dict) and any(k in meta for k in _VERSION_META):
+        return {k: v for k, v in meta.items() if k not in _VERSION_META} or None
+    return meta
+
+
 # --- rows -------------------------------------------------------------------------------------
 
 
