@@ -256,3 +256,15 @@ def test_two_servers_appending_to_one_audit_file_keep_one_chain(tmp_path) -> Non
         for auth, store in zip(auths, stores):
             auth.close()
             store.close()
+
+
+def test_a_large_batch_is_appended_whole_and_in_order(auth) -> None:
+    """600 entries in one transaction (on SQLite statements of 256, 256, 64, 16 and 8 rows):
+    numbered 1…600 in the order given, each with its own search columns, and the chain
+    holds."""
+    events = [Event("read", "GET", f"/fhir/Patient/p{i}", 200, entity=f"Patient/p{i}",
+                    who="bacsi") for i in range(600)]
+    assert auth.audit.record_many(events) == list(range(1, 601))
+    assert auth.audit.verify() is None
+    rows = auth.audit.db.all("SELECT seq, patient FROM audit_log ORDER BY seq")
+    assert [(int(s), p) for s, p in rows] == [(i + 1, f"p{i}") for i in range(600)]
