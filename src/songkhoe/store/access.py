@@ -140,9 +140,13 @@ def owner_rows_sql(rids: str | None) -> str:
     """SELECT of (rid, type, patient) owner rows for the resources whose ``rid`` is in
     ``rids`` (a SQL list; None: all, and each Patient owns itself): the Patients their owner
     parameters name."""
+    # for given rows, ``sp + 0``: they are found by their rid; offered 500 rids, SQLite would
+    # rather read every owner reference of the database by ``sp`` (39 ms against 2 ms for 500
+    # written rows of a 20,000-person store, growing with the store)
+    sp = "x.sp + 0" if rids else "x.sp"
     refs = ("SELECT DISTINCT x.rid AS rid, r.type AS type, x.target_id AS patient "
             "FROM idx_reference x JOIN resources r ON r.rid = x.rid "
-            f"WHERE x.sp IN ({_ints(owner_sps())}) AND x.target_type = 'Patient' AND "
+            f"WHERE {sp} IN ({_ints(owner_sps())}) AND x.target_type = 'Patient' AND "
             + (f"x.rid IN ({rids})" if rids else "1 = 1"))
     if rids:
         return refs
