@@ -11,6 +11,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -85,6 +86,15 @@ class SqliteBackend(Backend):
     """
 
     CHECKPOINT_SECONDS = 1.0
+    #: WAL size above which a checkpoint restarts the log (``RESTART``): while writers keep
+    #: committing, passive checkpoints never let the WAL start over, and a bulk load of
+    #: 100,000 people grew it to 9.9 GB beside a 2 GB database
+    WAL_RESTART_BYTES = 256 << 20
+    WAL_KEPT_BYTES = 64 << 20  # ``journal_size_limit``: what a restarted WAL keeps on disk
+    #: how long a restarting checkpoint may hold new writers back waiting for the current
+    #: writer and older readers, and how long it is not tried again after it could not finish
+    RESTART_WAIT_SECONDS = 2.0
+    RESTART_BACKOFF_SECONDS = 60.0
 
     name = "sqlite"
     types = SQLITE_TYPES
@@ -102,11 +112,32 @@ class SqliteBackend(Backend):
         self._checkpointer: threading.Thread | None = None
 
     def _checkpoint_loop(self) -> None:
+        """Each second a passive checkpoint (it waits for nobody). Once the WAL has grown past
+        ``WAL_RESTART_BYTES`` — writers committing without pause, so that no checkpoint ever
+        reaches the end of the log and it never starts over — a ``RESTART`` checkpoint,
+        taken as a turn in the writers' queue, so that it copies everything while no writer
+        runs (it waits at most ``RESTART_WAIT_SECONDS`` for older readers; after one that
+        could not finish, none for ``RESTART_BACKOFF_SECONDS``, so a long reader does not
+        stall writers again and again)."""
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=60.0)
+                               timeout=self.RESTART_WAIT_SECONDS)
+        next_restart = 0.0
         try:
             while not self._closing.wait(self.CHECKPOINT_SECONDS):
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                try:
+                    size = os.path.getsize(f"{self.path}-wal")
+                except OSError:
+                    size = 0
+                if size > self.WAL_RESTART_BYTES and time.monotonic() >= next_restart:
+                    with self._writers_turn():  # a turn in the writers' queue: no writer
+                        try:  # runs meanwhile, so it waits only for older readers
+                            busy = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
+                        except sqlite3.OperationalError:  # locked past the wait
+                            busy = 1
+                    if busy:
+                        next_restart = time.monotonic() + self.RESTART_BACKOFF_SECONDS
+                else:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         finally:
             conn.close()
 
@@ -120,6 +151,7 @@ class SqliteBackend(Backend):
         conn.execute("PRAGMA mmap_size=1073741824")  # pages shared through the OS, not per connection
         conn.execute("PRAGMA temp_store=MEMORY")
         conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it
+        conn.execute(f"PRAGMA journal_size_limit={self.WAL_KEPT_BYTES}")
         with self._lock:
             self._all.append(conn)
             if self._checkpointer is None and self.path != ":memory:":
@@ -135,12 +167,17 @@ class SqliteBackend(Backend):
             with self._begin(write=False) as conn:
                 yield conn
             return
+        with self._writers_turn(), self._begin(write=True) as conn:
+            yield conn
+
+    @contextmanager
+    def _writers_turn(self) -> Iterator[None]:
+        """The writers' queue of this database: this process's lock, then ``flock``."""
         with self._writer:
             if self._writer_file is not None:
                 fcntl.flock(self._writer_file, fcntl.LOCK_EX)
             try:
-                with self._begin(write=True) as conn:
-                    yield conn
+                yield
             finally:
                 if self._writer_file is not None:
                     fcntl.flock(self._writer_file, fcntl.LOCK_UN)
