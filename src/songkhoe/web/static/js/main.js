@@ -40,7 +40,9 @@ function header() {
     '/app/worklists/overdue': here.startsWith('/app/worklists/'), '/app/dashboard': here === '/app/dashboard' };
   const link = (href, key) => h('a', { href, 'aria-current': active[href] ? 'page' : null }, t(key));
   const other = current() === 'vi' ? 'en' : 'vi';
-  const langButton = h('button', { type: 'button', lang: other, onclick: async () => { await setLang(other); route(); } },
+  // the page is not ready again until it is drawn in the other language
+  const switchLang = async () => { delete document.body.dataset.ready; await setLang(other); route(); };
+  const langButton = h('button', { type: 'button', lang: other, onclick: switchLang },
     other === 'en' ? 'English' : 'Tiếng Việt');
   const me = app.me;
   clear(top, h('div', { class: 'bar' },
