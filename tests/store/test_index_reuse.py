@@ -33,10 +33,14 @@ def _expected_rows(resource: dict) -> dict[str, list[tuple]]:
     return {table: sorted(tuple(r) for r in rows) for table, rows in index_rows(resource).items()}
 
 
-def _rid(store, rtype: str, id: str) -> int:
+def _stored_bp(store):
+    """A Patient's blood pressure of 165 mmHg, stored: (its ``Stored``, its row id)."""
+    store.update("Patient", "p1", patient(id="p1"))
+    first = store.create(bp("p1", systolic=165)).stored
     with store.reading() as tx:
-        return tx.execute("SELECT rid FROM resources WHERE type = ? AND id = ?",
-                          [rtype, id]).fetchone()[0]
+        rid = tx.execute("SELECT rid FROM resources WHERE type = 'Observation' AND id = ?",
+                         [first.id]).fetchone()[0]
+    return first, rid
 
 
 def test_which_changes_keep_the_rows():
@@ -89,9 +93,7 @@ def test_kept_rows_are_the_rows_of_the_new_version():
 
 
 def test_update_with_previous_keeps_the_rows(store):
-    store.update("Patient", "p1", patient(id="p1"))
-    first = store.create(bp("p1", systolic=165)).stored
-    rid = _rid(store, "Observation", first.id)
+    first, rid = _stored_bp(store)
     previous = store.read("Observation", first.id).resource
     with store.transaction() as tx:
         result = tx.update("Observation", first.id, {**previous, "interpretation": INTERPRETATION},
@@ -108,9 +110,7 @@ def test_a_stale_previous_is_not_trusted(store):
     """The caller's ``previous`` is version 1, but version 2 changed a searched value: what
     is written (built on version 1) is indexed from its own content, not given version 2's
     rows."""
-    store.update("Patient", "p1", patient(id="p1"))
-    first = store.create(bp("p1", systolic=165)).stored
-    rid = _rid(store, "Observation", first.id)
+    first, rid = _stored_bp(store)
     stale = store.read("Observation", first.id).resource
     lowered = copy.deepcopy(stale)
     lowered["component"][0]["valueQuantity"]["value"] = 120
@@ -126,9 +126,7 @@ def test_a_stale_previous_is_not_trusted(store):
 
 
 def test_an_indexed_change_is_indexed_even_with_previous(store):
-    store.update("Patient", "p1", patient(id="p1"))
-    first = store.create(bp("p1", systolic=165)).stored
-    rid = _rid(store, "Observation", first.id)
+    first, rid = _stored_bp(store)
     previous = store.read("Observation", first.id).resource
     with store.transaction() as tx:
         tx.update("Observation", first.id, {**previous, "status": "amended"}, previous=previous)
