@@ -437,8 +437,9 @@ class Tx(Operations):
         keep = False
         if prepared is None:
             assert previous is not None
-            keep = current is not None and not current[2] and same_index(previous, body) and \
-                str((previous.get("meta") or {}).get("versionId")) == str(current[1])
+            keep = current is not None and not current[2] and \
+                str((previous.get("meta") or {}).get("versionId")) == str(current[1]) and \
+                same_index(previous, body)
             prepared = Prepared(body, {} if keep else index_rows(body))
         return self._write(prepared, id, current, method, if_match, keep_index=keep)
 
