@@ -15,7 +15,6 @@ ROW = os.urandom(4000).hex()  # two pages of a row
 def _peak_wal(tmp_path, restart_bytes: int, seconds: float = 2.5) -> int:
     """Two writer threads committing rows for ``seconds``; the largest WAL seen."""
     backend = SqliteBackend(str(tmp_path / "wal.db"))
-    backend.CHECKPOINT_SECONDS = 0.05
     backend.WAL_RESTART_BYTES = restart_bytes
     backend.WAL_KEPT_BYTES = restart_bytes // 4
     with backend.transaction(write=True) as conn:
@@ -46,6 +45,6 @@ def _peak_wal(tmp_path, restart_bytes: int, seconds: float = 2.5) -> int:
 
 
 def test_the_wal_restarts_under_continuous_writes(tmp_path) -> None:
-    """Restarting past 4 MB, the WAL stays within tens of MB (30 MB seen); with passive
-    checkpoints alone it grew to 480–550 MB in the same 2.5 seconds."""
-    assert _peak_wal(tmp_path, 4 << 20) < 96 << 20
+    """Restarting past 4 MB, the WAL stays within a few MB (4.4 MB seen); with passive
+    checkpoints alone it grew to 850–1,100 MB in the same 2.5 seconds."""
+    assert _peak_wal(tmp_path, 4 << 20) < 32 << 20

@@ -86,13 +86,12 @@ class SqliteBackend(Backend):
     """
 
     CHECKPOINT_SECONDS = 1.0
-    #: WAL size above which a checkpoint restarts the log (``RESTART``): while writers keep
-    #: committing, passive checkpoints never let the WAL start over, and a bulk load of
-    #: 100,000 people grew it to 9.9 GB beside a 2 GB database
+    #: WAL size above which the writer restarts the log (``_restart_large_wal``): a bulk load
+    #: of 100,000 people grew it to 9.9 GB beside a 2 GB database
     WAL_RESTART_BYTES = 256 << 20
     WAL_KEPT_BYTES = 64 << 20  # ``journal_size_limit``: what a restarted WAL keeps on disk
-    #: how long a restarting checkpoint may hold new writers back waiting for the current
-    #: writer and older readers, and how long it is not tried again after it could not finish
+    #: how long a restart may wait for older readers (holding writers back), and the longest
+    #: pause before trying again after restarts that could not finish (1 s, doubling)
     RESTART_WAIT_SECONDS = 2.0
     RESTART_BACKOFF_SECONDS = 60.0
 
@@ -110,36 +109,52 @@ class SqliteBackend(Backend):
         self._writer = threading.Lock()
         self._writer_file = None if path == ":memory:" else open(f"{path}-writer.lock", "a")
         self._checkpointer: threading.Thread | None = None
+        self._next_restart = 0.0  # (monotonic) no restart of the WAL before then
+        self._restart_pause = 1.0  # seconds before the next try after one that failed
+        self._checkpointing = threading.Lock()  # a restart waits for this process's pass
 
     def _checkpoint_loop(self) -> None:
-        """Each second a passive checkpoint (it waits for nobody). Once the WAL has grown past
-        ``WAL_RESTART_BYTES`` — writers committing without pause, so that no checkpoint ever
-        reaches the end of the log and it never starts over — a ``RESTART`` checkpoint,
-        taken as a turn in the writers' queue, so that it copies everything while no writer
-        runs (it waits at most ``RESTART_WAIT_SECONDS`` for older readers; after one that
-        could not finish, none for ``RESTART_BACKOFF_SECONDS``, so a long reader does not
-        stall writers again and again)."""
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=self.RESTART_WAIT_SECONDS)
-        next_restart = 0.0
+                               timeout=60.0)
         try:
             while not self._closing.wait(self.CHECKPOINT_SECONDS):
-                try:
-                    size = os.path.getsize(f"{self.path}-wal")
-                except OSError:
-                    size = 0
-                if size > self.WAL_RESTART_BYTES and time.monotonic() >= next_restart:
-                    with self._writers_turn():  # a turn in the writers' queue: no writer
-                        try:  # runs meanwhile, so it waits only for older readers
-                            busy = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
-                        except sqlite3.OperationalError:  # locked past the wait
-                            busy = 1
-                    if busy:
-                        next_restart = time.monotonic() + self.RESTART_BACKOFF_SECONDS
-                else:
+                with self._checkpointing:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         finally:
             conn.close()
+
+    def _restart_large_wal(self, conn: sqlite3.Connection) -> None:
+        """Right after a commit, in the writers' turn: past ``WAL_RESTART_BYTES`` the log is
+        restarted. While writers commit without pause, the passive checkpoints never reach
+        the end of the log, so it never starts over; ``RESTART`` copies what they have not,
+        with no writer running, and the next writer begins the WAL anew (truncated to
+        ``WAL_KEPT_BYTES``). It waits for this process's checkpointer thread to finish its
+        pass, and at most ``RESTART_WAIT_SECONDS`` for older readers; after one that could
+        not finish the next waits 1 s, then twice as long each time up to
+        ``RESTART_BACKOFF_SECONDS``, so a long reader does not stall writers again and again.
+        (Done by the writer, not by the checkpointer thread: queued for the writers' turn,
+        that thread waited behind writers taking it back to back, and the WAL still reached
+        2 GB.)"""
+        if self.path == ":memory:" or time.monotonic() < self._next_restart:
+            return
+        try:
+            if os.path.getsize(f"{self.path}-wal") <= self.WAL_RESTART_BYTES:
+                return
+        except OSError:
+            return
+        conn.execute(f"PRAGMA busy_timeout={round(self.RESTART_WAIT_SECONDS * 1000)}")
+        try:
+            with self._checkpointing:
+                busy = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
+        except sqlite3.OperationalError:  # locked past the wait
+            busy = 1
+        finally:
+            conn.execute("PRAGMA busy_timeout=60000")
+        if busy:
+            self._next_restart = time.monotonic() + self._restart_pause
+            self._restart_pause = min(self._restart_pause * 2, self.RESTART_BACKOFF_SECONDS)
+        else:
+            self._restart_pause = 1.0
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
@@ -167,17 +182,12 @@ class SqliteBackend(Backend):
             with self._begin(write=False) as conn:
                 yield conn
             return
-        with self._writers_turn(), self._begin(write=True) as conn:
-            yield conn
-
-    @contextmanager
-    def _writers_turn(self) -> Iterator[None]:
-        """The writers' queue of this database: this process's lock, then ``flock``."""
         with self._writer:
             if self._writer_file is not None:
                 fcntl.flock(self._writer_file, fcntl.LOCK_EX)
             try:
-                yield
+                with self._begin(write=True) as conn:
+                    yield conn
             finally:
                 if self._writer_file is not None:
                     fcntl.flock(self._writer_file, fcntl.LOCK_UN)
@@ -198,6 +208,8 @@ class SqliteBackend(Backend):
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            if write:
+                self._restart_large_wal(conn)
         finally:
             with self._lock:
                 self._idle.append(conn)
