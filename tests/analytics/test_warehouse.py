@@ -186,6 +186,24 @@ def test_refresh_after_creates_updates_and_deletes_equals_a_full_build(
         assert warehouse_rows(tmp_path / "wh", name) == warehouse_rows(tmp_path / "full", name)
 
 
+@pytest.mark.parametrize("chunk", [4, 6])
+def test_a_delta_over_several_files_equals_a_full_build(populated, views, tmp_path,
+                                                        chunk: int) -> None:
+    """The changed resources read in blocks (of a size dividing ``chunk``: 4 and 2 here) and
+    spread over several NDJSON files: the delta's rows are the store's."""
+    store = populated
+    refresh(store, tmp_path / "wh", views, chunk=chunk)
+    obs = _observations(store, 11)
+    for n, o in enumerate(obs):
+        o["valueQuantity"] = {**o.get("valueQuantity", {}), "value": 50 + n}
+        store.update("Observation", o["id"], o)
+    store.delete("Observation", obs[0]["id"])
+    report = refresh(store, tmp_path / "wh", views, chunk=chunk)
+    assert report.views["vital_signs"].mode == "delta"
+    assert report.read["Observation"] == 11
+    assert_matches_store(store, tmp_path / "wh")
+
+
 def test_a_refresh_with_nothing_changed_changes_nothing(populated, views, tmp_path) -> None:
     refresh(populated, tmp_path / "wh", views)
     store_obs = _observations(populated, 1)[0]
