@@ -418,9 +418,9 @@ class Tx(Operations):
     def update(self, type: str, id: str, resource: dict[str, Any] | Prepared, *,
                if_match: int | None = None, method: str = "PUT",
                previous: dict[str, Any] | None = None) -> WriteResult:
-        """``previous``: the stored version this one replaces, as read in this transaction;
-        when it is still the current version and the two differ only where no search
-        parameter reads (``indexer.same_index``), its index rows are kept instead of
+        """``previous``: the stored version this one replaces, as the caller read it; when it
+        is still the current version (its ``versionId``) and the two differ only where no
+        search parameter reads (``indexer.same_index``), its index rows are kept instead of
         computed and written again."""
         check_type(type)
         check_id(id)
