@@ -666,6 +666,30 @@ def test_long_ranges_run_in_parts(
     assert_same(keyed(got.to_pylist()), keyed(want))
 
 
+def test_more_periods_than_bits_run_in_parts(
+        population: tuple[list[dict[str, Any]], dict[str, str]], tables: dict[str, pa.Table]
+        ) -> None:
+    """48 months and 16 quarters fit in a BIGINT's months but not in its bits as periods (a
+    person's periods are bits too): they run in parts."""
+    chosen = {"month": ind.periods("month", date(2022, 12, 1), AS_OF, AS_OF),
+              "quarter": ind.periods("quarter", date(2022, 12, 1), AS_OF, AS_OF)}
+    runs = list(ind._runs(chosen["month"] + chosen["quarter"]))
+    assert len(runs) == 2 and len(runs[0]) == ind.MAX_MONTHS
+    got = ind.compute(ind.DuckDBEngine(duck(tables)), grains=["month", "quarter"], as_of=AS_OF,
+                      chosen=chosen)
+    want = Reference(population[0], AS_OF).table(("month", "quarter"), chosen)
+    assert_same(keyed(got.to_pylist()), keyed(want))
+
+
+def test_render_repeats_each_block_per_period(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "t.sql").write_text("SELECT {{each ,}}{{p.day}} AS d{{#}}{{end}} FROM {{table}}")
+    monkeypatch.setattr(ind, "SQL", tmp_path)
+    rows = [{"day": "2026-01-31"}, {"day": "2026-02-28"}, {"day": 7}]
+    assert ind.render("t.sql", {"table": ind._name("x")}, rows) == \
+        "SELECT '2026-01-31' AS d0 , '2026-02-28' AS d1 , CAST(7 AS BIGINT) AS d2 FROM x"
+
+
 def test_edges_land_where_the_definitions_say(
         population: tuple[list[dict[str, Any]], dict[str, str]]) -> None:
     """The hand-made people alone: the numbers the edges must give, written down."""

@@ -15,12 +15,13 @@ How it runs (:func:`compute`):
    (``person.sql``), every dated fact as a row (``event.sql``, a view), per person the
    calendar months of the run with a check-up and with results above or below threshold, as
    bits of a BIGINT (``masks.sql``, ``facts.sql``; the few people whose months need a closer
-   look have their facts read once more, ``touched.sql``), and who has left the population by
-   each period's end (``gone.sql``). Periods, the HEARTS 3- and 12-month windows are sets of
-   calendar months, so one pass over the results serves every grain and period.
-2. each indicator file, once for all grains: people with the same facts counted together,
-   then each period's numerator and denominator per commune (``coverage.sql``, ``raised.sql``,
-   ``hearts.sql``);
+   look have their facts read once more, ``touched.sql``), who has left the population by
+   each period's end (``gone.sql``), and the periods each person is counted in (as bits, one
+   a period). Periods, the HEARTS 3- and 12-month windows are sets of calendar months, so one
+   pass over the results serves every grain and period.
+2. each indicator file, once for all grains: each person read once, one sum per period and
+   measure by commune (``{{each}}`` blocks repeat an expression per period), then one row per
+   commune and period (``coverage.sql``, ``raised.sql``, ``hearts.sql``);
 3. ``rollup.sql``: the communes' counts summed to the level asked for (people have one unit
    per level, so units add up to their parents); value = numerator / denominator.
 
@@ -51,7 +52,7 @@ GRAINS = ("month", "quarter", "year")
 LEVELS = ("commune", "province", "nation")
 #: how many periods of each grain are reported by default, the current one last
 DEFAULT_COUNT = {"month": 12, "quarter": 8, "year": 3}
-#: the months one run can hold: bits 0–61 of a BIGINT (longer ranges run in parts)
+#: the months, and the periods, one run can hold: bits 0–61 of a BIGINT (more run in parts)
 MAX_MONTHS = 62
 #: the ages whose birth-date cut-offs the SQL compares with (born_<age> columns)
 AGES = (18, 25, 30, 65, 80)
@@ -221,7 +222,7 @@ class _Dated:
         """The period's row of the ``{{periods}}`` table; ``k`` numbers it."""
         p, m = self.period, self.end_month
         row: dict[str, Any] = {
-            "k": k, "grain": p.grain, "period_start": p.start.isoformat(),
+            "k": k, "bit": 1 << k, "grain": p.grain, "period_start": p.start.isoformat(),
             "period_end": p.end.isoformat(),
             "before_start": (p.start - timedelta(days=1)).isoformat(),
             "period_bits": self.bits(_months(p.start), m),
@@ -304,6 +305,8 @@ class SparkEngine:
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")
 _CLAMP = re.compile(r"\{\{clamp ([a-z][a-z0-9_]*)((?: [a-z][a-z0-9_]*)+)\}\}")
+_EACH = re.compile(r"\{\{each( [^}]+)?\}\}(.*?)\{\{end\}\}", re.S)
+_FIELD = re.compile(r"\{\{p\.([a-z][a-z0-9_]*)\}\}")
 
 
 def _text(value: str) -> str:
@@ -349,9 +352,19 @@ def clamp(column: str, cutoffs: Iterable[str]) -> str:
 
 def render(name: str, params: Mapping[str, Any], rows: Sequence[dict[str, Any]] = ()) -> str:
     """The SQL of ``name`` (a file of :data:`SQL`) with its ``{{placeholders}}`` replaced:
-    ``params`` values (names from fixed lists, numbers, dates) and ``{{clamp column cutoff…}}``
-    over the cutoff columns of the period ``rows``."""
+    ``params`` values (names from fixed lists, numbers, dates), ``{{clamp column cutoff…}}``
+    over the cutoff columns of the period ``rows``, and ``{{each SEP}}…{{end}}`` repeated once
+    per period row (joined by SEP), with ``{{p.column}}`` that row's value and ``{{#}}`` its
+    number (the row's ``k`` and bit in per-period masks)."""
     text = (SQL / name).read_text(encoding="utf-8")
+
+    def each(match: re.Match[str]) -> str:
+        separator, body = (match.group(1) or " ").strip() or " ", match.group(2)
+        return f" {separator} ".join(
+            _FIELD.sub(lambda f: _literal(row[f.group(1)]), body.replace("{{#}}", str(k)))
+            for k, row in enumerate(rows))
+
+    text = _EACH.sub(each, text)
 
     def value(match: re.Match[str]) -> str:
         key = match.group(1)
@@ -416,11 +429,12 @@ def compute(engine: Engine, grains: Iterable[str] = GRAINS, levels: Iterable[str
 
 
 def _runs(chosen: list[Period]) -> Iterator[list[Period]]:
-    """The periods in groups whose months (with their 12-month windows) fit in a BIGINT."""
+    """The periods in groups whose months (with their 12-month windows) fit in a BIGINT, and
+    whose number does too (a person's periods are bits as well: facts.sql, ``counted``)."""
     group: list[Period] = []
     for p in sorted(chosen, key=lambda p: (p.end, p.grain)):
         first = min([_months(q.end) - 11 for q in group + [p]])
-        if group and _months(p.end) - first + 1 > MAX_MONTHS:
+        if group and (_months(p.end) - first + 1 > MAX_MONTHS or len(group) == MAX_MONTHS):
             yield group
             group = []
         group.append(p)
@@ -439,14 +453,15 @@ def _run(engine: Engine, chosen: list[Period], as_of: date, levels: list[str]) -
                                        "bit": 1 << (m - base)} for m in range(base, last + 1)])),
               "latest_adult_birth": max(r["born_18"] for r in rows),
               "period_ends": _Raw(_values([{"period_end": e} for e in
-                                           sorted({r["period_end"] for r in rows})]))}
+                                           sorted({r["period_end"] for r in rows})])),
+              "periods": _Raw(_values(rows))}
     engine.view("ind_event", render("prepare/event.sql", params))
     engine.table("ind_masks", render("prepare/masks.sql", params))
     engine.table("ind_touched", render("prepare/touched.sql", params))
-    engine.table("ind_facts", render("prepare/facts.sql", params))
     engine.table("ind_gone", render("prepare/gone.sql", params))
-    # every grain at once: people are grouped by the months all the periods look at
-    common = {"periods": _Raw(_values(rows)),
+    engine.table("ind_facts", render("prepare/facts.sql", params, rows))
+    # every grain at once: each person's periods are counted in one pass (one sum a period)
+    common = {"periods": params["periods"],
               "period_months": _or(r["period_bits"] for r in rows)}
     queries = [render("coverage.sql", common, rows)]
     for indicator, kind in (("raised_blood_pressure", "bp"), ("raised_glucose", "fpg"),

@@ -6,35 +6,30 @@
 -- Registered adults: the people managed by the unit's stations (person.sql) who are 18 or
 -- older on the period's last day (the adult-checkup programme's population, min_age = 18)
 -- and have not left the population by then (gone.sql). A check-up: see event.sql.
--- People are counted in groups with the same unit and birth date (to the precision the
--- periods' cut-offs need: see indicators.py, clamp) — and, for the numerator, the same
--- check-up months, joined only to the periods holding one of them; only the special ones
--- (person.sql) one by one.
+-- Numerators: each person with a check-up in the run is read once, one sum per period, by
+-- unit. Denominators: adults are counted by unit and by the periods they count in (a few
+-- patterns of bits), then per period. Both are then one row per unit and period.
 WITH p AS ({{periods}}),
-f AS (
-  SELECT commune, {{clamp birth_date born_18}} AS born,
-         CASE WHEN special THEN patient END AS special, checkup & {{period_months}} AS checkup
+checked AS (
+  SELECT commune,
+         {{each ,}}SUM(CASE WHEN (counted & {{p.bit}}) <> 0 AND (checkup & {{p.period_bits}}) <> 0
+                  THEN 1 ELSE 0 END) AS n{{#}}{{end}}
   FROM ind_facts
+  WHERE counted <> 0 AND (checkup & {{period_months}}) <> 0
+  GROUP BY commune
 ), adults AS (
-  SELECT commune, born, special, CAST(COUNT(*) AS INT) AS people
-  FROM f
-  GROUP BY commune, born, special
-), checked AS (
-  SELECT commune, born, special, checkup, CAST(COUNT(*) AS INT) AS people
-  FROM f
-  WHERE checkup <> 0
-  GROUP BY commune, born, special, checkup
-), counts AS (
-  SELECT s.commune, p.grain, p.period_start, p.period_end, s.special, 0 AS numerator,
-         s.people AS denominator
-  FROM adults s JOIN p ON s.born <= p.born_18
-  UNION ALL
-  SELECT s.commune, p.grain, p.period_start, p.period_end, s.special, s.people AS numerator,
-         0 AS denominator
-  FROM checked s JOIN p ON s.born <= p.born_18 AND (s.checkup & p.period_bits) <> 0
+  SELECT commune, counted, COUNT(*) AS people
+  FROM ind_facts
+  WHERE counted <> 0
+  GROUP BY commune, counted
+), registered AS (
+  SELECT a.commune, p.k, SUM(CASE WHEN (a.counted & p.bit) <> 0 THEN a.people ELSE 0 END) AS people
+  FROM adults a CROSS JOIN p
+  GROUP BY a.commune, p.k
 )
-SELECT c.commune AS unit, c.grain, c.period_start, 'checkup_coverage' AS indicator,
-       CAST(SUM(c.numerator) AS BIGINT) AS numerator, CAST(SUM(c.denominator) AS DOUBLE) AS denominator
-FROM counts c
-WHERE NOT EXISTS (SELECT 1 FROM ind_gone g WHERE g.patient = c.special AND g.period_end = c.period_end)
-GROUP BY c.commune, c.grain, c.period_start
+SELECT r.commune AS unit, p.grain, p.period_start, 'checkup_coverage' AS indicator,
+       CAST(COALESCE(CASE p.k {{each}}WHEN {{p.k}} THEN c.n{{#}} {{end}}END, 0) AS BIGINT) AS numerator,
+       CAST(r.people AS DOUBLE) AS denominator
+FROM registered r
+JOIN p ON p.k = r.k
+LEFT JOIN checked c ON c.commune = r.commune

@@ -27,76 +27,77 @@
 --                      denominator of every step is the estimate: {{prevalence}} of the adults
 --                      of the survey's age band ({{young}} to {{old}}); see indicators.py.
 --
--- Care patients' visit months differ from person to person, so they are not grouped first:
--- each is joined to the periods and reduced to their state there (nine flags as the bits of an
--- INT), and only then counted, by unit, period (p.k) and state — a single COUNT over the
--- person × period rows instead of eleven sums (2 million people: 1.8 → 1.6 s CPU).
+-- Each care patient is read once: their state in every period (nine flags as the bits of an
+-- INT, 0 when not counted then), and one sum per measure and period, by unit; the sums are
+-- then turned into one row per unit and period. Joining people to periods and counting them
+-- by state cost 2–3 times as much (2 million people: 2.2 s CPU for both programmes).
 WITH p AS ({{periods}}),
 s AS (  -- the care patients, one row each
-  SELECT commune, birth_date AS born, CASE WHEN special THEN patient END AS special,
+  SELECT commune, counted,
          {{p}}_enrolled AS enrolled, {{p}}_ended AS ended, {{p}}_diagnosed AS diagnosed,
          {{p}}_treated_from AS treated_from, {{p}}_treated_until AS treated_until,
          {{seen}} & {{period_months}} AS seen, {{high}} & {{period_months}} AS high
   FROM ind_facts
-  WHERE {{p}}_enrolled IS NOT NULL OR {{p}}_diagnosed IS NOT NULL OR {{p}}_treated_from IS NOT NULL
-), state AS (  -- per person and period (p.k), what they are then, as bits
-  SELECT s.commune, p.k,
-         CASE WHEN s.enrolled <= p.period_end AND (s.ended IS NULL OR s.ended >= p.period_end)
-              THEN 1 ELSE 0 END
-         + CASE WHEN s.enrolled > p.before_start AND s.enrolled <= p.period_end THEN 2 ELSE 0 END
-         + CASE WHEN s.enrolled <= p.registered_by THEN 4 ELSE 0 END
-         + CASE WHEN s.enrolled <= p.before_year THEN 8 ELSE 0 END
-         + CASE WHEN (s.seen & p.year_bits) <> 0 THEN 16 ELSE 0 END
-         + CASE WHEN (s.seen & p.window_bits) <> 0 THEN 32 ELSE 0 END
-         + CASE WHEN (s.high & p.window_bits) > ((s.seen - s.high) & p.window_bits)
-                THEN 64 ELSE 0 END
-         + CASE WHEN s.diagnosed <= p.period_end THEN 128 ELSE 0 END
-         + CASE WHEN s.treated_from <= p.period_end
-                     AND (s.treated_until IS NULL OR s.treated_until >= p.period_end)
-                THEN 256 ELSE 0 END AS state
-  FROM s JOIN p ON s.born <= p.born_18
-  WHERE NOT EXISTS (SELECT 1 FROM ind_gone g WHERE g.patient = s.special AND g.period_end = p.period_end)
-), tally AS (  -- the people alike counted together
-  SELECT commune, k, state, CAST(COUNT(*) AS BIGINT) AS people
+  WHERE counted <> 0
+    AND ({{p}}_enrolled IS NOT NULL OR {{p}}_diagnosed IS NOT NULL OR {{p}}_treated_from IS NOT NULL)
+), state AS (  -- per person, their state in each period (s0, s1, …)
+  SELECT commune,
+         {{each ,}}CASE WHEN (counted & {{p.bit}}) = 0 THEN 0 ELSE
+           CASE WHEN enrolled <= {{p.period_end}} AND (ended IS NULL OR ended >= {{p.period_end}})
+                THEN 1 ELSE 0 END
+           + CASE WHEN enrolled > {{p.before_start}} AND enrolled <= {{p.period_end}} THEN 2 ELSE 0 END
+           + CASE WHEN enrolled <= {{p.registered_by}} THEN 4 ELSE 0 END
+           + CASE WHEN enrolled <= {{p.before_year}} THEN 8 ELSE 0 END
+           + CASE WHEN (seen & {{p.year_bits}}) <> 0 THEN 16 ELSE 0 END
+           + CASE WHEN (seen & {{p.window_bits}}) <> 0 THEN 32 ELSE 0 END
+           + CASE WHEN (high & {{p.window_bits}}) > ((seen - high) & {{p.window_bits}})
+                  THEN 64 ELSE 0 END
+           + CASE WHEN diagnosed <= {{p.period_end}} THEN 128 ELSE 0 END
+           + CASE WHEN treated_from <= {{p.period_end}}
+                       AND (treated_until IS NULL OR treated_until >= {{p.period_end}})
+                  THEN 256 ELSE 0 END END AS s{{#}}{{end}}
+  FROM s
+), counts AS (  -- flags: 1 registered, 2 enrolled in the period, 4 enrolled before the 3-month
+  -- window, 8 before the 12 months, 16 a visit in the 12 months, 32 in the window, 64 the
+  -- window's latest visit high, 128 diagnosed, 256 treated. Lost to follow-up is registered
+  -- less under care, no visit the cohort less controlled and uncontrolled (disjoint parts).
+  SELECT commune,
+         {{each ,}}SUM(CASE WHEN (s{{#}} & 3) = 3 THEN 1 ELSE 0 END) AS registrations{{#}},
+         SUM(CASE WHEN (s{{#}} & 1) = 1 THEN 1 ELSE 0 END) AS registered{{#}},
+         SUM(CASE WHEN (s{{#}} & 25) IN (1, 17, 25) THEN 1 ELSE 0 END) AS under_care{{#}},
+         SUM(CASE WHEN (s{{#}} & 5) = 5 THEN 1 ELSE 0 END) AS cohort{{#}},
+         SUM(CASE WHEN (s{{#}} & 101) = 37 THEN 1 ELSE 0 END) AS controlled{{#}},
+         SUM(CASE WHEN (s{{#}} & 101) = 101 THEN 1 ELSE 0 END) AS uncontrolled{{#}},
+         SUM(CASE WHEN (s{{#}} & 128) <> 0 THEN 1 ELSE 0 END) AS diagnosed{{#}},
+         SUM(CASE WHEN (s{{#}} & 256) <> 0 THEN 1 ELSE 0 END) AS treated{{#}},
+         SUM(CASE WHEN (s{{#}} & 97) = 33 THEN 1 ELSE 0 END) AS controlled_now{{#}}{{end}}
   FROM state
-  GROUP BY commune, k, state
-), flags AS (
-  SELECT t.commune, p.grain, p.period_start, t.people,
-         (state & 1) <> 0 AS registered, (state & 2) <> 0 AS enrolled_in_period,
-         (state & 4) <> 0 AS enrolled_before_window, (state & 8) <> 0 AS enrolled_before_year,
-         (state & 16) <> 0 AS year_visit, (state & 32) <> 0 AS window_visit,
-         (state & 64) <> 0 AS window_high, (state & 128) <> 0 AS diagnosed,
-         (state & 256) <> 0 AS treated
-  FROM tally t JOIN p ON p.k = t.k
-), counts AS (
-  SELECT commune, grain, period_start,
-         SUM(CASE WHEN registered AND enrolled_in_period THEN people ELSE 0 END) AS registrations,
-         SUM(CASE WHEN registered THEN people ELSE 0 END) AS registered,
-         SUM(CASE WHEN registered AND (year_visit OR NOT enrolled_before_year) THEN people ELSE 0 END) AS under_care,
-         SUM(CASE WHEN registered AND enrolled_before_year AND NOT year_visit THEN people ELSE 0 END) AS lost,
-         SUM(CASE WHEN registered AND enrolled_before_window THEN people ELSE 0 END) AS cohort,
-         SUM(CASE WHEN registered AND enrolled_before_window AND window_visit AND NOT window_high
-                  THEN people ELSE 0 END) AS controlled,
-         SUM(CASE WHEN registered AND enrolled_before_window AND window_visit AND window_high
-                  THEN people ELSE 0 END) AS uncontrolled,
-         SUM(CASE WHEN registered AND enrolled_before_window AND NOT window_visit THEN people ELSE 0 END) AS no_visit,
-         SUM(CASE WHEN diagnosed THEN people ELSE 0 END) AS diagnosed,
-         SUM(CASE WHEN treated THEN people ELSE 0 END) AS treated,
-         SUM(CASE WHEN registered AND window_visit AND NOT window_high THEN people ELSE 0 END) AS controlled_now
-  FROM flags
-  GROUP BY commune, grain, period_start
+  GROUP BY commune
+), per_period AS (
+  SELECT c.commune, p.grain, p.period_start,
+         CASE p.k {{each}}WHEN {{p.k}} THEN registrations{{#}} {{end}}END AS registrations,
+         CASE p.k {{each}}WHEN {{p.k}} THEN registered{{#}} {{end}}END AS registered,
+         CASE p.k {{each}}WHEN {{p.k}} THEN under_care{{#}} {{end}}END AS under_care,
+         CASE p.k {{each}}WHEN {{p.k}} THEN registered{{#}} - under_care{{#}} {{end}}END AS lost,
+         CASE p.k {{each}}WHEN {{p.k}} THEN cohort{{#}} {{end}}END AS cohort,
+         CASE p.k {{each}}WHEN {{p.k}} THEN controlled{{#}} {{end}}END AS controlled,
+         CASE p.k {{each}}WHEN {{p.k}} THEN uncontrolled{{#}} {{end}}END AS uncontrolled,
+         CASE p.k {{each}}WHEN {{p.k}} THEN cohort{{#}} - controlled{{#}} - uncontrolled{{#}} {{end}}END
+           AS no_visit,
+         CASE p.k {{each}}WHEN {{p.k}} THEN diagnosed{{#}} {{end}}END AS diagnosed,
+         CASE p.k {{each}}WHEN {{p.k}} THEN treated{{#}} {{end}}END AS treated,
+         CASE p.k {{each}}WHEN {{p.k}} THEN controlled_now{{#}} {{end}}END AS controlled_now
+  FROM counts c CROSS JOIN p
 ), band AS (
-  SELECT commune, {{clamp birth_date {{young}} {{old}}}} AS born,
-         CASE WHEN special THEN patient END AS special
+  SELECT commune, {{clamp birth_date {{young}} {{old}}}} AS born, gone
   FROM ind_facts
 ), population AS (
-  SELECT commune, born, special, CAST(COUNT(*) AS INT) AS people
+  SELECT commune, born, gone, CAST(COUNT(*) AS INT) AS people
   FROM band
-  GROUP BY commune, born, special
+  GROUP BY commune, born, gone
 ), estimate AS (
   SELECT s.commune, p.grain, p.period_start, {{prevalence}} * SUM(s.people) AS estimated
-  FROM population s JOIN p ON s.born <= p.{{young}} AND s.born > p.{{old}}
-  WHERE NOT EXISTS (SELECT 1 FROM ind_gone g WHERE g.patient = s.special AND g.period_end = p.period_end)
+  FROM population s JOIN p ON s.born <= p.{{young}} AND s.born > p.{{old}} AND (s.gone & p.bit) = 0
   GROUP BY s.commune, p.grain, p.period_start
 ), measures AS (  -- one row per commune and period: the counts, and the estimate
   SELECT COALESCE(c.commune, e.commune) AS commune, COALESCE(c.grain, e.grain) AS grain,
@@ -108,7 +109,7 @@ s AS (  -- the care patients, one row each
          COALESCE(c.uncontrolled, 0) AS uncontrolled, COALESCE(c.no_visit, 0) AS no_visit,
          COALESCE(c.diagnosed, 0) AS diagnosed, COALESCE(c.treated, 0) AS treated,
          COALESCE(c.controlled_now, 0) AS controlled_now
-  FROM counts c
+  FROM per_period c
   FULL OUTER JOIN estimate e
     ON c.commune = e.commune AND c.grain = e.grain AND c.period_start = e.period_start
 ), names AS (

@@ -19,20 +19,20 @@
 -- sets holds the highest bit.
 WITH p AS ({{periods}}),
 f AS (
-  SELECT commune, {{clamp birth_date born_18}} AS born,
-         CASE WHEN special THEN patient END AS special,
-         {{seen}} & {{period_months}} AS seen, {{high}} & {{period_months}} AS high
+  SELECT commune, counted, {{seen}} & {{period_months}} AS seen, {{high}} & {{period_months}} AS high
   FROM ind_facts
-  WHERE ({{seen}} & {{period_months}}) <> 0
-), s AS (
-  SELECT commune, born, special, seen, high, CAST(COUNT(*) AS INT) AS people
+  WHERE ({{seen}} & {{period_months}}) <> 0 AND counted <> 0
+), w AS (
+  SELECT commune,
+         {{each ,}}SUM(CASE WHEN (counted & {{p.bit}}) <> 0 AND (seen & {{p.period_bits}}) <> 0
+                  THEN 1 ELSE 0 END) AS d{{#}},
+         SUM(CASE WHEN (counted & {{p.bit}}) <> 0
+                       AND (high & {{p.period_bits}}) > ((seen - high) & {{p.period_bits}})
+                  THEN 1 ELSE 0 END) AS n{{#}}{{end}}
   FROM f
-  GROUP BY commune, born, special, seen, high
+  GROUP BY commune
 )
-SELECT s.commune AS unit, p.grain, p.period_start, '{{indicator}}' AS indicator,
-       CAST(SUM(CASE WHEN (s.high & p.period_bits) > ((s.seen - s.high) & p.period_bits)
-                     THEN s.people ELSE 0 END) AS BIGINT) AS numerator,
-       CAST(SUM(s.people) AS DOUBLE) AS denominator
-FROM s JOIN p ON s.born <= p.born_18 AND (s.seen & p.period_bits) <> 0
-WHERE NOT EXISTS (SELECT 1 FROM ind_gone g WHERE g.patient = s.special AND g.period_end = p.period_end)
-GROUP BY s.commune, p.grain, p.period_start
+SELECT w.commune AS unit, p.grain, p.period_start, '{{indicator}}' AS indicator,
+       CAST(CASE p.k {{each}}WHEN {{p.k}} THEN n{{#}} {{end}}END AS BIGINT) AS numerator,
+       CAST(CASE p.k {{each}}WHEN {{p.k}} THEN d{{#}} {{end}}END AS DOUBLE) AS denominator
+FROM w CROSS JOIN p

@@ -1,6 +1,10 @@
 -- ind_facts: one row per person who is an adult at the end of some period of the run, with
 -- everything the indicators read about them.
 --
+-- Periods (bits: bit k is the run's period k, indicators.py): counted, the periods at whose
+-- end the person is 18 or older (the adult-checkup programme's population, min_age = 18) and
+-- has not left the population (gone.sql); gone, the periods at whose end they have left it.
+--
 -- Months (bits, see masks.sql): checkup; per kind, *_seen (a result that month) and *_high
 -- (that month's latest result is above its threshold). bp: blood pressure; fpg: fasting
 -- glucose; sugar: blood-sugar visits for diabetes care, where the latest day with a fasting
@@ -21,6 +25,12 @@
 -- C07 beta blockers, C08 calcium channel blockers, C09 renin–angiotensin agents) or
 -- antidiabetics (A10) — until NULL while one has no end.
 WITH months AS ({{months}}),
+p AS ({{periods}}),
+gone AS (
+  SELECT g.patient, bit_or(p.bit) AS gone
+  FROM ind_gone g JOIN p ON p.period_end = g.period_end
+  GROUP BY g.patient
+),
 mixed AS (
   SELECT patient, bp_high, bp_low, fpg_high, fpg_low, sugar_high, sugar_low, bmi_high, bmi_low
   FROM ind_masks
@@ -106,7 +116,10 @@ mixed AS (
   WHERE htn OR dm
   GROUP BY patient
 )
-SELECT x.patient, x.commune, x.birth_date, x.special,
+SELECT f.*, adult - (adult & gone) AS counted
+FROM (
+SELECT x.patient, x.commune, x.birth_date, x.special, COALESCE(g.gone, 0) AS gone,
+       {{each +}}CASE WHEN x.birth_date <= {{p.born_18}} THEN {{p.bit}} ELSE 0 END{{end}} AS adult,
        COALESCE(k.checkup, 0) AS checkup,
        COALESCE(k.bp_high + k.bp_low - (k.bp_high & k.bp_low), 0) AS bp_seen,
        COALESCE(k.bp_high - (k.bp_high & k.bp_low) + COALESCE(s.bp, 0), 0) AS bp_high,
@@ -125,4 +138,6 @@ LEFT JOIN settled s ON s.patient = x.patient
 LEFT JOIN care c ON c.patient = x.patient
 LEFT JOIN diagnosis d ON d.patient = x.patient
 LEFT JOIN treatment t ON t.patient = x.patient
+LEFT JOIN gone g ON g.patient = x.patient
 WHERE x.birth_date <= {{latest_adult_birth}}
+) f

@@ -10,7 +10,7 @@
 --   taken since that day — a visit after the call brings them back, as the programmes
 --   engine ignores calls before a person's last visit (engine._latest_call).
 WITH ends AS ({{period_ends}}),
-special AS (SELECT patient FROM ind_facts WHERE special),
+special AS (SELECT patient FROM ind_person WHERE special),
 call AS (
   SELECT patient, substring(t, 1, 10) AS day, concat(substring(t, 1, 10), ' ', id) AS sort_key,
          outcome
