@@ -24,8 +24,10 @@ The data are made straight with numpy/pyarrow in the columns and types of the vi
 
 Timed: ``compute`` for every grain (month, quarter, year: 12 + 8 + 3 periods) and every level
 (commune, province, nation), ``--rounds`` times on a fresh connection (best and all), with the
-process CPU seconds; the raw control-rate query (one period, every commune) likewise. One JSON
-line per figure with the load average.
+process CPU seconds; then, on another connection, ``prepare`` (the per-person base: every
+result read) and ``compute`` from that base (what a dashboard waits for once the base is kept);
+the raw control-rate query (one period, every commune) likewise. One JSON line per figure with
+the load average.
 
     python bench/bench_indicators.py [--people 20000000] [--cache DIR] [--threads 2]
                                      [--rounds 2] [--spark]
@@ -337,6 +339,17 @@ def main() -> None:
         con = open_duckdb(folder, args.threads)
         wall, cpu, load, table = timed(lambda: ind.compute(ind.DuckDBEngine(con), as_of=AS_OF))
         emit(figure="indicators_duckdb", round=k + 1, **data, threads=args.threads,
+             rows=table.num_rows, seconds=round(wall, 2), cpu_seconds=round(cpu, 1),
+             load_before=load, load_after=_load(), target_seconds=10)
+        con.close()
+        con = open_duckdb(folder, args.threads)
+        engine = ind.DuckDBEngine(con)
+        wall, cpu, load, base = timed(lambda: ind.prepare(engine, AS_OF))
+        emit(figure="indicators_base_duckdb", round=k + 1, **data, threads=args.threads,
+             seconds=round(wall, 2), cpu_seconds=round(cpu, 1), load_before=load,
+             load_after=_load())
+        wall, cpu, load, table = timed(lambda: ind.compute(engine, as_of=AS_OF, base=base))
+        emit(figure="indicators_from_base_duckdb", round=k + 1, **data, threads=args.threads,
              rows=table.num_rows, seconds=round(wall, 2), cpu_seconds=round(cpu, 1),
              load_before=load, load_after=_load(), target_seconds=10)
         con.close()

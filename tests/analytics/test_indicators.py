@@ -681,6 +681,30 @@ def test_more_periods_than_bits_run_in_parts(
     assert_same(keyed(got.to_pylist()), keyed(want))
 
 
+def test_a_kept_base_gives_the_same_numbers(tables: dict[str, pa.Table],
+                                           computed: pa.Table) -> None:
+    """The per-person base is built once and serves later runs as of the same day; a run it
+    cannot serve (another day, months before its epoch) is refused, not answered wrongly."""
+    con = duck(tables)
+    engine = ind.DuckDBEngine(con)
+    base = ind.prepare(engine, AS_OF)
+    assert base.epoch == ind.default_epoch(AS_OF) == (AS_OF.year - 2) * 12
+    want = keyed(computed.to_pylist())
+    for _ in range(2):  # the base outlives a run
+        assert_same(keyed(ind.compute(engine, as_of=AS_OF, base=base).to_pylist()), want)
+    months = ind.compute(engine, grains=["month"], levels=["province"], as_of=AS_OF, base=base)
+    assert_same(keyed(months.to_pylist()),
+                {k: v for k, v in want.items() if k[0] == "province" and k[2] == "month"})
+    with pytest.raises(ValueError, match="does not serve"):
+        ind.compute(engine, as_of=AS_OF - timedelta(days=1), base=base)
+    with pytest.raises(ValueError, match="does not serve"):
+        ind.compute(engine, grains=["year"], as_of=AS_OF, base=base,
+                    chosen={"year": ind.periods("year", date(2020, 1, 1), AS_OF, AS_OF)})
+    tables_left = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables "
+                                             "WHERE table_catalog = 'temp'").fetchall()}
+    assert tables_left == set(ind.BASE_TABLES)
+
+
 def test_render_repeats_each_block_per_period(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "t.sql").write_text("SELECT {{each ,}}{{p.day}} AS d{{#}}{{end}} FROM {{table}}")

@@ -265,7 +265,7 @@ class DuckDBEngine:
 
     def drop(self, name: str) -> None:
         kinds = self.con.execute("SELECT table_type FROM information_schema.tables WHERE "
-                                 "table_schema = 'temp' AND table_name = ?", [name]).fetchall()
+                                 "table_catalog = 'temp' AND table_name = ?", [name]).fetchall()
         for (kind,) in kinds:
             self.con.execute(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} temp.{name}")
 
@@ -400,32 +400,83 @@ def _name(value: str) -> _Raw:
 
 # -- the run ---------------------------------------------------------------------------------
 
-PREPARED = ("ind_unit", "ind_person", "ind_event", "ind_masks", "ind_touched", "ind_facts",
-            "ind_gone", "ind_rows")
+#: the tables a :class:`Base` is made of (the units, and the per-person facts), and those a
+#: run makes from them
+BASE_TABLES = ("ind_unit", "ind_base", "ind_visits")
+PREPARED = ("ind_gone", "ind_facts", "ind_rows")
+
+
+@dataclass(frozen=True)
+class Base:
+    """Per-person facts that do not depend on the periods asked for (``prepare/base.sql``,
+    ``visits.sql``), built by :func:`prepare` as of ``as_of`` with month bits from the month
+    ``epoch`` (``_months``) on. Building them reads every result: most of a run's work. Kept
+    in an engine's :data:`BASE_TABLES`, they serve every run as of the same day whose months
+    lie within :data:`MAX_MONTHS` of ``epoch``."""
+
+    as_of: date
+    epoch: int
+
+    def serves(self, as_of: date, first: int, last: int) -> bool:
+        return as_of == self.as_of and self.epoch <= first and last < self.epoch + MAX_MONTHS
+
+
+def default_epoch(as_of: date) -> int:
+    """The first month a :class:`Base` as of ``as_of`` holds: January two years before, the
+    first month the default periods (:data:`DEFAULT_COUNT`) look at."""
+    return (as_of.year - 2) * 12
+
+
+def prepare(engine: Engine, as_of: date, epoch: int | None = None) -> Base:
+    """Build the :class:`Base` tables in ``engine`` as of ``as_of``, months from ``epoch``
+    (default :func:`default_epoch`), from the views: nothing dated after ``as_of`` is read."""
+    epoch = default_epoch(as_of) if epoch is None else epoch
+    last = min(epoch + MAX_MONTHS - 1, _months(as_of))
+    params = {"first_day": _month(epoch).isoformat(), "as_of": as_of.isoformat(),
+              "months": _Raw(_values([{"month_key": _month(m).isoformat()[:7],
+                                       "bit": 1 << (m - epoch)} for m in range(epoch, last + 1)]))}
+    engine.table("ind_unit", render("prepare/unit.sql", {}))
+    try:
+        engine.table("ind_person", render("prepare/person.sql", {}))
+        engine.view("ind_event", render("prepare/event.sql", params))
+        engine.table("ind_masks", render("prepare/masks.sql", params))
+        engine.table("ind_touched", render("prepare/touched.sql", params))
+        engine.table("ind_base", render("prepare/base.sql", params))
+        engine.table("ind_visits", render("prepare/visits.sql", params))
+    finally:
+        for name in ("ind_touched", "ind_masks", "ind_event", "ind_person"):
+            engine.drop(name)
+    return Base(as_of, epoch)
 
 
 def compute(engine: Engine, grains: Iterable[str] = GRAINS, levels: Iterable[str] = LEVELS,
-            as_of: date | None = None, chosen: Mapping[str, Sequence[Period]] | None = None
-            ) -> pa.Table:
+            as_of: date | None = None, chosen: Mapping[str, Sequence[Period]] | None = None,
+            base: Base | None = None) -> pa.Table:
     """Every indicator for every unit of ``levels`` and every period of ``grains`` (the last
     :data:`DEFAULT_COUNT` periods up to ``as_of``, default today; ``chosen`` gives other
-    periods per grain), counted as of ``as_of``: nothing dated after it is read."""
+    periods per grain), counted as of ``as_of``: nothing dated after it is read. With
+    ``base`` (:func:`prepare`'s, its tables in ``engine``) the results are not read again:
+    ValueError if it does not serve every run; without, each run builds a base and drops it."""
     as_of = as_of or date.today()
     levels = [lv for lv in LEVELS if lv in set(levels)]
     chosen_periods = [p for g in GRAINS if g in set(grains)
                       for p in (chosen[g] if chosen and g in chosen else last_periods(g, as_of))]
     if not chosen_periods or not levels:
         return SCHEMA.empty_table()
+    runs = [(run, min(_months(p.end) - 11 for p in run), max(_months(p.end) for p in run))
+            for run in _runs(chosen_periods)]
+    if base is not None and not all(base.serves(as_of, first, last) for _, first, last in runs):
+        raise ValueError(f"the indicators' base as of {base.as_of} from {_month(base.epoch)} "
+                         f"does not serve these periods as of {as_of}: compute without it")
     parts: list[pa.Table] = []
-    try:
-        engine.table("ind_unit", render("prepare/unit.sql", {}))
-        engine.table("ind_person", render("prepare/person.sql", {}))
-        for run in _runs(chosen_periods):
-            parts.append(_run(engine, run, as_of, levels).cast(SCHEMA))
-    finally:
-        for name in reversed(PREPARED):
-            engine.drop(name)
-    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    for run, first, _ in runs:
+        try:
+            epoch = base.epoch if base is not None else prepare(engine, as_of, first).epoch
+            parts.append(_run(engine, run, epoch, levels).cast(SCHEMA))
+        finally:
+            for name in reversed(PREPARED + (BASE_TABLES if base is None else ())):
+                engine.drop(name)
+    return pa.concat_tables(parts)
 
 
 def _runs(chosen: list[Period]) -> Iterator[list[Period]]:
@@ -442,24 +493,13 @@ def _runs(chosen: list[Period]) -> Iterator[list[Period]]:
         yield group
 
 
-def _run(engine: Engine, chosen: list[Period], as_of: date, levels: list[str]) -> pa.Table:
-    base = min(_months(p.end) - 11 for p in chosen)
-    dated = [_Dated(p, base) for p in chosen]
+def _run(engine: Engine, chosen: list[Period], epoch: int, levels: list[str]) -> pa.Table:
+    dated = [_Dated(p, epoch) for p in chosen]
     rows = [d.row(k) for k, d in enumerate(dated)]
-    first = _month(base)
-    last = max(_months(p.end) for p in chosen)
-    params = {"first_day": first.isoformat(), "as_of": as_of.isoformat(),
-              "months": _Raw(_values([{"month_key": _month(m).isoformat()[:7],
-                                       "bit": 1 << (m - base)} for m in range(base, last + 1)])),
-              "latest_adult_birth": max(r["born_18"] for r in rows),
-              "period_ends": _Raw(_values([{"period_end": e} for e in
-                                           sorted({r["period_end"] for r in rows})])),
-              "periods": _Raw(_values(rows))}
-    engine.view("ind_event", render("prepare/event.sql", params))
-    engine.table("ind_masks", render("prepare/masks.sql", params))
-    engine.table("ind_touched", render("prepare/touched.sql", params))
+    params = {"latest_adult_birth": max(r["born_18"] for r in rows),
+              "adult": _adult(rows), "periods": _Raw(_values(rows))}
     engine.table("ind_gone", render("prepare/gone.sql", params))
-    engine.table("ind_facts", render("prepare/facts.sql", params, rows))
+    engine.table("ind_facts", render("prepare/facts.sql", params))
     # every grain at once: each person's periods are counted in one pass (one sum a period)
     common = {"periods": params["periods"],
               "period_months": _or(r["period_bits"] for r in rows)}
@@ -488,6 +528,16 @@ def _run(engine: Engine, chosen: list[Period], as_of: date, levels: list[str]) -
         engine.drop("ind_rows")
         for name in parts:
             engine.drop(name)
+
+
+def _adult(rows: list[dict[str, Any]]) -> _Raw:
+    """The periods (bits) at whose end someone born on ``b.birth_date`` is 18 or older: a CASE
+    over the distinct cut-offs, oldest first — between two cut-offs the set does not change."""
+    cutoffs = sorted({r["born_18"] for r in rows})
+    branches = " ".join(
+        f"WHEN b.birth_date <= {_text(c)} THEN "
+        f"{_literal(_or(r['bit'] for r in rows if r['born_18'] >= c))}" for c in cutoffs)
+    return _Raw(f"CASE {branches} ELSE CAST(0 AS BIGINT) END")
 
 
 def _or(masks: Iterable[int]) -> int:

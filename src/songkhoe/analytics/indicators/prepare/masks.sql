@@ -1,9 +1,9 @@
--- ind_masks: per person, the calendar months of the run ({{first_day}} to {{as_of}}) as the
+-- ind_masks: per person, the calendar months from {{first_day}} to {{as_of}} as the
 -- bits of a BIGINT (ind_month: bit 0 is the first month) with a check-up, and per kind of
 -- result the months with one above its threshold ("high") and with one below it ("low").
 -- Periods (month, quarter, year) and the HEARTS windows (the last 3 and 12 months) are sets of
 -- calendar months, so every period's indicators can be read from a person's bits. A month
--- with results on both sides of a threshold is settled by its latest result (facts.sql).
+-- with results on both sides of a threshold is settled by its latest result (base.sql).
 WITH months AS ({{months}})
 SELECT e.patient,
        bit_or(CASE WHEN e.kind = 'checkup' THEN m.bit ELSE 0 END) AS checkup,

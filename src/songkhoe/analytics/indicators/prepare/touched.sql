@@ -1,7 +1,7 @@
 -- ind_touched: the dated facts (event.sql) of the few people whose months need a closer look
 -- than their bits give, read once for both: people with results on both sides of a threshold
--- in one month (masks.sql; facts.sql settles the month by its latest result) and people a
--- worklist call found moved away or dead (gone.sql: a visit after the call brings them back).
+-- in one month (masks.sql; base.sql settles the month by its latest result) and people a
+-- worklist call found moved away or dead (visits.sql, gone.sql).
 SELECT patient, kind, day, t, id, high
 FROM ind_event
 WHERE day <= {{as_of}}
