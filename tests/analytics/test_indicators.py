@@ -688,7 +688,13 @@ def test_a_kept_base_gives_the_same_numbers(tables: dict[str, pa.Table],
     con = duck(tables)
     engine = ind.DuckDBEngine(con)
     base = ind.prepare(engine, AS_OF)
-    assert base.epoch == ind.default_epoch(AS_OF) == (AS_OF.year - 2) * 12
+    assert base.epoch == ind.default_epoch(AS_OF)
+    for day in (AS_OF, date(2026, 2, 10), date(2025, 12, 31), date(2024, 2, 29)):
+        base_then = ind.Base(day, ind.default_epoch(day))  # serves every grain's defaults
+        for grain in ind.GRAINS:
+            for run in ind._runs(ind.last_periods(grain, day)):
+                assert base_then.serves(day, min(ind._months(p.end) - 11 for p in run),
+                                        max(ind._months(p.end) for p in run)), (day, grain)
     want = keyed(computed.to_pylist())
     for _ in range(2):  # the base outlives a run
         assert_same(keyed(ind.compute(engine, as_of=AS_OF, base=base).to_pylist()), want)

@@ -340,6 +340,38 @@ def test_indicators_count_people_by_unit_and_period(setup: tuple[Any, Auth],
     assert http.get("/api/indicators?period=week", headers=manager).status_code == 400
 
 
+def test_indicators_read_the_results_once_per_day_and_change(
+        setup: tuple[Any, Auth], http: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The three grains share one per-person base; a check-up saved later is counted (the
+    warehouse changed, so the base is built again)."""
+    from songkhoe.analytics import indicators as ind
+
+    built: list[date] = []
+    prepare = ind.prepare
+
+    def counted_prepare(engine: Any, as_of: date, epoch: int | None = None) -> ind.Base:
+        built.append(as_of)
+        return prepare(engine, as_of, epoch)
+
+    monkeypatch.setattr(ind, "prepare", counted_prepare)
+    store, _ = setup
+    for i in range(2):
+        person(store, f"q{i}", "tyt-a", born="1960-01-01")
+    record(store, PROGRAMMES, "q0", date(2026, 11, 2), {"sbp": 120, "dbp": 80})
+    manager = bearer(http, "quanly")
+
+    def screened(period: str) -> int:
+        body = http.get(f"/api/indicators?period={period}&org=tyt-a&today=2026-11-23",
+                        headers=manager).json()
+        return int(body["units"][0]["series"][-1]["screened"])
+
+    assert [screened(p) for p in ("year", "quarter", "month")] == [1, 1, 1]
+    assert built == [date(2026, 11, 23)]
+    record(store, PROGRAMMES, "q1", date(2026, 11, 5), {"sbp": 150, "dbp": 95})
+    assert [screened(p) for p in ("year", "month")] == [2, 2]
+    assert built == [date(2026, 11, 23)] * 2
+
+
 def test_hearts_control_counts_registered_patients(setup: tuple[Any, Auth],
                                                    http: TestClient) -> None:
     store, _ = setup

@@ -422,9 +422,9 @@ class Base:
 
 
 def default_epoch(as_of: date) -> int:
-    """The first month a :class:`Base` as of ``as_of`` holds: January two years before, the
-    first month the default periods (:data:`DEFAULT_COUNT`) look at."""
-    return (as_of.year - 2) * 12
+    """The first month a :class:`Base` as of ``as_of`` holds: the first the default periods
+    of every grain (:data:`DEFAULT_COUNT`, with their 12-month windows) look at."""
+    return min(_months(p.end) - 11 for g in GRAINS for p in last_periods(g, as_of))
 
 
 def prepare(engine: Engine, as_of: date, epoch: int | None = None) -> Base:
