@@ -342,15 +342,16 @@ def test_indicators_count_people_by_unit_and_period(setup: tuple[Any, Auth],
 
 def test_indicators_read_the_results_once_per_day_and_change(
         setup: tuple[Any, Auth], http: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The three grains share one per-person base; a check-up saved later is counted (the
-    warehouse changed, so the base is built again)."""
+    """The three grains share one per-person base; a check-up saved later is counted, the
+    base built again for that one person only."""
     from songkhoe.analytics import indicators as ind
 
-    built: list[date] = []
+    built: list[tuple[date, int]] = []  # each build: its day and the people it read
     prepare = ind.prepare
 
     def counted_prepare(engine: Any, as_of: date, epoch: int | None = None) -> ind.Base:
-        built.append(as_of)
+        people = engine.con.execute("SELECT COUNT(*) FROM patient").fetchone()[0]
+        built.append((as_of, people))
         return prepare(engine, as_of, epoch)
 
     monkeypatch.setattr(ind, "prepare", counted_prepare)
@@ -366,10 +367,10 @@ def test_indicators_read_the_results_once_per_day_and_change(
         return int(body["units"][0]["series"][-1]["screened"])
 
     assert [screened(p) for p in ("year", "quarter", "month")] == [1, 1, 1]
-    assert built == [date(2026, 11, 23)]
+    assert built == [(date(2026, 11, 23), 2)]
     record(store, PROGRAMMES, "q1", date(2026, 11, 5), {"sbp": 150, "dbp": 95})
     assert [screened(p) for p in ("year", "month")] == [2, 2]
-    assert built == [date(2026, 11, 23)] * 2
+    assert built == [(date(2026, 11, 23), 2), (date(2026, 11, 23), 1)]
 
 
 def test_hearts_control_counts_registered_patients(setup: tuple[Any, Auth],

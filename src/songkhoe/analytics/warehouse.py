@@ -142,7 +142,7 @@ def connect(directory: str | os.PathLike[str],
     warehouse is a SQL VIEW of its current rows, by the view's name. The views read the files
     of the state at this call; connect again after a refresh to see its rows."""
     folder = Path(directory).resolve()
-    state = _read_state(folder)
+    state = read_state(folder)
     if state is None:
         raise WarehouseError(f"no warehouse in {folder}: run `songkhoe warehouse refresh "
                              f"--dir {folder}` first")
@@ -184,7 +184,10 @@ def _ident(name: str) -> str:
 
 @dataclass
 class ViewReport:
-    """What a refresh did to one view: ``mode`` full | delta | unchanged."""
+    """What a refresh did to one view: ``mode`` full | delta | unchanged. A delta's files
+    (``files``: its rows; ``keys``: the ids of every resource it changed, deleted ones too;
+    paths relative to the warehouse folder) stay readable until the next refresh, even when
+    a compaction merged them away."""
 
     mode: str
     resources: int = 0  # resources of the view's type read
@@ -192,6 +195,8 @@ class ViewReport:
     rows: int = 0  # rows written
     seconds: float = 0.0
     compacted: bool = False
+    files: list[str] = field(default_factory=list)
+    keys: str | None = None
 
 
 @dataclass
@@ -216,7 +221,7 @@ def refresh(store: Store, directory: str | os.PathLike[str],
     folder = Path(directory).resolve()
     definitions = load_views(views if views is not None else DEFAULT_VIEWS)
     with _exclusive(folder):
-        old = _read_state(folder)
+        old = read_state(folder)
         _remove_leftovers(folder, old)
         end = position(store)
         start = _start(old, end, say)
@@ -493,7 +498,8 @@ class _Run:
         entry["segments"].append(segment)
         seconds = time.perf_counter() - started
         self.report.views[name] = ViewReport(mode, segment["resources"], deleted,
-                                             segment["rows"], seconds)
+                                             segment["rows"], seconds,
+                                             files=list(segment["files"]), keys=segment["keys"])
         what = "full build" if mode == "full" else "changes"
         gone = f" ({deleted:,} deleted)" if deleted else ""
         self.say(f"{name} ({self.views[name].resource}): {what}, {segment['resources']:,} "
@@ -558,7 +564,8 @@ def _needs_compaction(entry: dict[str, Any], max_deltas: int, share: float) -> b
 
 # -- the folder ------------------------------------------------------------------------------------
 
-def _read_state(folder: Path) -> dict[str, Any] | None:
+def read_state(folder: Path) -> dict[str, Any] | None:
+    """The manifest of the warehouse in ``folder`` (``_state.json``), None if there is none."""
     path = folder / STATE
     if not path.exists():
         return None

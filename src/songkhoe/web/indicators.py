@@ -6,9 +6,10 @@ docs/indicators.md), computed over the warehouse (:mod:`songkhoe.analytics.wareh
 this module keeps beside the store. Before answering, the warehouse is brought up to the
 store's change feed when the store has changed since the last answer (an incremental refresh:
 the resources changed since), so a check-up recorded a moment ago is counted. The indicators'
-per-person base (every result read once, :func:`indicators.prepare`) is built once per day
-and warehouse change for the three grains; the indicators of one grain and day are computed
-once for every unit and kept until the warehouse's rows change. The folder: ``$SONGKHOE_WAREHOUSE_DIR``; else beside a SQLite store's file
+per-person base (every result read once, :func:`indicators.prepare`) is built once a day for
+the three grains and, after a refresh, built again only for the people whose resources
+changed (:mod:`songkhoe.analytics.kept_base`); the indicators of one grain and day are
+computed once for every unit and kept until the warehouse's rows change. The folder: ``$SONGKHOE_WAREHOUSE_DIR``; else beside a SQLite store's file
 (``<file>-warehouse``); else a temporary folder for the life of the process (rebuilt at
 start).
 
@@ -58,6 +59,7 @@ from starlette.routing import Route
 
 from songkhoe.analytics import indicators as ind
 from songkhoe.analytics import warehouse
+from songkhoe.analytics.kept_base import KeptBase
 from songkhoe.fhir.outcome import FhirError, Issue
 from songkhoe.store.changes import position
 
@@ -169,9 +171,8 @@ class Figures:
         self._generation = 0  # bumped whenever a refresh changed the warehouse's rows
         self._cache: dict[tuple[str, date], dict[tuple[str, str, date, str], tuple[Any, Any]]] \
             = {}
-        # the indicators' per-person base (every grain's runs read it), on its own connection,
-        # for one day and warehouse generation
-        self._base: tuple[Any, ind.Base, int] | None = None
+        # the indicators' per-person base (every grain's runs read it), kept up to date
+        self._base = KeptBase(self.folder)
 
     def rows(self, kind: str, today: date) -> dict[tuple[str, str, date, str], tuple[Any, Any]]:
         """(level, org, period start, indicator) → (numerator, denominator) for every unit."""
@@ -179,38 +180,20 @@ class Figures:
             now = position(self.store)
             if now != self._seen:
                 report = warehouse.refresh(self.store, self.folder)
+                self._base.refreshed(report)
                 if self._generation == 0 or any(v.mode != "unchanged"
                                                 for v in report.views.values()):
                     self._generation += 1
                     self._cache.clear()
                 self._seen = now
             if (kind, today) not in self._cache:
-                con, base = self._kept_base(today)
+                con, base = self._base.get(today)
                 table = ind.compute(ind.DuckDBEngine(con), grains=[kind], as_of=today,
                                     base=base)
                 self._cache[(kind, today)] = {
                     (r["org_level"], r["org"], r["period_start"], r["indicator"]):
                         (r["numerator"], r["denominator"]) for r in table.to_pylist()}
             return self._cache[(kind, today)]
-
-    def _kept_base(self, today: date) -> tuple[Any, ind.Base]:
-        """A connection to the warehouse holding the indicators' base as of ``today`` for the
-        current generation: built when there is none yet (the results are read once for the
-        three grains, not once each)."""
-        if self._base is not None:
-            con, base, generation = self._base
-            if base.as_of == today and generation == self._generation:
-                return con, base
-            self._base = None
-            con.close()
-        con = warehouse.connect(self.folder)
-        try:
-            base = ind.prepare(ind.DuckDBEngine(con), today)
-        except BaseException:
-            con.close()
-            raise
-        self._base = (con, base, self._generation)
-        return con, base
 
 
 def _folder(store: Any, folder: Path | None) -> tuple[Path, bool]:

@@ -1,0 +1,108 @@
+"""The indicators' base kept over a warehouse (analytics/kept_base.py): after a refresh only the
+people whose resources changed are built again, and the base then equals one built afresh —
+row for row, and in the indicators computed from it."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from songkhoe.analytics import indicators as ind
+from songkhoe.analytics import warehouse
+from songkhoe.analytics.kept_base import KeptBase
+from tests.analytics.test_indicators import (
+    AS_OF,
+    Population,
+    assert_same,
+    edge_cases,
+    keyed,
+    random_people,
+)
+
+
+def rows(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[Any, ...]]:
+    return con.execute(f"SELECT * FROM temp.{table} ORDER BY ALL").fetchall()
+
+
+def fresh(folder: Path) -> tuple[duckdb.DuckDBPyConnection, ind.Base]:
+    con = warehouse.connect(folder)
+    return con, ind.prepare(ind.DuckDBEngine(con), AS_OF)
+
+
+def assert_like_fresh(kept: KeptBase, folder: Path) -> None:
+    con, base = kept.get(AS_OF)
+    again, again_base = fresh(folder)
+    for table in ("ind_base", "ind_visits"):
+        assert rows(con, table) == rows(again, table), table
+    assert_same(keyed(ind.compute(ind.DuckDBEngine(con), as_of=AS_OF, base=base).to_pylist()),
+                keyed(ind.compute(ind.DuckDBEngine(again), as_of=AS_OF,
+                                  base=again_base).to_pylist()))
+    again.close()
+
+
+def test_a_refresh_rebuilds_only_the_people_it_touched(store: Any, tmp_path: Path) -> None:
+    pop = Population()
+    who = edge_cases(pop)
+    random_people(pop, 60, seed=3)
+    by_id = {r["id"]: r for r in pop.resources}
+    for r in pop.resources:
+        store.update(r["resourceType"], r["id"], r)
+    folder = tmp_path / "warehouse"
+    warehouse.refresh(store, folder)
+    kept = KeptBase(folder)
+    con, base = kept.get(AS_OF)
+    assert kept.get(AS_OF) == (con, base)  # kept, not built again
+
+    def subject(r: dict[str, Any]) -> str:
+        return str(r["subject"]["reference"].split("/")[1])
+
+    bps = [r for r in pop.resources if r["resourceType"] == "Observation"
+           and r["code"]["coding"][0]["code"] == "85354-9"]
+    deleted, lowered = bps[0], bps[-1]
+    store.delete("Observation", deleted["id"])  # names its person only in the old row
+    low = copy.deepcopy(lowered)
+    for c, v in zip(low["component"], (110, 70), strict=True):
+        c["valueQuantity"]["value"] = v
+    store.update("Observation", low["id"], low)
+    moved = by_id[who["moved"]]
+    store.update("Patient", moved["id"], {**moved, "managingOrganization": {
+        "reference": "Organization/tyt-b1"}})
+    extra = Population()
+    extra.n = 10_000
+    extra.checkup(subject(lowered), "2026-11-20")
+    extra.call(subject(bps[5]), "2026-11-21", "moved-away")
+    for r in extra.resources:
+        store.update(r["resourceType"], r["id"], r)
+    touched = {subject(deleted), subject(lowered), moved["id"], subject(bps[5])}
+
+    assert kept.refreshed(warehouse.refresh(store, folder)) == len(touched)
+    assert kept.get(AS_OF)[0] is con  # updated in place
+    assert_like_fresh(kept, folder)
+    assert kept.refreshed(warehouse.refresh(store, folder)) == 0  # nothing changed
+
+    organization = by_id["tyt-b1"]
+    store.update("Organization", "tyt-b1", {**organization, "name": "Trạm mới"})
+    assert kept.refreshed(warehouse.refresh(store, folder)) is None  # everyone: built again
+    assert kept.get(AS_OF)[0] is not con
+    assert_like_fresh(kept, folder)
+    kept.close()
+
+
+def test_a_missed_refresh_or_another_day_builds_it_again(store: Any, tmp_path: Path) -> None:
+    pop = Population()
+    edge_cases(pop)
+    for r in pop.resources:
+        store.update(r["resourceType"], r["id"], r)
+    folder = tmp_path / "warehouse"
+    warehouse.refresh(store, folder)
+    kept = KeptBase(folder)
+    con, _ = kept.get(AS_OF)
+    warehouse.refresh(store, folder)  # not shown to the kept base
+    assert kept.refreshed(warehouse.refresh(store, folder)) is None
+    con, base = kept.get(AS_OF)
+    other, other_base = kept.get(AS_OF.replace(day=AS_OF.day - 1))
+    assert other is not con and other_base.as_of != base.as_of
+    kept.close()
