@@ -20,6 +20,12 @@ of the machine weighs on both alike:
 5. ``compaction``: another 1% changed and a refresh that also merges the deltas into a new
    base (``max_deltas=1``).
 
+With the indicators' views (``--views src/songkhoe/analytics/views``), the indicators' base is
+also built after step 2 (``indicators_base_full``) and brought up to the refresh of step 4
+(``indicators_base_update``: the people built again, its time as a share of the base's full
+build, and whether it equals a base built afresh). The Organizations are then left out of step
+3: a change of one builds the base again in full.
+
 ``cpu_seconds`` is this process's CPU time (DuckDB's threads included, PostgreSQL's server
 not), which other jobs on the machine disturb less than the wall clock.
 
@@ -28,7 +34,8 @@ fresh databases with the feed and without it (``change_feed_write_cost``).
 
 Figures (one JSON line each, with ``load_average``): ``warehouse_store_read``,
 ``warehouse_runner``,
-``warehouse_full``, ``warehouse_refresh`` (with ``ratio``), ``warehouse_compaction``.
+``warehouse_full``, ``warehouse_refresh`` (with ``ratio``), ``warehouse_compaction``,
+``indicators_base_full``, ``indicators_base_update``.
 
     python bench/bench_warehouse.py [--backend sqlite|postgres|both] [--people 20000]
                                     [--rounds 3] [--views DIR] [--change 0.01] [--db URL]
@@ -52,6 +59,7 @@ from bench_views import VIEWS
 from common import emit, fresh_db
 
 from songkhoe.analytics import warehouse
+from songkhoe.analytics.kept_base import PERSON_COLUMN, KeptBase
 from songkhoe.analytics.duckdb_runner import to_parquet
 from songkhoe.store import Store, open_store
 from songkhoe.store.bulk import load_parallel
@@ -59,6 +67,7 @@ from songkhoe.store.changes import current
 from songkhoe.synth import SynthConfig, items
 
 TARGET_RATIO = 0.05
+AS_OF = date(2026, 11, 1)
 RUNNER_TARGET = 300_000
 
 
@@ -66,7 +75,7 @@ def populate(backend: str, people: int) -> str:
     url = fresh_db(backend, "songkhoe_bench_warehouse")
     open_store(url).close()
     config = SynthConfig(people=people, seed=3, provinces=(1,), communes_per_province=8,
-                         as_of=date(2026, 11, 1))
+                         as_of=AS_OF)
     summary = load_parallel(url, items(config, workers=2), workers=2)
     assert not summary.rejected, summary.rejected[:3]
     if backend == "postgres":
@@ -110,6 +119,13 @@ def _modified(resource: dict[str, Any], n: int) -> dict[str, Any]:
         resource.setdefault("meta", {})["tag"] = [{"system": "urn:songkhoe:bench",
                                                   "code": f"changed-{n}"}]
     return resource
+
+
+def _base_rows(kept: KeptBase) -> tuple[tuple[int, int], ...]:
+    """(rows, sum of row hashes) of the indicators' base tables, kept or built afresh."""
+    con, _ = kept.get(AS_OF)
+    return tuple(tuple(con.execute(f"SELECT count(*), coalesce(sum(hash(b)), 0) FROM "
+                                   f"temp.{t} AS b").fetchone()) for t in ("ind_base", "ind_visits"))
 
 
 def fingerprint(folder: Path) -> dict[str, tuple[int, int]]:
@@ -185,8 +201,18 @@ def run(backend: str, args: argparse.Namespace, views_dir: Path) -> None:
                  read_resources_per_s=round(read / full.read_seconds),
                  cpu_seconds=round(full_cpu, 3),
                  load_average=round(os.getloadavg()[0], 1), round=round_)
+            kept = KeptBase(work / "wh") if set(PERSON_COLUMN) <= set(views) else None
+            if kept is not None:
+                started = time.perf_counter()
+                kept.get(AS_OF)
+                base_seconds = time.perf_counter() - started
+                emit(figure="indicators_base_full", backend=backend, people=args.people,
+                     seconds=round(base_seconds, 3), load_average=round(os.getloadavg()[0], 1),
+                     round=round_)
             started = time.perf_counter()
-            changed = change(store, types, args.change, round_)
+            # with the base kept, the Organizations stay (a change of one rebuilds it in full)
+            changed = change(store, [t for t in types if kept is None or t != "Organization"],
+                             args.change, round_)
             writes = time.perf_counter() - started
             load.append(os.getloadavg()[0])
             cpu = time.process_time()
@@ -204,6 +230,20 @@ def run(backend: str, args: argparse.Namespace, views_dir: Path) -> None:
                  target=TARGET_RATIO,
                  meets_target=delta.seconds / full.seconds <= TARGET_RATIO,
                  equals_full_build=same, load_average=round(max(load), 1), round=round_)
+            if kept is not None:
+                started, cpu = time.perf_counter(), time.process_time()
+                people = kept.refreshed(delta)
+                seconds = time.perf_counter() - started
+                again = KeptBase(work / "wh")
+                emit(figure="indicators_base_update", backend=backend, people=args.people,
+                     rebuilt=people, seconds=round(seconds, 3),
+                     cpu_seconds=round(time.process_time() - cpu, 3),
+                     base_seconds=round(base_seconds, 3),
+                     ratio=round(seconds / base_seconds, 4),
+                     equals_fresh_base=_base_rows(kept) == _base_rows(again),
+                     load_average=round(os.getloadavg()[0], 1), round=round_)
+                again.close()
+                kept.close()
             change(store, types, args.change, round_ + 1)
             compacted = warehouse.refresh(store, work / "wh", views_dir, max_deltas=1,
                                           threads=args.threads)

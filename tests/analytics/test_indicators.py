@@ -659,7 +659,7 @@ def test_long_ranges_run_in_parts(
         ) -> None:
     """Eight years need more months than a BIGINT holds: the periods run in parts."""
     years = ind.periods("year", date(2019, 1, 1), AS_OF, AS_OF)
-    assert len(list(ind._runs(years))) > 1
+    assert len(list(ind.runs(years))) > 1
     got = ind.compute(ind.DuckDBEngine(duck(tables)), grains=["year"], as_of=AS_OF,
                       chosen={"year": years})
     want = Reference(population[0], AS_OF).table(("year",), {"year": years})
@@ -673,7 +673,7 @@ def test_more_periods_than_bits_run_in_parts(
     person's periods are bits too): they run in parts."""
     chosen = {"month": ind.periods("month", date(2022, 12, 1), AS_OF, AS_OF),
               "quarter": ind.periods("quarter", date(2022, 12, 1), AS_OF, AS_OF)}
-    runs = list(ind._runs(chosen["month"] + chosen["quarter"]))
+    runs = list(ind.runs(chosen["month"] + chosen["quarter"]))
     assert len(runs) == 2 and len(runs[0]) == ind.MAX_MONTHS
     got = ind.compute(ind.DuckDBEngine(duck(tables)), grains=["month", "quarter"], as_of=AS_OF,
                       chosen=chosen)
@@ -692,7 +692,7 @@ def test_a_kept_base_gives_the_same_numbers(tables: dict[str, pa.Table],
     for day in (AS_OF, date(2026, 2, 10), date(2025, 12, 31), date(2024, 2, 29)):
         base_then = ind.Base(day, ind.default_epoch(day))  # serves every grain's defaults
         for grain in ind.GRAINS:
-            for run in ind._runs(ind.last_periods(grain, day)):
+            for run in ind.runs(ind.last_periods(grain, day)):
                 assert base_then.serves(day, min(ind._months(p.end) - 11 for p in run),
                                         max(ind._months(p.end) for p in run)), (day, grain)
     want = keyed(computed.to_pylist())

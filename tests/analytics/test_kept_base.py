@@ -5,6 +5,7 @@ row for row, and in the indicators computed from it."""
 from __future__ import annotations
 
 import copy
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +34,16 @@ def fresh(folder: Path) -> tuple[duckdb.DuckDBPyConnection, ind.Base]:
 
 
 def assert_like_fresh(kept: KeptBase, folder: Path) -> None:
-    con, base = kept.get(AS_OF)
-    again, again_base = fresh(folder)
+    """The kept base equals one built afresh row for row; the indicators from it and the
+    kept counts equal those computed from scratch."""
+    con, base, closed = kept.get(AS_OF)
+    assert len(closed.periods) == 20  # 11 months, 7 quarters, 2 years complete on AS_OF
+    again, _ = fresh(folder)
     for table in ("ind_base", "ind_visits"):
         assert rows(con, table) == rows(again, table), table
-    assert_same(keyed(ind.compute(ind.DuckDBEngine(con), as_of=AS_OF, base=base).to_pylist()),
-                keyed(ind.compute(ind.DuckDBEngine(again), as_of=AS_OF,
-                                  base=again_base).to_pylist()))
+    assert_same(keyed(ind.compute(ind.DuckDBEngine(con), as_of=AS_OF, base=base,
+                                  closed=closed).to_pylist()),
+                keyed(ind.compute(ind.DuckDBEngine(again), as_of=AS_OF).to_pylist()))
     again.close()
 
 
@@ -53,8 +57,9 @@ def test_a_refresh_rebuilds_only_the_people_it_touched(store: Any, tmp_path: Pat
     folder = tmp_path / "warehouse"
     warehouse.refresh(store, folder)
     kept = KeptBase(folder)
-    con, base = kept.get(AS_OF)
-    assert kept.get(AS_OF) == (con, base)  # kept, not built again
+    con, base, closed = kept.get(AS_OF)
+    assert kept.get(AS_OF) == (con, base, closed)  # kept, not built again
+    assert_like_fresh(kept, folder)
 
     def subject(r: dict[str, Any]) -> str:
         return str(r["subject"]["reference"].split("/")[1])
@@ -91,7 +96,8 @@ def test_a_refresh_rebuilds_only_the_people_it_touched(store: Any, tmp_path: Pat
     kept.close()
 
 
-def test_a_missed_refresh_or_another_day_builds_it_again(store: Any, tmp_path: Path) -> None:
+def test_a_missed_refresh_drops_it_and_a_new_day_keeps_the_counts(store: Any,
+                                                                   tmp_path: Path) -> None:
     pop = Population()
     edge_cases(pop)
     for r in pop.resources:
@@ -99,10 +105,18 @@ def test_a_missed_refresh_or_another_day_builds_it_again(store: Any, tmp_path: P
     folder = tmp_path / "warehouse"
     warehouse.refresh(store, folder)
     kept = KeptBase(folder)
-    con, _ = kept.get(AS_OF)
+    first, _, _ = kept.get(AS_OF)
     warehouse.refresh(store, folder)  # not shown to the kept base
     assert kept.refreshed(warehouse.refresh(store, folder)) is None
-    con, base = kept.get(AS_OF)
-    other, other_base = kept.get(AS_OF.replace(day=AS_OF.day - 1))
-    assert other is not con and other_base.as_of != base.as_of
+    con, base, closed = kept.get(AS_OF)
+    assert con is not first
+    month_end = date(2026, 11, 30)  # the next month: November is complete, a base anew
+    same, later, more = kept.get(month_end + timedelta(days=1))
+    assert same is con and later.as_of != base.as_of
+    assert ("month", date(2026, 11, 1)) in more.periods - closed.periods
+    assert ("month", date(2025, 12, 1)) in closed.periods - more.periods  # no longer shown
+    assert_same(keyed(ind.compute(ind.DuckDBEngine(same), as_of=later.as_of, base=later,
+                                  closed=more).to_pylist()),
+                keyed(ind.compute(ind.DuckDBEngine(warehouse.connect(folder)),
+                                  as_of=later.as_of).to_pylist()))
     kept.close()

@@ -400,10 +400,8 @@ def _name(value: str) -> _Raw:
 
 # -- the run ---------------------------------------------------------------------------------
 
-#: the tables a :class:`Base` is made of (the units, and the per-person facts), and those a
-#: run makes from them
+#: the tables a :class:`Base` is made of (the units, and the per-person facts)
 BASE_TABLES = ("ind_unit", "ind_base", "ind_visits")
-PREPARED = ("ind_gone", "ind_facts", "ind_rows")
 
 
 @dataclass(frozen=True)
@@ -449,37 +447,72 @@ def prepare(engine: Engine, as_of: date, epoch: int | None = None) -> Base:
     return Base(as_of, epoch)
 
 
+@dataclass(frozen=True)
+class Closed:
+    """Commune-level rows (``unit, grain, period_start, indicator, numerator, denominator``,
+    as :func:`commune_rows` makes them) of complete periods, kept in the engine's table
+    ``table``: ``periods`` lists them as (grain, first day). A complete period's counts depend
+    on the data only, not on the day they are asked for (nothing of a period lies after its
+    last day), so they can be kept while the data stay the same — or are kept up to date with
+    it (:mod:`songkhoe.analytics.kept_base`)."""
+
+    table: str
+    periods: frozenset[tuple[str, date]]
+
+
+def complete(period: Period) -> bool:
+    """Whether ``period`` runs to its natural last day (it is not cut at the day asked for)."""
+    step = {"month": 1, "quarter": 3, "year": 12}[period.grain]
+    return period.end == _month_end(_months(period.start) + step - 1)
+
+
 def compute(engine: Engine, grains: Iterable[str] = GRAINS, levels: Iterable[str] = LEVELS,
             as_of: date | None = None, chosen: Mapping[str, Sequence[Period]] | None = None,
-            base: Base | None = None) -> pa.Table:
+            base: Base | None = None, closed: Closed | None = None) -> pa.Table:
     """Every indicator for every unit of ``levels`` and every period of ``grains`` (the last
     :data:`DEFAULT_COUNT` periods up to ``as_of``, default today; ``chosen`` gives other
     periods per grain), counted as of ``as_of``: nothing dated after it is read. With
     ``base`` (:func:`prepare`'s, its tables in ``engine``) the results are not read again:
-    ValueError if it does not serve every run; without, each run builds a base and drops it."""
+    ValueError if it does not serve every run; without, each run builds a base and drops it.
+    With ``closed``, the complete periods it holds are read from it, not computed."""
     as_of = as_of or date.today()
     levels = [lv for lv in LEVELS if lv in set(levels)]
     chosen_periods = [p for g in GRAINS if g in set(grains)
                       for p in (chosen[g] if chosen and g in chosen else last_periods(g, as_of))]
     if not chosen_periods or not levels:
         return SCHEMA.empty_table()
-    runs = [(run, min(_months(p.end) - 11 for p in run), max(_months(p.end) for p in run))
-            for run in _runs(chosen_periods)]
-    if base is not None and not all(base.serves(as_of, first, last) for _, first, last in runs):
+    kept = [p for p in chosen_periods
+            if closed is not None and complete(p) and (p.grain, p.start) in closed.periods]
+    todo = [(run, min(_months(p.end) - 11 for p in run), max(_months(p.end) for p in run))
+            for run in runs([p for p in chosen_periods if p not in kept])]
+    if base is not None and not all(base.serves(as_of, first, last) for _, first, last in todo):
         raise ValueError(f"the indicators' base as of {base.as_of} from {_month(base.epoch)} "
                          f"does not serve these periods as of {as_of}: compute without it")
-    parts: list[pa.Table] = []
-    for run, first, _ in runs:
-        try:
-            epoch = base.epoch if base is not None else prepare(engine, as_of, first).epoch
-            parts.append(_run(engine, run, epoch, levels).cast(SCHEMA))
-        finally:
-            for name in reversed(PREPARED + (BASE_TABLES if base is None else ())):
-                engine.drop(name)
-    return pa.concat_tables(parts)
+    parts: list[str] = []
+    try:
+        if kept and closed is not None:
+            parts.append("ind_rows_kept")
+            engine.view("ind_rows_kept", f"SELECT c.* FROM {_name(closed.table).sql} c JOIN ("
+                        + _values([{"kept_grain": p.grain, "kept_start": p.start.isoformat()}
+                                   for p in kept])
+                        + ") k ON k.kept_grain = c.grain AND k.kept_start = c.period_start")
+        for n, (run, first, _) in enumerate(todo):
+            try:
+                epoch = base.epoch if base is not None else prepare(engine, as_of, first).epoch
+                parts += commune_rows(engine, run, epoch, f"ind_rows_{n}")
+            finally:  # a run's own base, but its units: the rollup reads them
+                for name in ("ind_base", "ind_visits") if base is None else ():
+                    engine.drop(name)
+        engine.view("ind_rows", " UNION ALL ".join(f"SELECT * FROM {name}" for name in parts))
+        return engine.query(render("rollup.sql", {
+            f"{level}s": _Raw("TRUE" if level in levels else "FALSE") for level in LEVELS})
+        ).cast(SCHEMA)
+    finally:
+        for name in ["ind_rows", *parts, *(("ind_unit",) if base is None else ())]:
+            engine.drop(name)
 
 
-def _runs(chosen: list[Period]) -> Iterator[list[Period]]:
+def runs(chosen: list[Period]) -> Iterator[list[Period]]:
     """The periods in groups whose months (with their 12-month windows) fit in a BIGINT, and
     whose number does too (a person's periods are bits as well: facts.sql, ``counted``)."""
     group: list[Period] = []
@@ -493,11 +526,18 @@ def _runs(chosen: list[Period]) -> Iterator[list[Period]]:
         yield group
 
 
-def _run(engine: Engine, chosen: list[Period], epoch: int, levels: list[str]) -> pa.Table:
+def commune_rows(engine: Engine, chosen: list[Period], epoch: int, prefix: str,
+                 base: str = "ind_base", visits: str = "ind_visits") -> list[str]:
+    """Tables ``<prefix>_<k>`` (returned; the caller drops them) of every indicator's
+    commune-level counts for the periods ``chosen`` (at most :data:`MAX_MONTHS`, within
+    :data:`MAX_MONTHS` months of ``epoch``) over the people of the base tables ``base`` and
+    ``visits`` (:data:`BASE_TABLES`, or some of their rows): ``unit, grain, period_start,
+    indicator, numerator, denominator``, rows with both zero or empty left out. Counts are of
+    people, so the rows of disjoint sets of people add up."""
     dated = [_Dated(p, epoch) for p in chosen]
     rows = [d.row(k) for k, d in enumerate(dated)]
-    params = {"latest_adult_birth": max(r["born_18"] for r in rows),
-              "adult": _adult(rows), "periods": _Raw(_values(rows))}
+    params = {"latest_adult_birth": max(r["born_18"] for r in rows), "base": _name(base),
+              "visits": _name(visits), "adult": _adult(rows), "periods": _Raw(_values(rows))}
     engine.table("ind_gone", render("prepare/gone.sql", params))
     engine.table("ind_facts", render("prepare/facts.sql", params))
     # every grain at once: each person's periods are counted in one pass (one sum a period)
@@ -517,17 +557,20 @@ def _run(engine: Engine, chosen: list[Period], epoch: int, levels: list[str]) ->
             "p": _name(p.prefix), "programme": _name(p.programme.replace("-", "_")),
             "seen": _name(p.seen), "high": _name(p.high), "prevalence": p.prevalence,
             "young": _name(f"born_{young}"), "old": _name(f"born_{old + 1}")}, rows))
-    parts = [f"ind_rows_{k}" for k in range(len(queries))]
+    made: list[str] = []
     try:  # one statement per query: Spark plans a union of them all out of memory
-        for name, query in zip(parts, queries, strict=True):
-            engine.table(name, f"SELECT * FROM ({query}) q WHERE numerator > 0 OR denominator > 0")
-        engine.view("ind_rows", " UNION ALL ".join(f"SELECT * FROM {name}" for name in parts))
-        return engine.query(render("rollup.sql", {
-            f"{level}s": _Raw("TRUE" if level in levels else "FALSE") for level in LEVELS}))
-    finally:
-        engine.drop("ind_rows")
-        for name in parts:
+        for k, query in enumerate(queries):
+            made.append(f"{prefix}_{k}")
+            engine.table(made[-1], f"SELECT * FROM ({query}) q "
+                                   "WHERE numerator > 0 OR denominator > 0")
+    except BaseException:
+        for name in made:
             engine.drop(name)
+        raise
+    finally:
+        engine.drop("ind_facts")
+        engine.drop("ind_gone")
+    return made
 
 
 def _adult(rows: list[dict[str, Any]]) -> _Raw:

@@ -1,16 +1,23 @@
-"""The indicators' per-person base (:class:`songkhoe.analytics.indicators.Base`) kept over a
-warehouse and brought up to date after each refresh by rebuilding only the rows of the people
-whose resources changed.
+"""The indicators' per-person base (:class:`songkhoe.analytics.indicators.Base`) and the counts
+of complete periods (:class:`~songkhoe.analytics.indicators.Closed`) kept over a warehouse, and
+brought up to date after each refresh from the people whose resources changed — a maintained
+materialised view, as DHIS2 keeps its analytics tables, but kept exact by each refresh.
 
 Building the base reads every result of the warehouse (most of what computing indicators
-costs); a refresh after 1% of the data changed touches about 1% of the people. After such a
-refresh (:meth:`KeptBase.refreshed`) the people concerned are those named by the delta's rows
-and by the rows the delta supersedes (a deleted or corrected result names its person only in
-the old row, read from the state before the refresh — its files stay until the next refresh,
-``warehouse.ViewReport``). Their rows are deleted and built again with the warehouse's views
-narrowed to them (TEMP views that shadow the views of the same name), as of the base's day.
-A change of the Organizations (the units every person is counted in), a view rebuilt in full,
-or another day builds the base again in full.
+costs); counting a period reads every person of the base. A refresh after 1% of the data
+changed touches a few per cent of the people. After such a refresh (:meth:`KeptBase.refreshed`)
+the people concerned are those named by the delta's rows and by the rows the delta supersedes
+(a deleted or corrected result names its person only in the old row, read from the state
+before the refresh — its files stay until the next refresh, ``warehouse.ViewReport``). Counts
+are of people, so the kept counts lose those people's old contributions (their old base rows
+against the old data) and gain the new ones; their base rows are deleted and built again with
+the warehouse's views narrowed to them (TEMP tables that shadow the views of the same name:
+each view is read once, where the base reads the results twice), as of the base's day.
+
+A change of the Organizations (the units every person is counted in), a view rebuilt in full or
+a refresh not shown here drops everything, built again in full when next asked for. Another day
+builds the base again; the counts of complete periods do not depend on the day and are kept
+(those of periods no longer shown by default are let go).
 
 DuckDB only: the rows are replaced in place (DELETE and INSERT on the TEMP tables).
 """
@@ -33,38 +40,58 @@ PERSON_COLUMN = {"patient": "id", "blood_pressure": "patient", "blood_sugar": "p
                  "episode_of_care": "patient", "worklist_call": "patient"}
 #: views any change of which changes everybody's rows
 EVERYONE = ("organization",)
+#: the kept commune-level counts of complete periods
+COUNTS = "ind_counts"
+_COUNT_COLUMNS = "unit, grain, period_start, indicator, numerator, denominator"
 
 
 class KeptBase:
-    """A connection to the warehouse in ``folder`` holding the base as of one day."""
+    """A connection to the warehouse in ``folder`` holding the base as of one day and the
+    counts of the complete periods among every grain's default ones."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         self.con: duckdb.DuckDBPyConnection | None = None
         self.base: ind.Base | None = None
-        self._state: dict[str, Any] | None = None  # the warehouse state the base reflects
+        self.periods: set[ind.Period] = set()  # those counted in COUNTS
+        self._state: dict[str, Any] | None = None  # the warehouse state they reflect
 
-    def get(self, today: date) -> tuple[duckdb.DuckDBPyConnection, ind.Base]:
-        """The connection and the base as of ``today``, built in full if there is none for
-        that day."""
-        if self.con is not None and self.base is not None and self.base.as_of == today:
-            return self.con, self.base
-        self.close()
-        state = warehouse.read_state(self.folder)
-        con = warehouse.connect(self.folder)
+    def get(self, today: date) -> tuple[duckdb.DuckDBPyConnection, ind.Base, ind.Closed]:
+        """The connection, the base as of ``today`` and the counts of every grain's default
+        periods that are complete on ``today``; what is missing is built."""
+        if self.con is None:
+            state = warehouse.read_state(self.folder)
+            self.con = warehouse.connect(self.folder)
+            self._state = state
+            self.con.execute(f"CREATE TEMP TABLE {COUNTS} (unit VARCHAR, grain VARCHAR, "
+                             "period_start VARCHAR, indicator VARCHAR, numerator BIGINT, "
+                             "denominator DOUBLE)")
+        engine = ind.DuckDBEngine(self.con)
         try:
-            base = ind.prepare(ind.DuckDBEngine(con), today)
+            if self.base is None or self.base.as_of != today:
+                self.base = None
+                self.base = ind.prepare(engine, today)
+            wanted = {p for g in ind.GRAINS for p in ind.last_periods(g, today)
+                      if ind.complete(p)}
+            for gone in self.periods - wanted:  # no longer shown by default
+                self.con.execute(f"DELETE FROM {COUNTS} WHERE grain = ? AND period_start = ?",
+                                 [gone.grain, gone.start.isoformat()])
+            self.periods &= wanted
+            missing = sorted(wanted - self.periods, key=lambda p: (p.end, p.grain))
+            if missing:
+                self._add_counts(missing, "ind_base", "ind_visits", sign=1)
+                self.periods |= set(missing)
         except BaseException:
-            con.close()
+            self.close()
             raise
-        self.con, self.base, self._state = con, base, state
-        return con, base
+        return self.con, self.base, ind.Closed(COUNTS, frozenset((p.grain, p.start)
+                                                                 for p in self.periods))
 
     def refreshed(self, report: warehouse.RefreshReport) -> int | None:
-        """Bring the base up to the refresh just made (``report``, the next one after the
-        state the base reflects): the people changed are built again, or everything is
-        dropped to be built in full at the next :meth:`get`. The number of people built
-        again, None when dropped (or there was no base)."""
+        """Bring the base and the counts up to the refresh just made (``report``, the next one
+        after the state they reflect): the people changed are counted and built again, or
+        everything is dropped to be built in full at the next :meth:`get`. The number of
+        people built again, None when dropped (or there was nothing kept)."""
         if self.con is None or self.base is None or self._state is None:
             return None
         changed = {name: v for name, v in report.views.items() if v.mode != "unchanged"}
@@ -79,8 +106,11 @@ class KeptBase:
         if changed:
             try:
                 count = self._changed_people(self._state, changed)
+                self._recount(sign=-1)  # their old rows, against the old data
                 warehouse.connect(self.folder, self.con)  # the views now read the new state
                 self._rebuild()
+                self._recount(sign=1)
+                self.con.execute("DROP TABLE temp.ind_changed")
             except BaseException:
                 self.close()
                 raise
@@ -91,6 +121,7 @@ class KeptBase:
         if self.con is not None:
             self.con.close()
         self.con, self.base, self._state = None, None, None
+        self.periods = set()
 
     # -- parts
 
@@ -120,27 +151,71 @@ class KeptBase:
         row = self.con.execute("SELECT COUNT(*) FROM ind_changed").fetchone()
         return int(row[0]) if row else 0
 
+    def _recount(self, sign: int) -> None:
+        """Add (``sign`` 1) or take away (-1) the counts of the people of ind_changed, from
+        their rows of the base as it is now, for every kept period."""
+        assert self.con is not None
+        if not self.periods:
+            return
+        for name in ("ind_base", "ind_visits"):
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name}_some AS SELECT * FROM "
+                             f"temp.{name} WHERE patient IN (SELECT patient FROM ind_changed)")
+        try:
+            self._add_counts(sorted(self.periods, key=lambda p: (p.end, p.grain)),
+                             "ind_base_some", "ind_visits_some", sign)
+        finally:
+            for name in ("ind_base_some", "ind_visits_some"):
+                self.con.execute(f"DROP TABLE IF EXISTS temp.{name}")
+
+    def _add_counts(self, periods: list[ind.Period], base: str, visits: str,
+                    sign: int) -> None:
+        """Add ``sign`` times the commune-level counts of ``periods`` over the people of the
+        tables ``base`` and ``visits`` to the kept counts."""
+        assert self.con is not None and self.base is not None
+        engine = ind.DuckDBEngine(self.con)
+        parts: list[str] = []
+        try:
+            for n, run in enumerate(ind.runs(periods)):
+                parts += ind.commune_rows(engine, run, self.base.epoch, f"ind_count_{n}",
+                                          base, visits)
+            if not parts:
+                return
+            added = " UNION ALL ".join(
+                f"SELECT unit, grain, period_start, indicator, {sign} * numerator, "
+                f"{sign} * denominator FROM {name}" for name in parts)
+            # the estimates are sums of fractions: a count that went back to nothing may
+            # leave a rounding residue, which is nothing too
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {COUNTS} AS SELECT unit, grain, period_start, "
+                "indicator, CAST(SUM(numerator) AS BIGINT) AS numerator, "
+                "SUM(denominator) AS denominator "
+                f"FROM (SELECT {_COUNT_COLUMNS} FROM {COUNTS} UNION ALL {added}) c "
+                "GROUP BY unit, grain, period_start, indicator "
+                "HAVING SUM(numerator) <> 0 OR abs(SUM(denominator)) > 1e-6")
+        finally:
+            for name in parts:
+                engine.drop(name)
+
     def _rebuild(self) -> None:
         """Replace the rows of the people of ind_changed in the base's tables by rows built
-        anew from the views narrowed to them (on failure the caller drops the base)."""
+        anew from the views narrowed to them (on failure the caller drops everything)."""
         assert self.con is not None and self.base is not None
         con = self.con
         people = "SELECT patient FROM temp.ind_changed"
         catalog = con.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
         for name in ("ind_base", "ind_visits"):
             con.execute(f"ALTER TABLE temp.{name} RENAME TO {name}_kept")
-        for view, column in PERSON_COLUMN.items():
-            con.execute(f'CREATE TEMP VIEW "{view}" AS SELECT * FROM "{catalog}".main."{view}" '
+        for view, column in PERSON_COLUMN.items():  # read once: the base reads some twice
+            con.execute(f'CREATE TEMP TABLE "{view}" AS SELECT * FROM "{catalog}".main."{view}" '
                         f"WHERE {column} IN ({people})")
         ind.prepare(ind.DuckDBEngine(con), self.base.as_of, self.base.epoch)
         for view in PERSON_COLUMN:
-            con.execute(f'DROP VIEW temp.main."{view}"')
+            con.execute(f'DROP TABLE temp.main."{view}"')
         for name in ("ind_base", "ind_visits"):
             con.execute(f"DELETE FROM temp.{name}_kept WHERE patient IN ({people})")
             con.execute(f"INSERT INTO temp.{name}_kept SELECT * FROM temp.{name}")
             con.execute(f"DROP TABLE temp.{name}")
             con.execute(f"ALTER TABLE temp.{name}_kept RENAME TO {name}")
-        con.execute("DROP TABLE temp.ind_changed")
 
 
 def _list(paths: list[Path]) -> str:

@@ -187,9 +187,9 @@ class Figures:
                     self._cache.clear()
                 self._seen = now
             if (kind, today) not in self._cache:
-                con, base = self._base.get(today)
+                con, base, closed = self._base.get(today)
                 table = ind.compute(ind.DuckDBEngine(con), grains=[kind], as_of=today,
-                                    base=base)
+                                    base=base, closed=closed)
                 self._cache[(kind, today)] = {
                     (r["org_level"], r["org"], r["period_start"], r["indicator"]):
                         (r["numerator"], r["denominator"]) for r in table.to_pylist()}

@@ -1,5 +1,6 @@
 -- ind_gone: the people who have left the registered population by the end of a period of the
--- run, with those periods as bits (bit k: period k), of the few marked special in ind_base:
+-- run, with those periods as bits (bit k: period k), of the few marked special in the base
+-- ({{base}}, {{visits}}: ind_base, ind_visits or some of their rows):
 --
 -- * a record not in use (Patient.active false) or a death recorded without a date
 --   (deceasedBoolean true): every period;
@@ -10,7 +11,7 @@
 --   taken since that day (visits.sql) — a visit after the call brings them back, as the
 --   programmes engine ignores calls before a person's last visit (engine._latest_call).
 WITH p AS ({{periods}}),
-special AS (SELECT patient, retired, died FROM ind_base WHERE special),
+special AS (SELECT patient, retired, died FROM {{base}} WHERE special),
 call AS (
   SELECT patient, substring(t, 1, 10) AS day, concat(substring(t, 1, 10), ' ', id) AS sort_key,
          outcome
@@ -25,7 +26,7 @@ call AS (
   SELECT l.patient, l.period_end
   FROM latest l
   WHERE l.outcome IN ('moved-away', 'died')
-    AND NOT EXISTS (SELECT 1 FROM ind_visits s
+    AND NOT EXISTS (SELECT 1 FROM {{visits}} s
                     WHERE s.patient = l.patient AND s.day >= l.day AND s.day <= l.period_end)
   UNION
   SELECT s.patient, e.period_end
