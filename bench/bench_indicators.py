@@ -51,6 +51,7 @@ import pyarrow.parquet as pq
 from common import emit
 
 from songkhoe.analytics import indicators as ind
+from songkhoe.analytics import kept_base
 from songkhoe.synth import demography
 
 AS_OF = date(2026, 10, 31)
@@ -306,6 +307,47 @@ GROUP BY p.organization
 """
 
 
+def same_counts(a: pa.Table, b: pa.Table) -> bool:
+    """The same rows, numerators equal, denominators equal but for the order of summing the
+    cascade's estimates (fractions): within a relative 1e-9."""
+    order = [(c, "ascending") for c in ind.COLUMNS[:5]]
+    x, y = a.sort_by(order), b.sort_by(order)
+    if x.num_rows != y.num_rows or any(not x.column(c).equals(y.column(c))
+                                       for c in ind.COLUMNS[:6] if c != "denominator"):
+        return False
+    dx, dy = (np.array(t.column("denominator").to_pylist(), dtype=float) for t in (x, y))
+    return bool(np.allclose(dx, dy, rtol=1e-9, atol=0, equal_nan=True))
+
+
+def count_complete(engine: ind.DuckDBEngine, base: ind.Base) -> ind.Closed:
+    """The counts of every grain's default periods complete on AS_OF, kept in a table (as
+    kept_base.KeptBase keeps them over a warehouse)."""
+    periods = [p for g in ind.GRAINS for p in ind.last_periods(g, AS_OF) if ind.complete(p)]
+    parts = [name for n, run in enumerate(ind.runs(periods))
+             for name in ind.commune_rows(engine, run, base.epoch, f"complete_{n}")]
+    engine.table(kept_base.COUNTS, " UNION ALL ".join(f"SELECT * FROM {n}" for n in parts))
+    for name in parts:
+        engine.drop(name)
+    return ind.Closed(kept_base.COUNTS, frozenset((p.grain, p.start) for p in periods))
+
+
+def update_share(con: duckdb.DuckDBPyConnection, base: ind.Base, closed: ind.Closed,
+                 share: float) -> int:
+    """What kept_base.KeptBase does after a refresh, for ``share`` of the people (a hash
+    sample, as if their resources had changed): their old counts taken away, their base rows
+    built again from the views narrowed to them, their new counts added. The views are the
+    same, so the counts come back to what they were (checked)."""
+    kept = kept_base.KeptBase(Path("."), con)
+    kept.base = base
+    kept.periods = {p for g in ind.GRAINS for p in ind.last_periods(g, AS_OF)
+                    if (p.grain, p.start) in closed.periods}
+    count = f"SELECT COUNT(*), SUM(numerator) FROM {closed.table}"
+    before = con.execute(count).fetchone()
+    people = kept.update(f"SELECT id FROM patient WHERE hash(id) % {round(1 / share)} = 0")
+    assert con.execute(count).fetchone() == before
+    return people
+
+
 def timed(run: object) -> tuple[float, float, float, object]:
     load = _load()
     t0, c0 = time.perf_counter(), _cpu()
@@ -320,6 +362,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--spark", action="store_true", help="also on Spark local mode")
+    parser.add_argument("--change", type=float, default=0.01,
+                        help="share of the people whose kept rows and counts are updated")
     args = parser.parse_args()
     folder = args.cache or Path("/tmp/songkhoe-bench-indicators") / str(args.people)
     if not folder.exists():
@@ -352,6 +396,21 @@ def main() -> None:
         emit(figure="indicators_from_base_duckdb", round=k + 1, **data, threads=args.threads,
              rows=table.num_rows, seconds=round(wall, 2), cpu_seconds=round(cpu, 1),
              load_before=load, load_after=_load(), target_seconds=10)
+        wall, cpu, load, closed = timed(lambda: count_complete(engine, base))
+        emit(figure="indicators_complete_counts_duckdb", round=k + 1, **data,
+             threads=args.threads, periods=len(closed.periods), seconds=round(wall, 2),
+             cpu_seconds=round(cpu, 1), load_before=load, load_after=_load())
+        wall, cpu, load, kept = timed(
+            lambda: ind.compute(engine, as_of=AS_OF, base=base, closed=closed))
+        same = same_counts(kept, table)
+        emit(figure="indicators_dashboard_duckdb", round=k + 1, **data, threads=args.threads,
+             rows=kept.num_rows, equals_computed=same, seconds=round(wall, 2),
+             cpu_seconds=round(cpu, 1), load_before=load, load_after=_load(),
+             target_seconds=10)
+        wall, cpu, load, people = timed(lambda: update_share(con, base, closed, args.change))
+        emit(figure="indicators_kept_update_duckdb", round=k + 1, **data, threads=args.threads,
+             changed_people=people, seconds=round(wall, 2), cpu_seconds=round(cpu, 1),
+             load_before=load, load_after=_load())
         con.close()
         con = open_duckdb(folder, args.threads)
         wall, cpu, load, raw = timed(lambda: con.execute(RAW_CONTROL).fetchall())

@@ -24,6 +24,7 @@ DuckDB only: the rows are replaced in place (DELETE and INSERT on the TEMP table
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,12 @@ class KeptBase:
     """A connection to the warehouse in ``folder`` holding the base as of one day and the
     counts of the complete periods among every grain's default ones."""
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path,
+                 con: duckdb.DuckDBPyConnection | None = None) -> None:
+        """``con``: a connection whose views are already there (the warehouse's, or tables
+        named like them) to keep the base in, instead of connecting to ``folder``."""
         self.folder = Path(folder)
-        self.con: duckdb.DuckDBPyConnection | None = None
+        self.con: duckdb.DuckDBPyConnection | None = con
         self.base: ind.Base | None = None
         self.periods: set[ind.Period] = set()  # those counted in COUNTS
         self._state: dict[str, Any] | None = None  # the warehouse state they reflect
@@ -63,9 +67,9 @@ class KeptBase:
             state = warehouse.read_state(self.folder)
             self.con = warehouse.connect(self.folder)
             self._state = state
-            self.con.execute(f"CREATE TEMP TABLE {COUNTS} (unit VARCHAR, grain VARCHAR, "
-                             "period_start VARCHAR, indicator VARCHAR, numerator BIGINT, "
-                             "denominator DOUBLE)")
+        self.con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {COUNTS} (unit VARCHAR, "
+                         "grain VARCHAR, period_start VARCHAR, indicator VARCHAR, "
+                         "numerator BIGINT, denominator DOUBLE)")
         engine = ind.DuckDBEngine(self.con)
         try:
             if self.base is None or self.base.as_of != today:
@@ -77,10 +81,10 @@ class KeptBase:
                 self.con.execute(f"DELETE FROM {COUNTS} WHERE grain = ? AND period_start = ?",
                                  [gone.grain, gone.start.isoformat()])
             self.periods &= wanted
-            missing = sorted(wanted - self.periods, key=lambda p: (p.end, p.grain))
+            missing = wanted - self.periods
             if missing:
-                self._add_counts(missing, "ind_base", "ind_visits", sign=1)
-                self.periods |= set(missing)
+                self._merge(self._count(missing, "ind_base", "ind_visits", "ind_count"), [])
+                self.periods |= missing
         except BaseException:
             self.close()
             raise
@@ -104,18 +108,38 @@ class KeptBase:
             return None
         count = 0
         if changed:
-            try:
-                count = self._changed_people(self._state, changed)
-                self._recount(sign=-1)  # their old rows, against the old data
-                warehouse.connect(self.folder, self.con)  # the views now read the new state
-                self._rebuild()
-                self._recount(sign=1)
-                self.con.execute("DROP TABLE temp.ind_changed")
-            except BaseException:
-                self.close()
-                raise
+            con = self.con
+            count = self.update(self._changed_people(self._state, changed),
+                                lambda: warehouse.connect(self.folder, con))
         self._state = state
         return count
+
+    def update(self, people: str, changed: Callable[[], Any] = lambda: None) -> int:
+        """Count and build again the people listed by the query ``people`` (one column):
+        their counts are taken away, then ``changed`` makes the views show the new data, then
+        their rows are built again and counted. How many people; on failure everything is
+        dropped (and the error raised)."""
+        con = self.con
+        assert con is not None
+        try:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE ind_changed AS SELECT DISTINCT patient "
+                        f"FROM ({people}) c(patient) WHERE patient IS NOT NULL")
+            row = con.execute("SELECT COUNT(*) FROM ind_changed").fetchone()
+            for name in ("ind_base", "ind_visits"):  # their old rows
+                con.execute(f"CREATE OR REPLACE TEMP TABLE {name}_old AS SELECT * FROM "
+                            f"temp.{name} WHERE patient IN (SELECT patient FROM ind_changed)")
+            old = self._count(self.periods, "ind_base_old", "ind_visits_old", "ind_old")
+            changed()  # against the old data, then the new
+            self._rebuild()
+            self._merge(self._count(self.periods, "ind_base_new", "ind_visits_new", "ind_new"),
+                        old)
+            for name in ("ind_changed", "ind_base_old", "ind_visits_old", "ind_base_new",
+                         "ind_visits_new"):
+                con.execute(f"DROP TABLE temp.{name}")
+        except BaseException:
+            self.close()
+            raise
+        return int(row[0]) if row else 0
 
     def close(self) -> None:
         if self.con is not None:
@@ -126,9 +150,8 @@ class KeptBase:
     # -- parts
 
     def _changed_people(self, before: dict[str, Any],
-                        changed: dict[str, warehouse.ViewReport]) -> int:
-        """Fill TEMP table ind_changed (patient) with the people the delta names; how many."""
-        assert self.con is not None
+                        changed: dict[str, warehouse.ViewReport]) -> str:
+        """The query of the people the delta names (with repeats)."""
         parts = []
         for name, view in changed.items():
             column = PERSON_COLUMN.get(name)
@@ -145,60 +168,50 @@ class KeptBase:
                 parts.append(f"SELECT o.{column} AS patient FROM ({old}) o WHERE "
                              f"o.{warehouse.KEY} IN (SELECT {warehouse.KEY} FROM read_parquet("
                              f"{_list([self.folder / view.keys])}, hive_partitioning = false))")
-        query = " UNION ".join(parts) if parts else "SELECT CAST(NULL AS VARCHAR) AS patient"
-        self.con.execute(f"CREATE OR REPLACE TEMP TABLE ind_changed AS SELECT DISTINCT patient "
-                         f"FROM ({query}) c WHERE patient IS NOT NULL")
-        row = self.con.execute("SELECT COUNT(*) FROM ind_changed").fetchone()
-        return int(row[0]) if row else 0
+        return " UNION ALL ".join(parts) if parts else "SELECT CAST(NULL AS VARCHAR)"
 
-    def _recount(self, sign: int) -> None:
-        """Add (``sign`` 1) or take away (-1) the counts of the people of ind_changed, from
-        their rows of the base as it is now, for every kept period."""
-        assert self.con is not None
-        if not self.periods:
-            return
-        for name in ("ind_base", "ind_visits"):
-            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name}_some AS SELECT * FROM "
-                             f"temp.{name} WHERE patient IN (SELECT patient FROM ind_changed)")
-        try:
-            self._add_counts(sorted(self.periods, key=lambda p: (p.end, p.grain)),
-                             "ind_base_some", "ind_visits_some", sign)
-        finally:
-            for name in ("ind_base_some", "ind_visits_some"):
-                self.con.execute(f"DROP TABLE IF EXISTS temp.{name}")
-
-    def _add_counts(self, periods: list[ind.Period], base: str, visits: str,
-                    sign: int) -> None:
-        """Add ``sign`` times the commune-level counts of ``periods`` over the people of the
-        tables ``base`` and ``visits`` to the kept counts."""
+    def _count(self, periods: set[ind.Period], base: str, visits: str,
+               prefix: str) -> list[str]:
+        """Tables (``prefix``…) of the commune-level counts of ``periods`` over the people of
+        the tables ``base`` and ``visits``."""
         assert self.con is not None and self.base is not None
         engine = ind.DuckDBEngine(self.con)
         parts: list[str] = []
         try:
-            for n, run in enumerate(ind.runs(periods)):
-                parts += ind.commune_rows(engine, run, self.base.epoch, f"ind_count_{n}",
-                                          base, visits)
-            if not parts:
-                return
-            added = " UNION ALL ".join(
-                f"SELECT unit, grain, period_start, indicator, {sign} * numerator, "
-                f"{sign} * denominator FROM {name}" for name in parts)
+            for n, run in enumerate(ind.runs(sorted(periods, key=lambda p: (p.end, p.grain)))):
+                parts += ind.commune_rows(engine, run, self.base.epoch, f"{prefix}_{n}", base,
+                                          visits)
+        except BaseException:
+            for name in parts:
+                engine.drop(name)
+            raise
+        return parts
+
+    def _merge(self, added: list[str], taken: list[str]) -> None:
+        """The kept counts plus those of the tables ``added``, less those of ``taken``
+        (which are then dropped)."""
+        assert self.con is not None
+        parts = [f"SELECT {_COUNT_COLUMNS} FROM {COUNTS}"] + [
+            f"SELECT unit, grain, period_start, indicator, {sign} * numerator, "
+            f"{sign} * denominator FROM {name}"
+            for sign, names in ((1, added), (-1, taken)) for name in names]
+        try:
             # the estimates are sums of fractions: a count that went back to nothing may
             # leave a rounding residue, which is nothing too
             self.con.execute(
                 f"CREATE OR REPLACE TEMP TABLE {COUNTS} AS SELECT unit, grain, period_start, "
                 "indicator, CAST(SUM(numerator) AS BIGINT) AS numerator, "
-                "SUM(denominator) AS denominator "
-                f"FROM (SELECT {_COUNT_COLUMNS} FROM {COUNTS} UNION ALL {added}) c "
+                f"SUM(denominator) AS denominator FROM ({' UNION ALL '.join(parts)}) c "
                 "GROUP BY unit, grain, period_start, indicator "
                 "HAVING SUM(numerator) <> 0 OR abs(SUM(denominator)) > 1e-6")
         finally:
-            for name in parts:
-                engine.drop(name)
+            for name in added + taken:
+                self.con.execute(f"DROP TABLE IF EXISTS temp.{name}")
 
     def _rebuild(self) -> None:
         """Replace the rows of the people of ind_changed in the base's tables by rows built
-        anew from the views narrowed to them (on failure the caller drops everything)."""
+        anew from the views narrowed to them, also left in ind_base_new and ind_visits_new
+        (on failure the caller drops everything)."""
         assert self.con is not None and self.base is not None
         con = self.con
         people = "SELECT patient FROM temp.ind_changed"
@@ -214,7 +227,7 @@ class KeptBase:
         for name in ("ind_base", "ind_visits"):
             con.execute(f"DELETE FROM temp.{name}_kept WHERE patient IN ({people})")
             con.execute(f"INSERT INTO temp.{name}_kept SELECT * FROM temp.{name}")
-            con.execute(f"DROP TABLE temp.{name}")
+            con.execute(f"ALTER TABLE temp.{name} RENAME TO {name}_new")
             con.execute(f"ALTER TABLE temp.{name}_kept RENAME TO {name}")
 
 
