@@ -711,6 +711,30 @@ def test_a_kept_base_gives_the_same_numbers(tables: dict[str, pa.Table],
     assert tables_left == set(ind.BASE_TABLES)
 
 
+def test_kept_counts_of_complete_periods_are_read_not_computed(
+        tables: dict[str, pa.Table], computed: pa.Table) -> None:
+    """Counts of complete periods kept in a table serve a later run without any base (only
+    the current year is computed); they are not taken for the cut current period."""
+    con = duck(tables)
+    engine = ind.DuckDBEngine(con)
+    base = ind.prepare(engine, AS_OF)
+    years = ind.last_periods("year", AS_OF)
+    complete = [p for p in years if ind.complete(p)]
+    assert [p.start.year for p in complete] == [2024, 2025]
+    parts = ind.commune_rows(engine, complete, base.epoch, "kept")
+    con.execute("CREATE TABLE kept_counts AS " +
+                " UNION ALL ".join(f"SELECT * FROM {name}" for name in parts))
+    for name in [*parts, *ind.BASE_TABLES]:
+        engine.drop(name)
+    closed = ind.Closed("kept_counts", frozenset(("year", p.start) for p in years))
+    want = {k: v for k, v in keyed(computed.to_pylist()).items() if k[2] == "year"}
+    assert_same(keyed(ind.compute(engine, grains=["year"], as_of=AS_OF,
+                                  closed=closed).to_pylist()), want)
+    con.execute("DELETE FROM kept_counts")  # read, not computed: nothing kept, nothing shown
+    got = keyed(ind.compute(engine, grains=["year"], as_of=AS_OF, closed=closed).to_pylist())
+    assert {k[3].year for k in got} == {2026}
+
+
 def test_render_repeats_each_block_per_period(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "t.sql").write_text("SELECT {{each ,}}{{p.day}} AS d{{#}}{{end}} FROM {{table}}")

@@ -47,15 +47,21 @@ def assert_like_fresh(kept: KeptBase, folder: Path) -> None:
     again.close()
 
 
-def test_a_refresh_rebuilds_only_the_people_it_touched(store: Any, tmp_path: Path) -> None:
+def stored(store: Any, folder: Path, people: int) -> tuple[Population, dict[str, str]]:
+    """The edge population and ``people`` random ones stored, and the warehouse built."""
     pop = Population()
     who = edge_cases(pop)
-    random_people(pop, 60, seed=3)
-    by_id = {r["id"]: r for r in pop.resources}
+    random_people(pop, people, seed=3)
     for r in pop.resources:
         store.update(r["resourceType"], r["id"], r)
-    folder = tmp_path / "warehouse"
     warehouse.refresh(store, folder)
+    return pop, who
+
+
+def test_a_refresh_rebuilds_only_the_people_it_touched(store: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "warehouse"
+    pop, who = stored(store, folder, 60)
+    by_id = {r["id"]: r for r in pop.resources}
     kept = KeptBase(folder)
     con, base, closed = kept.get(AS_OF)
     assert kept.get(AS_OF) == (con, base, closed)  # kept, not built again
@@ -98,12 +104,8 @@ def test_a_refresh_rebuilds_only_the_people_it_touched(store: Any, tmp_path: Pat
 
 def test_a_missed_refresh_drops_it_and_a_new_day_keeps_the_counts(store: Any,
                                                                    tmp_path: Path) -> None:
-    pop = Population()
-    edge_cases(pop)
-    for r in pop.resources:
-        store.update(r["resourceType"], r["id"], r)
     folder = tmp_path / "warehouse"
-    warehouse.refresh(store, folder)
+    stored(store, folder, 0)
     kept = KeptBase(folder)
     first, _, _ = kept.get(AS_OF)
     warehouse.refresh(store, folder)  # not shown to the kept base

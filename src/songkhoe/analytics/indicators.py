@@ -11,17 +11,21 @@ with their columns.
 
 How it runs (:func:`compute`):
 
-1. ``prepare/``: the units of each Organization (``unit.sql``), the people counted
-   (``person.sql``), every dated fact as a row (``event.sql``, a view), per person the
-   calendar months of the run with a check-up and with results above or below threshold, as
-   bits of a BIGINT (``masks.sql``, ``facts.sql``; the few people whose months need a closer
-   look have their facts read once more, ``touched.sql``), who has left the population by
-   each period's end (``gone.sql``), and the periods each person is counted in (as bits, one
-   a period). Periods, the HEARTS 3- and 12-month windows are sets of calendar months, so one
-   pass over the results serves every grain and period.
-2. each indicator file, once for all grains: each person read once, one sum per period and
+1. the base (:func:`prepare`, ``prepare/``): the units of each Organization (``unit.sql``),
+   the people counted (``person.sql``), every dated fact as a row (``event.sql``, a view), per
+   person the calendar months with a check-up and with results above or below threshold, as
+   bits of a BIGINT (``masks.sql``, ``base.sql``; the few people whose months need a closer
+   look have their facts read once more, ``touched.sql``, ``visits.sql``). Periods, the HEARTS
+   3- and 12-month windows are sets of calendar months, so one pass over the results serves
+   every grain and period; the base does not depend on the periods and can be kept
+   (:class:`Base`);
+2. per run of periods (:func:`commune_rows`): who has left the population by each period's
+   end (``gone.sql``) and the periods each person is counted in (``facts.sql``, as bits), then
+   each indicator file, once for all grains: each person read once, one sum per period and
    measure by commune (``{{each}}`` blocks repeat an expression per period), then one row per
-   commune and period (``coverage.sql``, ``raised.sql``, ``hearts.sql``);
+   commune and period (``coverage.sql``, ``raised.sql``, ``hearts.sql``). Complete periods'
+   rows can be kept instead (:class:`Closed`; kept exact over a warehouse by
+   :mod:`songkhoe.analytics.kept_base`);
 3. ``rollup.sql``: the communes' counts summed to the level asked for (people have one unit
    per level, so units add up to their parents); value = numerator / denominator.
 
@@ -490,6 +494,8 @@ def compute(engine: Engine, grains: Iterable[str] = GRAINS, levels: Iterable[str
                          f"does not serve these periods as of {as_of}: compute without it")
     parts: list[str] = []
     try:
+        if base is None:  # the rollup's units (each run's own base makes them again)
+            engine.table("ind_unit", render("prepare/unit.sql", {}))
         if kept and closed is not None:
             parts.append("ind_rows_kept")
             engine.view("ind_rows_kept", f"SELECT c.* FROM {_name(closed.table).sql} c JOIN ("
