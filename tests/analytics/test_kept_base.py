@@ -122,3 +122,21 @@ def test_a_missed_refresh_drops_it_and_a_new_day_keeps_the_counts(store: Any,
                 keyed(ind.compute(ind.DuckDBEngine(warehouse.connect(folder)),
                                   as_of=later.as_of).to_pylist()))
     kept.close()
+
+
+def test_a_refresh_that_compacts_is_followed_too(store: Any, tmp_path: Path) -> None:
+    """The delta's files are merged into a new base in the same refresh: they are still read
+    (kept until the next refresh) to find the people changed."""
+    folder = tmp_path / "warehouse"
+    pop, _ = stored(store, folder, 20)
+    kept = KeptBase(folder)
+    kept.get(AS_OF)
+    bp = copy.deepcopy(next(r for r in pop.resources if r["resourceType"] == "Observation"
+                            and r["code"]["coding"][0]["code"] == "85354-9"))
+    bp["component"][0]["valueQuantity"]["value"] = 181
+    store.update("Observation", bp["id"], bp)
+    report = warehouse.refresh(store, folder, max_deltas=0)
+    assert report.views["blood_pressure"].compacted
+    assert kept.refreshed(report) == 1
+    assert_like_fresh(kept, folder)
+    kept.close()
