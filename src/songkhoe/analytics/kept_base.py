@@ -129,7 +129,7 @@ class KeptBase:
                 con.execute(f"CREATE OR REPLACE TEMP TABLE {name}_old AS SELECT * FROM "
                             f"temp.{name} WHERE patient IN (SELECT patient FROM ind_changed)")
             old = self._count(self.periods, "ind_base_old", "ind_visits_old", "ind_old")
-            changed()  # against the old data, then the new
+            changed()  # the old counts were of the old data; the views now show the new
             self._rebuild()
             self._merge(self._count(self.periods, "ind_base_new", "ind_visits_new", "ind_new"),
                         old)
