@@ -123,9 +123,10 @@ def _modified(resource: dict[str, Any], n: int) -> dict[str, Any]:
 
 def _base_rows(kept: KeptBase) -> tuple[tuple[int, int], ...]:
     """(rows, sum of row hashes) of the indicators' base tables, kept or built afresh."""
-    con, _ = kept.get(AS_OF)
+    con = kept.get(AS_OF)[0]
     return tuple(tuple(con.execute(f"SELECT count(*), coalesce(sum(hash(b)), 0) FROM "
-                                   f"temp.{t} AS b").fetchone()) for t in ("ind_base", "ind_visits"))
+                                   f"temp.{t} AS b").fetchone())
+                 for t in ("ind_base", "ind_visits"))
 
 
 def fingerprint(folder: Path) -> dict[str, tuple[int, int]]:

@@ -9,7 +9,8 @@ the resources changed since), so a check-up recorded a moment ago is counted. Th
 per-person base (every result read once, :func:`indicators.prepare`) is built once a day for
 the three grains and, after a refresh, built again only for the people whose resources
 changed (:mod:`songkhoe.analytics.kept_base`); the indicators of one grain and day are
-computed once for every unit and kept until the warehouse's rows change. The folder: ``$SONGKHOE_WAREHOUSE_DIR``; else beside a SQLite store's file
+computed once for every unit and kept until the warehouse's rows change. The folder:
+``$SONGKHOE_WAREHOUSE_DIR``; else beside a SQLite store's file
 (``<file>-warehouse``); else a temporary folder for the life of the process (rebuilt at
 start).
 
