@@ -291,10 +291,13 @@ class _Run:
 
     # ----------------------------------------------------------------- objects
 
-    def object(self, obj: dict[str, Any], node: _Node, path: str) -> None:
+    def object(self, obj: dict[str, Any], node: _Node, path: str,
+               only: dict[str, Any] | None = None) -> None:
+        """``only``: check just these elements of ``obj`` (``validate_change``); its
+        required elements are still looked for in the whole of ``obj``."""
         props = node.props
         chosen: dict[str, str] | None = None
-        for key, value in obj.items():
+        for key, value in (obj if only is None else only).items():
             prop = props.get(key)
             if prop is None:
                 if not (key == "resourceType" and node.is_resource):
@@ -567,4 +570,31 @@ def validate(resource: Any, *, expected_type: str | None = None) -> list[Issue]:
             run.resource(resource, resource_type, contained=False)
         except RecursionError:
             run.issue("structure", "the resource is nested too deeply to validate", None)
+    return run.issues
+
+
+def validate_change(resource: dict[str, Any], previous: dict[str, Any],
+                    changed: dict[str, Any]) -> list[Issue] | None:
+    """The issues ``validate(resource)`` finds, checking only ``changed``: the top-level
+    elements of ``resource`` that differ from ``previous``, a version of the same resource
+    that ``validate`` passed (a stored version). Every rule this module checks is local to
+    an element except required elements (still looked for in the whole resource), one key
+    per choice element, contained resources (dom-3) and a Bundle's entries: None when the
+    change touches one of those, and the caller validates the whole resource."""
+    resource_type = resource.get("resourceType")
+    if resource_type != previous.get("resourceType") or resource_type == "Bundle" or \
+            "contained" in resource or "contained" in previous:
+        return None
+    node = _model().resources.get(resource_type) if type(resource_type) is str else None
+    if node is None:
+        return None
+    for key in changed:
+        prop = node.props.get(key)
+        if prop is not None and prop.choice is not None:
+            return None
+    run = _Run()
+    try:
+        run.object(resource, node, resource_type, changed)
+    except RecursionError:
+        run.issue("structure", "the resource is nested too deeply to validate", None)
     return run.issues

@@ -63,6 +63,10 @@ class Prepared:
 
     resource: dict[str, Any]
     index: dict[str, list[tuple[Any, ...]]]  # search-index rows without their row id
+    #: prepared as the next version of this stored version (``engine.prepare_version``):
+    #: written as prepared only while that version is still the current one
+    replaces: str | None = None
+    keeps_index: bool = False  # ``index`` is empty: that version's rows are kept
 
 
 @dataclass(frozen=True, slots=True)
