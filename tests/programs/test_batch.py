@@ -174,20 +174,20 @@ def test_a_record_committed_while_the_run_writes_is_evaluated_at_the_next_run(
     evaluated. (On SQLite the batch holds the one write lock.)"""
     resources = population(CONFIG)
     person = _adult(resources)
-    write_result = batch.write_result
+    store_status = batch.store_status
     written: list[str] = []
 
-    def write_while_someone_commits(tx: Any, facts: Any, result: Any, settled: Any) -> None:
-        if facts.patient["id"] == person and not written:
+    def write_while_someone_commits(tx: Any, patient_ids: list[str], *args: Any) -> None:
+        if person in patient_ids and not written:
             other = open_store(pg_schema_url)
             try:
                 load(other, [("late", _crisis_reading(person))])
             finally:
                 other.close()
             written.append(person)
-        write_result(tx, facts, result, settled)
+        store_status(tx, patient_ids, *args)
 
-    monkeypatch.setattr(batch, "write_result", write_while_someone_commits)
+    monkeypatch.setattr(batch, "store_status", write_while_someone_commits)
     store, people = _loaded(pg_schema_url, resources)
     try:
         run_batch(store, PROGRAMMES, people, chunk=20)

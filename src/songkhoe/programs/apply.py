@@ -12,6 +12,8 @@ type, evaluates them (``engine.evaluate``) and writes only the differences:
   were corrected or entered in error) become ``entered-in-error``; referrals and episodes of
   care are left to the staff who act on them.
 
+The differences (``versions_of``) are written together (``Tx.update_many``); each new version
+of a stored one is validated only where it differs from it (``engine.prepare_version``).
 The same differences are written by the online path (``Online``, wired as ``Store.derive``)
 and by the batch run (``programs.batch``, ``songkhoe programmes run``), so both store the
 same outputs; a second run writes nothing.
@@ -29,7 +31,8 @@ from songkhoe.fhir.outcome import FhirError, Issue
 from songkhoe.programs.definition import Programme
 from songkhoe.programs.engine import (INPUT_TYPES, OUTPUT_TYPES, TAG, Facts, ProgrammeStatus,
                                       Result, Unusable, evaluate, item_value, items_due)
-from songkhoe.store.engine import Tx
+from songkhoe.store.api import Prepared
+from songkhoe.store.engine import Tx, prepare, prepare_version
 
 _OURS = "urn:songkhoe:programme:"
 _RETRACTABLE = {"RiskAssessment": "entered-in-error", "Flag": "entered-in-error",
@@ -89,34 +92,79 @@ def settle(tx: Tx, programmes: dict[str, Programme], patient_ids: list[str], *,
     settled = Settled()
     tx.lock("Patient", patient_ids)  # concurrent writers for a person settle one after another
     people = load_facts(tx, patient_ids)
-    for facts in people.values():
-        if strict:
+    if strict:
+        for facts in people.values():
             refuse_unusable(tx, programmes, facts)
-        write_result(tx, facts, evaluate(programmes, facts), settled)
+    write_results(tx, [(facts, evaluate(programmes, facts)) for facts in people.values()],
+                  settled)
     store_status(tx, patient_ids, people, settled.status)
     return settled
+
+
+#: a new version to write: (type, id, resource, the stored version it replaces or None)
+Version = tuple[str, str, dict[str, Any] | Prepared, dict[str, Any] | None]
 
 
 def write_result(tx: Tx, facts: Facts, result: Result, settled: Settled) -> None:
     """Write where ``result`` differs from the person's records ``facts`` (read with every
     type of ``READ_TYPES``)."""
-    settled.status[facts.patient["id"]] = result.status
+    write_results(tx, [(facts, result)], settled)
+
+
+def write_results(tx: Tx, people: list[tuple[Facts, Result]], settled: Settled) -> None:
+    """``write_result`` of many people, their new versions written together. A result this
+    transaction wrote is completed in place (``Tx.amend``), so that a check-up answers with
+    its classifications in version 1."""
+    versions: list[Version] = []
+    for facts, result in people:
+        settled.status[facts.patient["id"]] = result.status
+        for version in versions_of(facts, result):
+            rtype, id, resource, _ = version
+            if rtype == "Observation" and tx.wrote(rtype, id):
+                tx.amend(resource)
+                settled.written.append(resource)
+            else:
+                versions.append(version)
+    write_versions(tx, versions, settled)
+
+
+def write_versions(tx: Tx, versions: list[Version], settled: Settled) -> None:
+    """Write ``versions`` (``versions_of``, or ``prepared_versions``) together
+    (``Tx.update_many``: a few statements for all instead of one or two each)."""
+    tx.update_many(versions)
+    settled.written.extend(r.resource if isinstance(r, Prepared) else r
+                           for _, _, r, _ in versions)
+
+
+def prepared_versions(facts: Facts, result: Result) -> list[Version]:
+    """``versions_of``, validated and indexed (``prepare_version``, ``prepare``) outside the
+    transaction that writes them: the batch does this work before it takes the write lock."""
+    return [(rtype, id, prepare_version(resource, rtype, previous) if previous is not None
+             else prepare(resource, rtype), previous)
+            for rtype, id, resource, previous in versions_of(facts, result)]
+
+
+def versions_of(facts: Facts, result: Result) -> list[Version]:
+    """The new versions ``result`` needs over the person's records ``facts``: Observations
+    whose programme interpretations change, outputs that are new or differ, and this
+    engine's RiskAssessments, Flags and CarePlans no longer derived (retracted)."""
+    versions: list[Version] = []
     for obs in facts.observations:
-        _interpret(tx, obs, result.interpretations.get(obs["id"], []), settled)
+        interpreted = _interpreted(obs, result.interpretations.get(obs["id"], []))
+        if interpreted is not None:
+            versions.append(("Observation", obs["id"], interpreted, obs))
     existing = {(r["resourceType"], r["id"]): r for r in facts.outputs}
     for key, wanted in result.resources.items():
         have = existing.get(key)
         if have is None or _content(have) != _content(wanted):
-            tx.update(key[0], key[1], wanted, previous=have)
-            settled.written.append(wanted)
+            versions.append((*key, wanted, have))
     for key, have in existing.items():
         if key in result.resources or key[0] not in _RETRACTABLE or \
                 TAG not in (have.get("meta") or {}).get("tag", []) or \
                 have.get("status") == _RETRACTABLE[key[0]]:
             continue
-        retracted = {**_content(have), "status": _RETRACTABLE[key[0]]}
-        tx.update(key[0], key[1], retracted, previous=have)
-        settled.written.append(retracted)
+        versions.append((*key, {**_content(have), "status": _RETRACTABLE[key[0]]}, have))
+    return versions
 
 
 _STATUS_COLUMNS = ("patient", "programme", "org", "kind", "eligible_from", "eligible_until",
@@ -173,24 +221,21 @@ def refuse_unusable(tx: Tx, programmes: dict[str, Programme], facts: Facts) -> N
                                                exc.path)) from None
 
 
-def _interpret(tx: Tx, obs: dict[str, Any], ours: list[dict[str, Any]],
-               settled: Settled) -> None:
+def _interpreted(obs: dict[str, Any], ours: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """``obs`` with the programmes' interpretations ``ours``, the others kept; None when it
+    has them already."""
     others = [c for c in obs.get("interpretation", [])
               if not any(str(coding.get("system", "")).startswith(_OURS)
                          for coding in c.get("coding", []))]
     wanted = others + ours
     if wanted == obs.get("interpretation", []):
-        return
+        return None
     amended = _content(obs)
     if wanted:
         amended["interpretation"] = wanted
     else:
         amended.pop("interpretation", None)
-    if tx.wrote("Observation", obs["id"]):
-        tx.amend(amended)
-    else:
-        tx.update("Observation", obs["id"], amended, previous=obs)
-    settled.written.append(amended)
+    return amended
 
 
 def _content(resource: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Recomputing the programmes' outputs for many people (``songkhoe programmes run``).
 
 The outputs are exactly those of the per-person engine (``engine.evaluate``), the one the
-online path runs, stored by the same differences (``apply.write_result``). The batch does
+online path runs, stored by the same differences (``apply.write_results``). The batch does
 less work per person and holds the write lock only to write:
 
 - **People with nothing new are skipped.** ``programme_settled`` (schema v8) keeps, per
@@ -13,11 +13,13 @@ less work per person and holds the write lock only to write:
 - **Outputs are compared by digest.** A person whose records are unchanged is evaluated
   without reading their stored RiskAssessments, Flags and CarePlans: when the digest of what
   the engine derives now is the stored one, what is stored is what would be written.
-- **Reading and evaluating happen outside the write transaction.** A block of people is
-  read in one snapshot and evaluated; then one short write transaction checks that nobody
-  wrote their records since (a person who changed is settled again inside it, as the online
-  path does) and writes only the differences, so worker processes sharing a SQLite database
-  do not wait for each other's evaluation.
+- **Reading, evaluating and preparing happen outside the write transaction.** A block of
+  people is read in one snapshot and evaluated, and the new versions of those read with
+  their outputs are validated and indexed (``apply.prepared_versions``); then one short
+  write transaction checks that nobody wrote their records since (a person who changed is
+  settled again inside it, as the online path does) and writes only the differences, all
+  in a few statements (``Tx.update_many``), so worker processes sharing a SQLite database
+  do not wait for each other's evaluation or validation.
 """
 
 from __future__ import annotations
@@ -36,11 +38,14 @@ import orjson
 from songkhoe.programs.apply import (
     READ_TYPES,
     Settled,
+    Version,
     facts_of,
     load_facts,
     org_of,
+    prepared_versions,
     store_status,
-    write_result,
+    write_results,
+    write_versions,
 )
 from songkhoe.programs.definition import Programme
 from songkhoe.programs.engine import INPUT_TYPES, REVISION, Facts, Result, evaluate
@@ -93,7 +98,7 @@ def definitions_digest(programmes: dict[str, Programme]) -> str:
 
 
 def outputs_digest(facts: Facts, result: Result) -> str:
-    """The digest of everything ``apply.write_result`` and ``store_status`` would store for
+    """The digest of everything ``apply.write_results`` and ``store_status`` would store for
     ``result``: outputs, interpretations and status rows (with the Patient's Organization)."""
     # the engine builds equal outputs in the same order, so the keys need no sorting: at
     # worst an equal output written in another order is compared in full. Referrals and
@@ -163,6 +168,7 @@ def _block(store: Any, programmes: dict[str, Programme], definitions: str,
     results: dict[str, Result] = {}
     digests: dict[str, str] = {}
     same: set[str] = set()
+    ready: dict[str, list[Version]] = {}  # new versions, validated and indexed already
     for p, contents in stored.items():
         f = facts_of(p, contents)
         if f is None:
@@ -174,6 +180,8 @@ def _block(store: Any, programmes: dict[str, Programme], definitions: str,
             same.add(p)
         else:
             facts[p], results[p] = f, result
+            if p not in kept:  # read with their outputs: what to write is known now
+                ready[p] = prepared_versions(f, result)
     del stored
     if all(p in same and before[p][1] == definitions for p in todo):
         return ran  # nothing to write
@@ -184,6 +192,7 @@ def _block(store: Any, programmes: dict[str, Programme], definitions: str,
         for p in moved:  # settled again from what is stored now
             same.discard(p)
             facts.pop(p, None)
+            ready.pop(p, None)
         changed = [p for p in todo if p not in same]
         # the stored outputs of the people read without them, to write the differences
         facts.update(load_facts(tx, [p for p in changed if p in kept and p in facts]))
@@ -191,9 +200,10 @@ def _block(store: Any, programmes: dict[str, Programme], definitions: str,
             facts[p], results[p] = f, evaluate(programmes, f)
             digests[p] = outputs_digest(f, results[p])
         settled = Settled()
-        for p in changed:
-            if p in facts:
-                write_result(tx, facts[p], results[p], settled)
+        write_results(tx, [(facts[p], results[p]) for p in changed
+                           if p in facts and p not in ready], settled)
+        settled.status.update((p, results[p].status) for p in changed if p in ready)
+        write_versions(tx, [v for p in changed if p in ready for v in ready[p]], settled)
         store_status(tx, changed, {p: facts[p] for p in changed if p in facts},
                      settled.status)
         after = fingerprints(tx, [p for p in changed if p in facts])
