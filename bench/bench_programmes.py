@@ -27,6 +27,7 @@ import argparse
 import os
 import random
 import shutil
+import sqlite3
 import statistics
 import tempfile
 import time
@@ -88,6 +89,10 @@ def batch(backend: str, people: int) -> None:
         path.write_text(path.read_text(encoding="utf-8").replace(
             'when = "%sbp >= 180 or %dbp >= 120"', 'when = "%sbp >= 170 or %dbp >= 120"'),
             encoding="utf-8")
+        before = None
+        if backend == "sqlite":  # the store as the first run finds it, for ``_raw_writes``
+            before = Path(tmp) / "before.db"
+            _copy_sqlite(url.removeprefix("sqlite:///"), before)
         for name, folder, full in (("first_run", None, False), ("unchanged", None, False),
                                    ("full", None, True), ("new_day", None, False),
                                    ("definition_changed", str(changed), False)):
@@ -98,6 +103,8 @@ def batch(backend: str, people: int) -> None:
             ran = _parallel(url, ids, folder, full)
             seconds = time.perf_counter() - started
             figures[name] = ran
+            if name == "first_run" and before is not None:
+                _raw_writes(before, url.removeprefix("sqlite:///"), len(ids))
             emit(name=f"programmes_batch_{name}", backend=backend, people=len(ids),
                  evaluated=ran.evaluated, written=sum(ran.written.values()),
                  wall_s=round(seconds, 1), cpu_s=round(ran.cpu, 1),
@@ -110,6 +117,68 @@ def batch(backend: str, people: int) -> None:
     assert figures["new_day"].evaluated == len(ids) // 100, figures["new_day"]
     emit(name="programmes_engine", backend=backend, people=len(facts), load_s=round(loading, 1),
          engine_us_per_person=round(engine * 1e6))
+
+
+def _copy_sqlite(path: str, to: Path) -> None:
+    """A consistent copy of a SQLite store (its WAL folded in)."""
+    source, target = sqlite3.connect(path), sqlite3.connect(to)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+
+
+#: tables whose rows a first run adds for the resources it creates (by their new rids)
+_BY_RID = ("idx_string", "idx_token", "idx_reference", "idx_date", "idx_quantity", "idx_uri",
+           "owners")
+
+
+def _raw_writes(before: Path, after: str, people: int) -> None:
+    """The raw engine limit of a first run: the rows it wrote (read from the store ``after``
+    it) inserted into the store as it found them (``before``) by plain ``executemany``, one
+    transaction per 500 people as the run commits — no parsing, validation, evaluation or
+    lookups. What any first run writing these rows to SQLite costs at least."""
+    conn = sqlite3.connect(before, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("ATTACH DATABASE ? AS a", [after])
+    top = conn.execute("SELECT MAX(rid) FROM main.resources").fetchone()[0]
+    seq = conn.execute("SELECT COALESCE(MAX(change_seq), 0) FROM main.history").fetchone()[0]
+    work: list[tuple[str, list[tuple[Any, ...]]]] = [
+        ("INSERT INTO resources VALUES (?, ?, ?, ?, ?, ?)", conn.execute(
+            "SELECT * FROM a.resources WHERE rid > ?", [top]).fetchall()),
+        ("UPDATE resources SET version = ?, last_updated = ?, deleted = ? WHERE rid = ?",
+         conn.execute("SELECT n.version, n.last_updated, n.deleted, n.rid FROM a.resources n "
+                      "JOIN main.resources o ON o.rid = n.rid WHERE n.version <> o.version"
+                      ).fetchall()),
+        ("INSERT INTO history VALUES (?, ?, ?, ?, ?, ?, ?, ?)", conn.execute(
+            "SELECT * FROM a.history WHERE change_seq > ?", [seq]).fetchall())]
+    for table in _BY_RID:
+        rows = conn.execute(f"SELECT * FROM a.{table} WHERE rid > ?", [top]).fetchall()
+        if rows:
+            marks = ", ".join("?" * len(rows[0]))
+            work.append((f"INSERT INTO {table} VALUES ({marks})", rows))
+    for table, width in (("programme_status", 13), ("programme_settled", 4)):
+        work.append((f"INSERT INTO {table} VALUES ({', '.join('?' * width)})",
+                     conn.execute(f"SELECT * FROM a.{table}").fetchall()))
+    conn.execute("DETACH DATABASE a")
+    blocks = max(1, people // 500)
+    rows = sum(len(r) for _, r in work)
+    started, cpu = time.perf_counter(), time.process_time()
+    for block in range(blocks):
+        conn.execute("BEGIN IMMEDIATE")
+        for sql, all_rows in work:
+            size = -(-len(all_rows) // blocks)
+            conn.executemany(sql, all_rows[block * size:(block + 1) * size])
+        conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    conn.close()
+    emit(name="programmes_batch_first_run_raw_writes", backend="sqlite", people=people,
+         rows=rows, wall_s=round(seconds, 1), cpu_s=round(cpu, 1),
+         cpu_us_per_person=round(cpu / people * 1e6),
+         wall_1m_min=round(seconds * 1_000_000 / people / 60, 1), target_1m_min=5)
 
 
 def _new_day(url: str, ids: list[str]) -> None:
