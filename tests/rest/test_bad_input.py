@@ -156,5 +156,7 @@ def test_arbitrary_requests_never_500(client, method, segments, query, headers):
     url = path + ("?" + urlencode(query) if query else "")
     r = client.request(method, url, headers=headers, content=b'{"resourceType":"Patient"}')
     assert r.status_code < 500, (url, headers, r.text)
-    if r.status_code >= 400 and method != "HEAD":
+    # a ".." segment is resolved by the client (RFC 3986 §5.2.4): "/fhir/.." asks for "/",
+    # which is not the FHIR API and may answer in plain text
+    if r.status_code >= 400 and method != "HEAD" and r.request.url.path.startswith("/fhir"):
         assert is_outcome(r), r.text
