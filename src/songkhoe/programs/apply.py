@@ -105,16 +105,11 @@ def settle(tx: Tx, programmes: dict[str, Programme], patient_ids: list[str], *,
 Version = tuple[str, str, dict[str, Any] | Prepared, dict[str, Any] | None]
 
 
-def write_result(tx: Tx, facts: Facts, result: Result, settled: Settled) -> None:
-    """Write where ``result`` differs from the person's records ``facts`` (read with every
-    type of ``READ_TYPES``)."""
-    write_results(tx, [(facts, result)], settled)
-
-
 def write_results(tx: Tx, people: list[tuple[Facts, Result]], settled: Settled) -> None:
-    """``write_result`` of many people, their new versions written together. A result this
-    transaction wrote is completed in place (``Tx.amend``), so that a check-up answers with
-    its classifications in version 1."""
+    """Write where each person's ``Result`` differs from their records ``Facts`` (read with
+    every type of ``READ_TYPES``), their new versions together. A result this transaction
+    wrote is completed in place (``Tx.amend``), so that a check-up answers with its
+    classifications in version 1."""
     versions: list[Version] = []
     for facts, result in people:
         settled.status[facts.patient["id"]] = result.status
