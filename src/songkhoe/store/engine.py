@@ -668,24 +668,33 @@ class Tx(Operations):
     def compartments(self, patients: list[str], types: list[str]) -> dict[str, list[bytes]]:
         """The current JSON of every ``types`` resource in the compartments of ``patients``
         (ids), grouped by patient, in one statement per type over the ``owners`` rows; only
-        what the caller may read."""
+        what the caller may read.
+
+        On PostgreSQL each person's rows are read in a LATERAL subquery of that person, so
+        they are probed by key: over an ``IN`` list of 500 people of a 20,000-person store it
+        hash-joined a scan of every ``resources`` row (157 against 36 ms; ``fingerprints`` in
+        ``programs/batch.py`` met the same)."""
         self.flush()
         out: dict[str, list[bytes]] = {p: [] for p in patients}
         if not patients:
             return out
-        marks = ", ".join("?" * len(patients))
         for rtype in types:
             check_type(rtype)
         # unrestricted: one statement for every type; else one per type, each with its rule
         groups = [types] if self.guard is None else [[t] for t in types]
         for group in groups:
             limit, limit_args = self._limit(group[0], "r") if len(group) == 1 else ("", [])
-            rows = self._sql(
-                "SELECT o.patient, h.content FROM owners o JOIN resources r ON r.rid = o.rid "
-                "JOIN history h ON h.rid = r.rid AND h.version = r.version "
-                f"WHERE o.patient IN ({marks}) AND o.type IN ({', '.join('?' * len(group))}) "
-                f"AND NOT r.deleted{limit}", [*patients, *group, *limit_args]).fetchall()
-            for patient, content in rows:
+            joined = ("FROM owners o JOIN resources r ON r.rid = o.rid JOIN history h "
+                      "ON h.rid = r.rid AND h.version = r.version")
+            where = f"o.type IN ({', '.join('?' * len(group))}) AND NOT r.deleted{limit}"
+            if self.backend.name == "postgres":
+                sql = (f"SELECT k.patient, x.content FROM (VALUES "
+                       f"{', '.join(['(?)'] * len(patients))}) k(patient) CROSS JOIN LATERAL "
+                       f"(SELECT h.content {joined} WHERE o.patient = k.patient AND {where}) x")
+            else:
+                sql = (f"SELECT o.patient, h.content {joined} WHERE o.patient IN "
+                       f"({', '.join('?' * len(patients))}) AND {where}")
+            for patient, content in self._sql(sql, [*patients, *group, *limit_args]).fetchall():
                 out[patient].append(bytes(content))
         return out
 
