@@ -361,7 +361,7 @@ class Tx(Operations):
             rid = self.new_rid()
             self._resources.append((rid, rtype, id, 1, self.now, False))
         elif current is None:
-            inserted = self._insert_resource(rtype, id)
+            inserted = self._insert_resources([(rtype, id)]).get((rtype, id))
             if inserted is None:  # a concurrent writer created it first: update that one instead
                 return self._write(prepared, id, self._current(rtype, id, lock=True), method,
                                    if_match)
@@ -439,14 +439,6 @@ class Tx(Operations):
     def unindex(self, rid: int) -> None:
         """Drop the index rows of a resource's previous version (at the next flush)."""
         self._unindex.append(rid)
-
-    def _insert_resource(self, rtype: str, id: str) -> int | None:
-        """Insert a client-id resource row; None when a concurrent writer inserted it first."""
-        rid = self.new_rid()
-        row = self._sql("INSERT INTO resources (rid, type, id, version, last_updated, deleted) "
-                        "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (type, id) DO NOTHING RETURNING rid",
-                        (rid, rtype, id, self.now, False)).fetchone()
-        return row[0] if row else None
 
     def match(self, type: str, params: list[tuple[str, str]], what: str, *,
               limit: int = 2) -> list[Stored]:
@@ -547,8 +539,8 @@ class Tx(Operations):
         return out
 
     def _insert_resources(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
-        """``_insert_resource`` of many: the rid of each row inserted (a concurrent writer's
-        row is left as it is, and its key left out)."""
+        """Insert client-id resource rows: the rid of each row inserted (a row a concurrent
+        writer inserted first is left as it is, and its key left out)."""
         out: dict[tuple[str, str], int] = {}
         for start in range(0, len(keys), 500):
             chunk = keys[start:start + 500]
