@@ -43,7 +43,7 @@ from tests.server import ServerProcess
 
 from songkhoe.auth import Auth
 from songkhoe.programs.apply import load_facts
-from songkhoe.programs.batch import Ran, run_batch
+from songkhoe.programs.batch import Ran, run_batch, tidy
 from songkhoe.programs.cli import definitions, run_part
 from songkhoe.programs.definition import DATA
 from songkhoe.programs.engine import evaluate
@@ -211,13 +211,18 @@ def _mmhg(code: str, value: int) -> dict[str, Any]:
 
 
 def _parallel(url: str, ids: list[str], folder: str | None, full: bool) -> Ran:
-    """``songkhoe programmes run --workers 2`` (its parts and blocks)."""
+    """``songkhoe programmes run --workers 2`` (its parts and blocks, then ``tidy``)."""
     ran = Ran()
     step = 2000
     with ProcessPoolExecutor(2) as pool:
         for part in pool.map(run_part, [(url, folder, ids[i:i + step], 500, full)
                                         for i in range(0, len(ids), step)]):
             ran.add(part)
+    store = open_store(url)
+    try:
+        tidy(store, ran)
+    finally:
+        store.close()
     return ran
 
 

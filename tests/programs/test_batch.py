@@ -196,3 +196,29 @@ def test_a_record_committed_while_the_run_writes_is_evaluated_at_the_next_run(
         store.close()
     assert written == [person]
     assert again.evaluated == 1 and again.written["ServiceRequest"] >= 1
+
+
+def test_a_run_that_wrote_many_resources_leaves_the_replaced_rows_vacuumed(
+        pg_schema_url: str) -> None:
+    """PostgreSQL: after a run that wrote at least ``at_least`` resources the tables whose rows
+    it replaced are vacuumed and analyzed; after a smaller run they are left to
+    autovacuum."""
+    store, people = _loaded(pg_schema_url, population(CONFIG))
+    tables = ("SELECT relname, last_vacuum, last_analyze FROM pg_stat_user_tables WHERE schemaname = current_schema() AND relname IN "
+              "('resources', 'owners', 'programme_status', 'programme_settled')")
+    try:
+        ran = run_batch(store, PROGRAMMES, people, chunk=20)
+        written = sum(ran.written.values())
+        assert not batch.tidy(store, ran, at_least=written + 1)
+        with store.reading() as tx:
+            before = {name: (v, a) for name, v, a in tx.execute(tables).fetchall()}
+        assert batch.tidy(store, ran, at_least=written)
+        with store.reading() as tx:
+            after = {name: (v, a) for name, v, a in tx.execute(tables).fetchall()}
+    finally:
+        store.close()
+    assert ran.written["Observation"] > 0  # interpretations: versions replaced
+    assert set(before) == set(after) == set(batch._REPLACED)
+    for name, (vacuumed, analyzed) in after.items():  # (the bulk load analyzed them)
+        assert before[name][0] is None and vacuumed is not None, (name, before, after)
+        assert analyzed > (before[name][1] or analyzed.min), (name, before, after)

@@ -90,6 +90,24 @@ def run_batch(store: Any, programmes: dict[str, Programme], patient_ids: list[st
     return ran
 
 
+#: a run that wrote at least this many resources leaves the tables whose rows it replaces
+#: vacuumed (``tidy``)
+VACUUM_AFTER = 10_000
+_REPLACED = ("resources", "owners", "programme_status", "programme_settled")
+
+
+def tidy(store: Any, ran: Ran, *, at_least: int = VACUUM_AFTER) -> bool:
+    """After a run that wrote ``at_least`` resources: the tables whose rows it replaced
+    (current-version rows, owner rows, status and settled rows) vacuumed and analyzed on
+    PostgreSQL (``Backend.vacuum``), so that the next run does not pay for the old versions
+    until autovacuum comes by — by default up to a minute later, and never where it is off.
+    The search-index and history tables are only added to by such runs. Whether it ran."""
+    if sum(ran.written.values()) < at_least:
+        return False
+    store.backend.vacuum(_REPLACED)
+    return True
+
+
 def definitions_digest(programmes: dict[str, Programme]) -> str:
     """The digest of the definitions and of the engine revision that evaluates them."""
     text = "\n".join([f"engine {REVISION}", *(f"{p.id} {p.digest}" for p in

@@ -56,6 +56,11 @@ class Backend:
         """After a bulk load: the planner's statistics brought up to the data (nothing on
         SQLite, whose statements are written for a database without statistics)."""
 
+    def vacuum(self, tables: Sequence[str]) -> None:
+        """After a run that replaced many rows of ``tables``: their dead row versions removed
+        and their statistics refreshed, as autovacuum would in its own time (nothing on
+        SQLite, which reuses freed pages as it writes and plans without statistics)."""
+
     def migrate(self) -> None:
         """Create or upgrade the schema (refuses a newer one)."""
         with self.transaction(write=True) as conn:
@@ -300,6 +305,14 @@ class PostgresBackend(Backend):
         people: 63 ms against 0.2 ms, docs/performance.md "Security")."""
         with self.pool.connection() as conn:
             conn.execute("ANALYZE")
+
+    def vacuum(self, tables: Sequence[str]) -> None:
+        """``VACUUM (ANALYZE)`` of ``tables``. Until it runs, the versions a big run replaced
+        stay in the tables and their indexes, and the visibility map does not cover their
+        pages: a full recomputation of 20,000 people after a first run cost PostgreSQL 300
+        µs a person instead of 140 (docs/performance.md "Programmes")."""
+        with self.pool.connection() as conn:
+            conn.execute(f"VACUUM (ANALYZE) {', '.join(tables)}")
 
     def close(self) -> None:
         self.pool.close()
