@@ -264,6 +264,7 @@ class PostgresBackend(Backend):
         from psycopg_pool import ConnectionPool
 
         self.url = url
+        self._types: dict[tuple[str, tuple[str, ...]], list[str]] = {}
         self.pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True,
                                    kwargs={"autocommit": True, "prepare_threshold": 2},
                                    configure=_no_jit)
@@ -290,10 +291,29 @@ class PostgresBackend(Backend):
             cur.executemany(_pg_sql(sql), rows)
 
     def load_rows(self, conn: Any, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+        """``COPY … FROM STDIN`` in binary format: each value goes as its bytes, where the
+        text format sent stored JSON (``bytea``) hex-encoded for the server to decode again
+        (6,700 history rows of a programmes block: 163–198 → 74–89 ms)."""
+        types = self._column_types(conn, table, tuple(columns))
         with conn.cursor() as cur:
-            with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+                          ) as copy:
+                copy.set_types(types)
                 for row in rows:
                     copy.write_row(row)
+
+    def _column_types(self, conn: Any, table: str, columns: tuple[str, ...]) -> list[str]:
+        """The SQL types of ``columns`` of ``table`` (as the connection's search path finds
+        it), which a binary ``COPY`` must be given; read once per backend."""
+        key = (table, columns)
+        found = self._types.get(key)
+        if found is None:
+            named = dict(conn.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
+                "attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
+                (table,)).fetchall())
+            found = self._types[key] = [named[c] for c in columns]
+        return found
 
     def allocate_rids(self, conn: Any, n: int, above: int = 0) -> list[int]:
         rows = conn.execute("SELECT nextval('rid_seq') FROM generate_series(1, %s)", (n,)).fetchall()
