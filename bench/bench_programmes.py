@@ -218,11 +218,7 @@ def _parallel(url: str, ids: list[str], folder: str | None, full: bool) -> Ran:
         for part in pool.map(run_part, [(url, folder, ids[i:i + step], 500, full)
                                         for i in range(0, len(ids), step)]):
             ran.add(part)
-    store = open_store(url)
-    try:
-        tidy(store, ran)
-    finally:
-        store.close()
+    tidy(url, ran)
     return ran
 
 

@@ -209,10 +209,10 @@ def test_a_run_that_wrote_many_resources_leaves_the_replaced_rows_vacuumed(
     try:
         ran = run_batch(store, PROGRAMMES, people, chunk=20)
         written = sum(ran.written.values())
-        assert not batch.tidy(store, ran, at_least=written + 1)
+        assert not batch.tidy(pg_schema_url, ran, at_least=written + 1)
         with store.reading() as tx:
             before = {name: (v, a) for name, v, a in tx.execute(tables).fetchall()}
-        assert batch.tidy(store, ran, at_least=written)
+        assert batch.tidy(pg_schema_url, ran, at_least=written)
         with store.reading() as tx:
             after = {name: (v, a) for name, v, a in tx.execute(tables).fetchall()}
     finally:

@@ -49,6 +49,7 @@ from songkhoe.programs.apply import (
 )
 from songkhoe.programs.definition import Programme
 from songkhoe.programs.engine import INPUT_TYPES, REVISION, Facts, Result, evaluate
+from songkhoe.store.backends import open_backend
 from songkhoe.store.engine import Tx
 
 #: what the engine reads of a person whose stored outputs it need not compare one by one:
@@ -96,15 +97,20 @@ VACUUM_AFTER = 10_000
 _REPLACED = ("resources", "owners", "programme_status", "programme_settled")
 
 
-def tidy(store: Any, ran: Ran, *, at_least: int = VACUUM_AFTER) -> bool:
-    """After a run that wrote ``at_least`` resources: the tables whose rows it replaced
-    (current-version rows, owner rows, status and settled rows) vacuumed and analyzed on
-    PostgreSQL (``Backend.vacuum``), so that the next run does not pay for the old versions
-    until autovacuum comes by — by default up to a minute later, and never where it is off.
-    The search-index and history tables are only added to by such runs. Whether it ran."""
+def tidy(url: str, ran: Ran, *, at_least: int = VACUUM_AFTER) -> bool:
+    """After a run on the store at ``url`` that wrote ``at_least`` resources: the tables
+    whose rows it replaced (current-version rows, owner rows, status and settled rows)
+    vacuumed and analyzed on PostgreSQL (``Backend.vacuum``), so that the next run does not
+    pay for the old versions until autovacuum comes by — by default up to a minute later,
+    and never where it is off. The search-index and history tables are only added to by
+    such runs. Whether it ran."""
     if sum(ran.written.values()) < at_least:
         return False
-    store.backend.vacuum(_REPLACED)
+    backend = open_backend(url)
+    try:
+        backend.vacuum(_REPLACED)
+    finally:
+        backend.close()
     return True
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .definition import DATA, DefinitionError, Programme, load_dir
 
 if TYPE_CHECKING:
-    from .batch import Ran, tidy
+    from .batch import Ran
 
 #: a folder of definition files to use instead of the shipped ones
 ENV_PROGRAMMES = "SONGKHOE_PROGRAMMES"
@@ -63,18 +63,18 @@ def run(args: argparse.Namespace) -> int:
     try:
         with store.reading() as tx:
             people = tx.patient_ids(since)
-        started = time.monotonic()
-        ran = Ran()
-        step = max(args.chunk * 4, 1000)
-        parts = [people[i:i + step] for i in range(0, len(people), step)]
-        with ProcessPoolExecutor(max(1, args.workers)) as pool:
-            for part in pool.map(run_part, [(url, args.dir, p, args.chunk, args.full)
-                                            for p in parts]):
-                ran.add(part)
-                _progress(ran.people, len(people), started)
-        tidy(store, ran)
     finally:
         store.close()
+    started = time.monotonic()
+    ran = Ran()
+    step = max(args.chunk * 4, 1000)
+    parts = [people[i:i + step] for i in range(0, len(people), step)]
+    with ProcessPoolExecutor(max(1, args.workers)) as pool:
+        for part in pool.map(run_part, [(url, args.dir, p, args.chunk, args.full)
+                                        for p in parts]):
+            ran.add(part)
+            _progress(ran.people, len(people), started)
+    tidy(url, ran)
     seconds = time.monotonic() - started
     sys.stderr.write("\n" if sys.stderr.isatty() else "")
     what = ", ".join(f"{n:,} {t}" for t, n in sorted(ran.written.items())) or "nothing"
