@@ -153,6 +153,22 @@ def owner_rows_sql(rids: str | None) -> str:
     return f"{refs} UNION SELECT r.rid, r.type, r.id FROM resources r WHERE r.type = 'Patient'"
 
 
+def owned_patients_lock_sql(rids: str) -> str:
+    """PostgreSQL: lock (``FOR SHARE``, in row order) the rows of the Patients that the
+    resources whose ``rid`` is in ``rids`` belong to, before their owner rows are written.
+
+    Their owner rows carry each Patient's managing Organization as the statement that writes
+    them sees it. Under READ COMMITTED, a move of the Patient committed meanwhile would not
+    see these rows, nor these rows the move: the resource would stay with the old
+    Organization. A move updates the Patient's ``resources`` row (``FOR UPDATE``) before it
+    carries the compartment along, so one of the two waits for the other's commit, and the
+    statement after the wait sees it."""
+    return ("SELECT p.rid FROM resources p WHERE p.type = 'Patient' AND p.id IN ("
+            "SELECT x.target_id FROM idx_reference x WHERE x.rid IN "
+            f"({rids}) AND x.sp + 0 IN ({_ints(owner_sps())}) AND x.target_type = 'Patient') "
+            "ORDER BY p.rid FOR SHARE OF p")
+
+
 def org_tree_sql(ids: str | None = None) -> str:
     """INSERT of the closure of ``Organization.partOf`` into ``org_tree`` for the
     Organizations whose id is in ``ids`` (a SQL list; None: all). UNION stops at cycles."""
@@ -230,6 +246,8 @@ class OwnerIndex:
         for start in range(0, len(self.rids), 500):
             chunk = self.rids[start:start + 500]
             marks = ", ".join("?" * len(chunk))
+            if backend == "postgres":
+                execute(owned_patients_lock_sql(marks), chunk)
             execute("INSERT INTO owners (rid, type, patient, org) SELECT o.rid, o.type, "
                     f"o.patient, {managing_org_sql('o.patient')} "
                     f"FROM ({owner_rows_sql(marks)}) o", chunk)

@@ -1,0 +1,72 @@
+"""A Patient's move and a write to its compartment at the same time, on both backends: the
+written resource ends with the Organization the Patient moved to, whichever transaction
+came first (PostgreSQL: ``access.owned_patients_lock_sql``; SQLite: one writer at a time)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from .test_access import _obs, _org, _owners, _patient
+
+WAIT = 0.3  # seconds the second transaction is left to run into the first one's lock
+
+
+@pytest.fixture
+def stations(store: Any) -> Any:
+    for id_, parent in [("moh", None), ("tyt-a", "moh"), ("tyt-b", "moh")]:
+        _org(store, id_, parent)
+    store.update("Patient", "p0", _patient("p0", "tyt-a"))
+    return store
+
+
+def _move(store: Any) -> None:
+    store.update("Patient", "p0", _patient("p0", "tyt-b"))
+
+
+def _write(store: Any) -> None:
+    store.create(_obs("p0"))
+
+
+@pytest.mark.parametrize("first", ["move", "write"])
+def test_a_record_written_during_its_patients_move_follows_the_patient(stations: Any,
+                                                                       first: str) -> None:
+    held, release, failed = threading.Event(), threading.Event(), []
+
+    def hold_open() -> None:  # the first transaction, flushed and left uncommitted a while
+        try:
+            with stations.transaction() as tx:
+                if first == "move":
+                    tx.update("Patient", "p0", _patient("p0", "tyt-b"))
+                else:
+                    tx.create(_obs("p0"))
+                tx.flush()
+                held.set()
+                release.wait(10)
+        except Exception as exc:  # noqa: BLE001 - reported by the test below
+            failed.append(exc)
+            held.set()
+
+    def second_one() -> None:
+        try:
+            (_write if first == "move" else _move)(stations)
+        except Exception as exc:  # noqa: BLE001
+            failed.append(exc)
+
+    opener = threading.Thread(target=hold_open)
+    opener.start()
+    assert held.wait(10)
+    other = threading.Thread(target=second_one)
+    other.start()
+    time.sleep(WAIT)
+    waited = other.is_alive()  # the second waits for the first's commit
+    release.set()
+    opener.join(10)
+    other.join(10)
+    assert not failed, failed
+    orgs = {(rtype, org) for _, rtype, _, org in _owners(stations)}
+    assert orgs == {("Patient", "tyt-b"), ("Observation", "tyt-b")}
+    assert waited
