@@ -27,11 +27,18 @@ def _move(store: Any) -> None:
     store.update("Patient", "p0", _patient("p0", "tyt-b"))
 
 
+def _load_move(store: Any) -> None:  # as ``songkhoe import`` moves a Patient
+    from songkhoe.store.bulk import load
+
+    summary = load(store, [("moved", _patient("p0", "tyt-b"))])
+    assert summary.loaded == 1
+
+
 def _write(store: Any) -> None:
     store.create(_obs("p0"))
 
 
-@pytest.mark.parametrize("first", ["move", "write"])
+@pytest.mark.parametrize("first", ["move", "write", "write, then a load moves"])
 def test_a_record_written_during_its_patients_move_follows_the_patient(stations: Any,
                                                                        first: str) -> None:
     held, release, failed = threading.Event(), threading.Event(), []
@@ -52,7 +59,8 @@ def test_a_record_written_during_its_patients_move_follows_the_patient(stations:
 
     def second_one() -> None:
         try:
-            (_write if first == "move" else _move)(stations)
+            {"move": _write, "write": _move, "write, then a load moves": _load_move}[first](
+                stations)
         except Exception as exc:  # noqa: BLE001
             failed.append(exc)
 
@@ -70,3 +78,41 @@ def test_a_record_written_during_its_patients_move_follows_the_patient(stations:
     orgs = {(rtype, org) for _, rtype, _, org in _owners(stations)}
     assert orgs == {("Patient", "tyt-b"), ("Observation", "tyt-b")}
     assert waited
+
+
+def test_writers_of_the_same_people_in_opposite_orders_do_not_wait(pg_schema_url: str) -> None:
+    """PostgreSQL: two transactions writing records of p0 then p1, and of p1 then p0 (two
+    bulk loaders), flushing between: the Patients' lock is shared between writers, so
+    neither waits and no deadlock is possible."""
+    from songkhoe.store import open_store
+
+    store = open_store(pg_schema_url)
+    try:
+        _org(store, "tyt-a", None)
+        for pid in ("p0", "p1"):
+            store.update("Patient", pid, _patient(pid, "tyt-a"))
+        halfway, failed = threading.Barrier(2, timeout=10), []
+
+        def write(order: tuple[str, str]) -> None:
+            try:
+                with store.transaction() as tx:
+                    tx.create(_obs(order[0]))
+                    tx.flush()
+                    halfway.wait()
+                    tx.create(_obs(order[1]))
+                    tx.flush()
+            except Exception as exc:  # noqa: BLE001 - reported below
+                failed.append(exc)
+
+        threads = [threading.Thread(target=write, args=(o,)) for o in (("p0", "p1"),
+                                                                       ("p1", "p0"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert not failed, failed
+        assert {(t, o) for _, t, _, o in _owners(store)} == {("Patient", "tyt-a"),
+                                                            ("Observation", "tyt-a")}
+        assert store.search("Observation", [("_total", "accurate")]).total == 4
+    finally:
+        store.close()

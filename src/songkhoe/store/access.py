@@ -154,19 +154,23 @@ def owner_rows_sql(rids: str | None) -> str:
 
 
 def owned_patients_lock_sql(rids: str) -> str:
-    """PostgreSQL: lock (``FOR SHARE``, in row order) the rows of the Patients that the
+    """PostgreSQL: lock (``FOR KEY SHARE``, in row order) the rows of the Patients that the
     resources whose ``rid`` is in ``rids`` belong to, before their owner rows are written.
 
     Their owner rows carry each Patient's managing Organization as the statement that writes
     them sees it. Under READ COMMITTED, a move of the Patient committed meanwhile would not
     see these rows, nor these rows the move: the resource would stay with the old
-    Organization. A move updates the Patient's ``resources`` row (``FOR UPDATE``) before it
-    carries the compartment along, so one of the two waits for the other's commit, and the
-    statement after the wait sees it."""
+    Organization. A move holds the Patient's row ``FOR UPDATE`` (``Tx._current``,
+    ``Tx._currents``, ``bulk``) before it carries the compartment along, and that conflicts
+    with this lock: one waits for the other's commit, and the statement after the wait sees
+    it. Writers of one person's records do not wait for each other (``FOR KEY SHARE`` is
+    shared, and compatible with the ``FOR NO KEY UPDATE`` of ``Tx.lock``), so parallel
+    loaders and deriving writers cannot deadlock on it. Rows this transaction wrote are left
+    out: it holds them already, or nobody else sees them yet."""
     return ("SELECT p.rid FROM resources p WHERE p.type = 'Patient' AND p.id IN ("
             "SELECT x.target_id FROM idx_reference x WHERE x.rid IN "
             f"({rids}) AND x.sp + 0 IN ({_ints(owner_sps())}) AND x.target_type = 'Patient') "
-            "ORDER BY p.rid FOR SHARE OF p")
+            "AND p.xmin <> pg_current_xact_id()::xid ORDER BY p.rid FOR KEY SHARE OF p")
 
 
 def org_tree_sql(ids: str | None = None) -> str:

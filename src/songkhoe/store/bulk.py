@@ -85,10 +85,13 @@ def _write_batch(tx: Tx, batch: list[Prepared]) -> int:
         marks = ", ".join("(?, ?)" for _ in chunk)
         # joined from the keys, so SQLite looks each up in UNIQUE (type, id); a row-value
         # "IN (VALUES …)" made it scan every resource for each chunk
+        # locked on PostgreSQL, as ``Tx._currents`` locks them: a version is not written twice,
+        # and a Patient moved here waits for its records' writers (``access``)
         rows = backend.execute(conn, f"WITH k(type, id) AS (VALUES {marks}) "
                                "SELECT r.type, r.id, r.rid, r.version, h.content FROM k "
                                "JOIN resources r ON r.type = k.type AND r.id = k.id "
-                               "JOIN history h ON h.rid = r.rid AND h.version = r.version",
+                               "JOIN history h ON h.rid = r.rid AND h.version = r.version"
+                               + (" FOR UPDATE OF r" if backend.name == "postgres" else ""),
                                [x for key in chunk for x in key]).fetchall()
         for t, i, rid, version, content in rows:
             existing[(t, i)] = (rid, version, bytes(content) if content is not None else None)

@@ -634,15 +634,17 @@ class Tx(Operations):
         return Stored(type, id, row[0], from_us(row[1]), bytes(row[2]), row[3])
 
     def lock(self, rtype: str, ids: list[str]) -> None:
-        """Hold the rows of ``ids`` until this transaction ends (PostgreSQL ``FOR UPDATE``, in
-        row order so two lockers never deadlock; SQLite's single writer holds everything):
-        a derivation reading a person's records then sees every earlier writer's commit."""
+        """Hold the rows of ``ids`` until this transaction ends (PostgreSQL ``FOR NO KEY
+        UPDATE``, in row order so two lockers never deadlock; SQLite's single writer holds
+        everything): a derivation reading a person's records then sees every earlier
+        writer's commit. Not ``FOR UPDATE``: writers of the person's records hold the row
+        ``FOR KEY SHARE`` (``access.owned_patients_lock_sql``) and need not wait for it."""
         if not ids or not self._lock:
             return
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
             self._sql(f"SELECT rid FROM resources WHERE type = ? AND id IN "
-                      f"({', '.join('?' * len(chunk))}) ORDER BY rid{self._lock}",
+                      f"({', '.join('?' * len(chunk))}) ORDER BY rid FOR NO KEY UPDATE",
                       [rtype, *chunk]).fetchall()
 
     def patient_ids(self, since: datetime | None = None) -> list[str]:
