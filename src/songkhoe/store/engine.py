@@ -507,11 +507,14 @@ class Tx(Operations):
         currents = self._currents(keys)
         prepared = [_prepared_version(r, t, i, currents.get((t, i)), p) for t, i, r, p in items]
         created = self._insert_resources([k for k in keys if k not in currents])
-        moved = [(currents[k][1] + 1, self.now, False, currents[k][0]) for k in keys
-                 if k in currents]
-        if moved:
-            self.backend.executemany(self.conn, "UPDATE resources SET version = ?, "
-                                     "last_updated = ?, deleted = ? WHERE rid = ?", moved)
+        # the rows are locked (``_currents``; SQLite: the writer's lock), so ``version + 1`` is
+        # the next version of each: one statement per 500 rows, not one per row
+        moved = [currents[k][0] for k in keys if k in currents]
+        for start in range(0, len(moved), 500):
+            chunk = moved[start:start + 500]
+            self._sql("UPDATE resources SET version = version + 1, last_updated = ?, "
+                      f"deleted = ? WHERE rid IN ({', '.join('?' * len(chunk))})",
+                      [self.now, False, *chunk])
         results = []
         for key, (ready, keep) in zip(keys, prepared):
             current = currents.get(key)
