@@ -8,6 +8,7 @@ import hashlib
 import json
 import secrets
 import time
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import jwt
@@ -15,6 +16,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 from starlette.routing import Route
+
+from songkhoe.auth.refresh import RACE_WINDOW
 
 from .conftest import PASSWORD, password_token, patient_of
 
@@ -115,20 +118,29 @@ def test_break_the_glass_is_marked(http, auth, doctor) -> None:
 # --- refresh tokens -----------------------------------------------------------------------
 
 
-def test_refresh_rotation_and_reuse_detection(http, doctor) -> None:
+def test_refresh_rotation_and_reuse_detection(http, doctor, clock) -> None:
+    def refresh(token: str) -> Any:
+        return http.post("/auth/token", data={"grant_type": "refresh_token",
+                                              "refresh_token": token})
+
     first = password_token(http, doctor)
-    r = http.post("/auth/token", data={"grant_type": "refresh_token",
-                                       "refresh_token": first["refresh_token"]})
+    r = refresh(first["refresh_token"])
     assert r.status_code == 200, r.text
     second = r.json()
     assert second["refresh_token"] != first["refresh_token"]
     assert http.get("/fhir/Patient", headers=_bearer(second["access_token"])).status_code == 200
-    # replaying the spent token revokes the family: the newer one dies too
-    r = http.post("/auth/token", data={"grant_type": "refresh_token",
-                                       "refresh_token": first["refresh_token"]})
+    # the spent token again at once: a browser's second server process refreshing the same
+    # session — refused, but the family lives (RACE_WINDOW)
+    r = refresh(first["refresh_token"])
+    assert r.status_code == 400 and "a moment ago" in r.json()["error_description"]
+    r = refresh(second["refresh_token"])
+    assert r.status_code == 200, r.text
+    third = r.json()
+    # later, replaying a spent token revokes the family: the newest one dies too
+    clock.advance(RACE_WINDOW)
+    r = refresh(first["refresh_token"])
     assert r.status_code == 400 and "already used" in r.json()["error_description"]
-    r = http.post("/auth/token", data={"grant_type": "refresh_token",
-                                       "refresh_token": second["refresh_token"]})
+    r = refresh(third["refresh_token"])
     assert r.status_code == 400 and "revoked" in r.json()["error_description"]
 
 

@@ -364,3 +364,30 @@ def test_every_page_is_interactive_within_a_second(server: ServerProcess,
     TIMINGS.parent.mkdir(parents=True, exist_ok=True)
     TIMINGS.write_text(json.dumps(figures, indent=2, ensure_ascii=False) + "\n")
     assert not slow, slow
+
+
+def test_a_request_that_lost_a_session_refresh_race_is_sent_again(
+        server: ServerProcess, users: dict[str, str], browser: Any) -> None:
+    """Another server process refreshed the session a moment before (web/session.py): the
+    answer is a 401 marked ``X-Session-Refreshing``; the page waits for the new cookies and
+    sends the request again instead of signing out."""
+    context = browser.new_context(viewport=PHONE)
+    page = context.new_page()
+    sign_in(page, server, "ytx-demo", users["ytx-demo"], "home")
+    raced: list[str] = []
+
+    def lose_the_first(route: Any) -> None:
+        if raced:
+            route.continue_()
+            return
+        raced.append(route.request.url)
+        route.fulfill(status=401, headers={"X-Session-Refreshing": "1"},
+                      content_type="application/fhir+json",
+                      body='{"resourceType": "OperationOutcome", "issue": []}')
+
+    page.route("**/api/**", lose_the_first)
+    page.goto(f"{server.origin}/app/")
+    ready(page, "home")
+    assert raced
+    assert page.locator("#username").count() == 0  # not sent back to the sign-in form
+    context.close()

@@ -3,6 +3,12 @@
 token again means it leaked, so the whole family (every token descended from the same
 sign-in) is revoked. Only SHA-256 hashes are stored; a family can be revoked at once
 (``/auth/revoke``, RFC 7009).
+
+One exception: a token spent less than ``RACE_WINDOW`` seconds ago is refused without
+revoking its family (``RefreshRace``). That is a browser whose requests reached two server
+processes at once, each refreshing the same session (``web.session``): the first one's new
+token is on its way to the browser, which retries with it. A replay in that window gets no
+token either; one after it revokes the family as before.
 """
 
 from __future__ import annotations
@@ -18,6 +24,15 @@ from .passwords import Clock
 from .pkce import token_hash
 
 REFRESH_TTL = 12 * 3600  # a working day
+RACE_WINDOW = 10  # seconds after its use in which a spent token is refused but not a leak
+
+
+class RefreshRace(AuthError):
+    """The token was spent a moment ago, by another request of the same client."""
+
+    def __init__(self) -> None:
+        super().__init__("invalid_grant", "this refresh token was used a moment ago by another "
+                                          "request; retry with the refresh token it returned")
 
 
 @dataclass(frozen=True)
@@ -50,13 +65,18 @@ class RefreshTokens:
                         "FROM auth_refresh WHERE token_hash = ?", (token_hash(token),))
             if row is None:
                 raise AuthError("invalid_grant", "unknown refresh token")
-            family = row[0]
-            if row[6] and not row[7]:  # reuse of a spent token: revoke the family
+            family, now = row[0], int(self.clock())
+            # ``used``: when it was spent (seconds; 1 in rows spent before schema version 9)
+            raced = bool(row[6]) and not row[7] and now - row[6] < RACE_WINDOW
+            if row[6] and not row[7] and not raced:  # reuse of a spent token: a leak
                 c.run("UPDATE auth_refresh SET revoked = 1 WHERE family = ?", (family,))
             elif not row[6]:
-                c.run("UPDATE auth_refresh SET used = 1 WHERE token_hash = ?", (token_hash(token),))
+                c.run("UPDATE auth_refresh SET used = ? WHERE token_hash = ?",
+                      (max(now, 1), token_hash(token)))
         if row[7]:
             raise AuthError("invalid_grant", "this refresh token has been revoked")
+        if raced:
+            raise RefreshRace()
         if row[6]:
             raise AuthError("invalid_grant", "this refresh token was already used; its whole "
                                              "family is now revoked")

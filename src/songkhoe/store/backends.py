@@ -68,10 +68,9 @@ class Backend:
                                "(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             row = self.execute(conn, "SELECT value FROM schema_meta WHERE key = 'version'").fetchone()
             current = int(row[0]) if row else 0
-            statements = migration_statements(current, self.types)
-            for statement in statements:
+            for statement in migration_statements(current, self.types):
                 self.execute(conn, statement)
-            if statements:
+            if current != SCHEMA_VERSION:
                 self.execute(conn, "DELETE FROM schema_meta WHERE key = 'version'")
                 self.execute(conn, "INSERT INTO schema_meta (key, value) VALUES ('version', ?)",
                              (str(SCHEMA_VERSION),))

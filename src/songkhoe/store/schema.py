@@ -21,7 +21,7 @@ from uuid import uuid4
 
 from .access import backfill_statements
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 
 @dataclass(frozen=True)
@@ -372,8 +372,17 @@ def _v8(t: Types) -> list[str]:
                 inputs {txt} NOT NULL, definitions {txt} NOT NULL, outputs {txt} NOT NULL)"""]
 
 
+def _v9(t: Types) -> list[str]:
+    """``auth_refresh.used`` holds when the token was spent (seconds since the epoch; it was
+    0 or 1), so that a refresh racing another of the same browser is told from a replay
+    (``auth.refresh``): a 64-bit column on PostgreSQL (SQLite's INTEGER is already)."""
+    if t.backend != "postgres":
+        return []
+    return ["ALTER TABLE auth_refresh ALTER COLUMN used TYPE BIGINT"]
+
+
 # MIGRATIONS[n] takes a database at version n to version n + 1.
-MIGRATIONS = {0: _v1, 1: _v2, 2: _v3, 3: _v4, 4: _v5, 5: _v6, 6: _v7, 7: _v8}
+MIGRATIONS = {0: _v1, 1: _v2, 2: _v3, 3: _v4, 4: _v5, 5: _v6, 6: _v7, 7: _v8, 8: _v9}
 
 
 class SchemaTooNew(RuntimeError):

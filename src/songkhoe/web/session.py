@@ -27,8 +27,11 @@ Refresh tokens rotate, and replaying a spent one revokes its whole family (RFC 9
 §4.14.2): a page that sends several requests at once after the access token expired must not
 refresh it several times. Refreshes are single-flight per process (concurrent requests with
 the same refresh token wait for one refresh and share its result for 30 s). With several
-server processes two of them may still race and sign the user out; the page then shows the
-sign-in form.
+server processes two of them may still refresh the same token at once: the second is refused
+without revoking anything (``auth.refresh.RefreshRace``), and its request goes on unsigned —
+the guard answers 401 — with the header ``X-Session-Refreshing: 1`` and no cookie changed;
+the page (``static/js/api.js``) retries it once the first process's answer has brought the
+new cookies.
 
 The session endpoints (public routes, the guard audits them):
 
@@ -60,6 +63,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from songkhoe.auth import AuthError, InvalidToken
+from songkhoe.auth.refresh import RefreshRace
 from songkhoe.auth.audit import Event
 from songkhoe.rest.auth_routes import read_form
 
@@ -71,6 +75,9 @@ COVERED = ("/api/", "/fhir/", "/fhir")
 SAFE = frozenset({"GET", "HEAD"})
 REFRESH_EARLY = 15  # seconds before expiry an access token is refreshed
 SHARED_FOR = 30.0  # seconds a refresh's result answers other requests with the same token
+#: on the answer to a request whose refresh lost a race with another server process's
+RACED_HEADER = (b"x-session-refreshing", b"1")
+_RACED: dict[str, Any] = {}  # ``_Refresher.refresh``: another process refreshed the token
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -149,6 +156,8 @@ class _Refresher:
         self.done: dict[str, tuple[float, dict[str, Any] | None]] = {}
 
     async def refresh(self, auth: Any, token: str) -> dict[str, Any] | None:
+        """The new tokens; None when the refresh is refused; ``_RACED`` when another server
+        process has just refreshed the same token."""
         key = hashlib.sha256(token.encode()).hexdigest()
         now = time.monotonic()
         for k in [k for k, (at, _) in self.done.items() if now - at > SHARED_FOR]:
@@ -164,6 +173,8 @@ class _Refresher:
             try:
                 tokens: dict[str, Any] | None = await run_in_threadpool(
                     auth.token_request, {"grant_type": "refresh_token", "refresh_token": token})
+            except RefreshRace:
+                tokens = _RACED
             except AuthError:
                 tokens = None
             self.done[key] = (time.monotonic(), tokens)
@@ -199,10 +210,14 @@ class SessionMiddleware:
             return
         secure = scope.get("scheme") == "https"
         set_cookies: list[bytes] = []
+        raced = False
         if refresh and (not access or _expires(access) - REFRESH_EARLY < time.time()):
             auth = scope["app"].state.auth
             tokens = await self.refresher.refresh(auth, refresh) if auth is not None else None
-            if tokens is None:
+            raced = tokens is _RACED
+            if raced:  # the cookies the other process sets are the ones to keep
+                access = None
+            elif tokens is None:
                 access, set_cookies = None, cleared(secure)
             else:
                 access, set_cookies = tokens["access_token"], session_cookies(tokens, secure)
@@ -212,9 +227,10 @@ class SessionMiddleware:
         scope = {**scope, "headers": headers}
 
         async def sending(message: Any) -> None:
-            if message["type"] == "http.response.start" and set_cookies:
+            if message["type"] == "http.response.start" and (set_cookies or raced):
                 message = {**message, "headers": [
-                    *message.get("headers", []), *((b"set-cookie", c) for c in set_cookies)]}
+                    *message.get("headers", []), *((b"set-cookie", c) for c in set_cookies),
+                    *([RACED_HEADER] if raced else [])]}
             await send(message)
 
         await self.gzip(scope, receive, sending)

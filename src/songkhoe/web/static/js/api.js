@@ -19,7 +19,11 @@ export function csrf() {
   return m ? decodeURIComponent(m[1]) : '';
 }
 
-async function call(method, url, body, type) {
+// Waits before sending again a request whose session refresh lost a race with another
+// server process: that process's answer brings the new cookies (web/session.py).
+const RACED_RETRIES = [200, 500, 1000];
+
+async function call(method, url, body, type, attempt = 0) {
   const headers = { Accept: 'application/json, application/fhir+json' };
   if (method !== 'GET') headers['X-CSRF-Token'] = csrf();
   let payload;
@@ -29,6 +33,10 @@ async function call(method, url, body, type) {
     headers['Content-Type'] = type || 'application/json';
   }
   const r = await fetch(url, { method, headers, body: payload, credentials: 'same-origin' });
+  if (r.status === 401 && r.headers.get('X-Session-Refreshing') && attempt < RACED_RETRIES.length) {
+    await new Promise((done) => { setTimeout(done, RACED_RETRIES[attempt]); });
+    return call(method, url, body, type, attempt + 1);
+  }
   const text = await r.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = text; }
