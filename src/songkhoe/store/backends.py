@@ -33,7 +33,11 @@ class Backend:
     def transaction(self, *, write: bool) -> Any:  # context manager yielding a connection
         raise NotImplementedError
 
-    def execute(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+    def execute(self, conn: Any, sql: str, params: Sequence[Any] = (), *,
+                prepare: bool | None = None) -> Any:
+        """Run ``sql`` (``?`` placeholders); ``prepare``: PostgreSQL's choice of a prepared
+        statement (None: after the statement's second run; False: planned for its values
+        every time)."""
         raise NotImplementedError
 
     def executemany(self, conn: Any, sql: str, rows: Iterable[Row]) -> None:
@@ -218,7 +222,8 @@ class SqliteBackend(Backend):
             with self._lock:
                 self._idle.append(conn)
 
-    def execute(self, conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> Any:
+    def execute(self, conn: sqlite3.Connection, sql: str, params: Sequence[Any] = (), *,
+                prepare: bool | None = None) -> Any:
         return conn.execute(sql, params)
 
     def executemany(self, conn: sqlite3.Connection, sql: str, rows: Iterable[Row]) -> None:
@@ -245,12 +250,6 @@ class SqliteBackend(Backend):
             self._idle.clear()
         if self._writer_file is not None:
             self._writer_file.close()
-
-
-@lru_cache(maxsize=2048)
-def _pg_sql(sql: str) -> str:
-    """``?`` placeholders → psycopg's ``%s`` (the store's SQL has no ``?`` or ``%`` literals)."""
-    return sql.replace("%", "%%").replace("?", "%s")
 
 
 @lru_cache(maxsize=2048)
@@ -290,18 +289,20 @@ class PostgresBackend(Backend):
             else:
                 yield conn
 
-    def execute(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+    def execute(self, conn: Any, sql: str, params: Sequence[Any] = (), *,
+                prepare: bool | None = None) -> Any:
         """Results in binary format: stored JSON (``bytea``) arrives as its bytes instead of
         hex text the server encodes and the client decodes (a programme block's records,
         7 MB: 71 → 54 ms). The statement goes with PostgreSQL's own ``$n`` placeholders
         (``RawCursor``): psycopg parses a ``%s`` statement for its placeholders on every
         call when it has more than 50 parameters — every statement over a chunk of 500
         rows — and that parse was ~4% of a programme run's CPU."""
-        return self._raw_cursor(conn).execute(_pg_numbered(sql), params, binary=True)
+        return self._raw_cursor(conn).execute(_pg_numbered(sql), params, binary=True,
+                                              prepare=prepare)
 
     def executemany(self, conn: Any, sql: str, rows: Iterable[Row]) -> None:
-        with conn.cursor() as cur:
-            cur.executemany(_pg_sql(sql), rows)
+        with self._raw_cursor(conn) as cur:
+            cur.executemany(_pg_numbered(sql), rows)
 
     def load_rows(self, conn: Any, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
         """``COPY … FROM STDIN`` in binary format: each value goes as its bytes, where the

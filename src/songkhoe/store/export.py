@@ -35,7 +35,6 @@ from typing import Any
 from songkhoe.fhir.outcome import FhirError, Issue
 
 from .access import owned
-from .backends import _pg_sql
 from .search import parse
 from .search_exec import fetch
 from .search_sql import Ctx
@@ -154,8 +153,7 @@ def _fetch(tx: Any, sql: str, args: list[Any], in_order: bool) -> list[Any]:
     with tx.conn.transaction():
         if in_order:
             tx.conn.execute(_IN_ORDER)
-        return tx.conn.cursor(binary=True).execute(_pg_sql(sql), args,
-                                                   prepare=False).fetchall()
+        return tx.backend.execute(tx.conn, sql, args, prepare=False).fetchall()
 
 
 def read_people_page(tx: Any, rtype: str, patients: Sequence[str], until: int,

@@ -35,7 +35,6 @@ from songkhoe.fhir import definitions
 from songkhoe.fhir.outcome import FhirError, Issue
 
 from .api import SearchResult, Stored
-from .backends import _pg_sql
 from .catalog import Source, params
 from .ranges import from_us, instant_us
 from .search import Query, parse
@@ -227,7 +226,7 @@ def fetch(tx: Any, sql: str, args: list[Any]) -> list[Any]:
     subject+code+date search took 18 ms at the median on a generic plan, 0.9 ms on its own
     plan), and planning costs well under a millisecond."""
     if tx.backend.name == "postgres":
-        return list(tx.conn.execute(_pg_sql(sql), args, prepare=False).fetchall())
+        return list(tx.backend.execute(tx.conn, sql, args, prepare=False).fetchall())
     return list(tx._sql(sql, args).fetchall())
 
 
