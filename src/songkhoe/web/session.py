@@ -63,8 +63,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from songkhoe.auth import AuthError, InvalidToken
-from songkhoe.auth.refresh import RefreshRace
 from songkhoe.auth.audit import Event
+from songkhoe.auth.refresh import RefreshRace
 from songkhoe.rest.auth_routes import read_form
 
 ACCESS_COOKIE = "sk_access"
@@ -214,9 +214,9 @@ class SessionMiddleware:
         if refresh and (not access or _expires(access) - REFRESH_EARLY < time.time()):
             auth = scope["app"].state.auth
             tokens = await self.refresher.refresh(auth, refresh) if auth is not None else None
-            raced = tokens is _RACED
-            if raced:  # the cookies the other process sets are the ones to keep
-                access = None
+            if tokens is _RACED:  # no cookie set: the other process's answer sets new ones
+                if not access or _expires(access) <= time.time():
+                    access, raced = None, True
             elif tokens is None:
                 access, set_cookies = None, cleared(secure)
             else:
