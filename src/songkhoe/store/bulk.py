@@ -85,13 +85,10 @@ def _write_batch(tx: Tx, batch: list[Prepared]) -> int:
         marks = ", ".join("(?, ?)" for _ in chunk)
         # joined from the keys, so SQLite looks each up in UNIQUE (type, id); a row-value
         # "IN (VALUES …)" made it scan every resource for each chunk
-        # locked on PostgreSQL, as ``Tx._currents`` locks them: a version is not written twice,
-        # and a Patient moved here waits for its records' writers (``access``)
         rows = backend.execute(conn, f"WITH k(type, id) AS (VALUES {marks}) "
                                "SELECT r.type, r.id, r.rid, r.version, h.content FROM k "
                                "JOIN resources r ON r.type = k.type AND r.id = k.id "
-                               "JOIN history h ON h.rid = r.rid AND h.version = r.version"
-                               + (" FOR UPDATE OF r" if backend.name == "postgres" else ""),
+                               "JOIN history h ON h.rid = r.rid AND h.version = r.version",
                                [x for key in chunk for x in key]).fetchall()
         for t, i, rid, version, content in rows:
             existing[(t, i)] = (rid, version, bytes(content) if content is not None else None)
@@ -114,6 +111,8 @@ def _write_batch(tx: Tx, batch: list[Prepared]) -> int:
     for prepared, rid in zip(fresh, rids):
         tx.stage(prepared.resource, rid, 1, "PUT", prepared.index)
     if changed:
+        locked = _locked_versions(tx, [rid for _, rid, _ in changed])
+        changed = [(p, rid, locked.get(rid, v)) for p, rid, v in changed]
         backend.executemany(conn, "UPDATE resources SET version = ?, last_updated = ?, deleted = ? "
                             "WHERE rid = ?", [(v + 1, tx.now, False, rid) for _, rid, v in changed])
         for prepared, rid, version in changed:
@@ -121,6 +120,22 @@ def _write_batch(tx: Tx, batch: list[Prepared]) -> int:
             tx.stage(prepared.resource, rid, version + 1, "PUT", prepared.index)
     tx.flush()
     return unchanged
+
+
+def _locked_versions(tx: Tx, rids: list[int]) -> dict[int, int]:
+    """PostgreSQL: the rows about to get a new version locked (``FOR UPDATE``, in row order,
+    as ``Tx._currents`` locks them), with their current versions: a version is not written
+    twice, and a Patient moved here waits for its records' writers (``access``). Only the
+    changed rows: a re-import of unchanged data locks nothing. (SQLite: the writer's lock.)"""
+    if tx.backend.name != "postgres":
+        return {}
+    out: dict[int, int] = {}
+    for start in range(0, len(rids), 500):
+        chunk = rids[start:start + 500]
+        out.update(tx.backend.execute(
+            tx.conn, f"SELECT rid, version FROM resources WHERE rid IN "
+                     f"({', '.join('?' * len(chunk))}) ORDER BY rid FOR UPDATE", chunk).fetchall())
+    return out
 
 
 def _same(stored: dict[str, Any], incoming: dict[str, Any]) -> bool:
