@@ -168,8 +168,7 @@ def owned_patients_lock_sql(rids: str) -> str:
     loaders and deriving writers cannot deadlock on it. Rows this transaction wrote are left
     out: it holds them already, or nobody else sees them yet."""
     return ("SELECT p.rid FROM resources p WHERE p.type = 'Patient' AND p.id IN ("
-            "SELECT x.target_id FROM idx_reference x WHERE x.rid IN "
-            f"({rids}) AND x.sp + 0 IN ({_ints(owner_sps())}) AND x.target_type = 'Patient') "
+            f"SELECT o.patient FROM ({owner_rows_sql(rids)}) o) "
             "AND p.xmin <> pg_current_xact_id()::xid ORDER BY p.rid FOR KEY SHARE OF p")
 
 
