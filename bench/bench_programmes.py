@@ -10,8 +10,10 @@
   crisis threshold lowered from 180 to 170 mmHg: everyone evaluated, the new referrals
   written). Wall time, and CPU time of the workers
   (the figure that does not depend on what else the machine runs: CPU ÷ 2 cores is the wall
-  time on two idle cores). Also the engine alone (``evaluate`` per person, no database).
-  Target: 1 million people recomputed < 5 minutes.
+  time on two idle cores). Also the engine alone (``evaluate`` per person, no database), and
+  the raw engine limit of the first run: the rows it wrote, replayed into the store as it
+  found it with nothing else (SQLite ``executemany``; PostgreSQL ``COPY`` over two
+  connections). Target: 1 million people recomputed < 5 minutes.
 - ``worklist``: one commune of ``--commune-people`` people (target 10,000), every list of the
   hypertension programmes, ``--queries`` times each: p50/p95 ms. Target p95 < 150 ms.
 - ``checkup``: the server (security on, 1 worker) and ``POST /api/checkups`` of a full adult
@@ -30,6 +32,7 @@ import shutil
 import sqlite3
 import statistics
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date
@@ -38,7 +41,7 @@ from typing import Any
 
 import httpx
 import orjson
-from common import emit, fresh_db
+from common import PG_ADMIN, emit, fresh_db
 from tests.server import ServerProcess
 
 from songkhoe.auth import Auth
@@ -89,10 +92,12 @@ def batch(backend: str, people: int) -> None:
         path.write_text(path.read_text(encoding="utf-8").replace(
             'when = "%sbp >= 180 or %dbp >= 120"', 'when = "%sbp >= 170 or %dbp >= 120"'),
             encoding="utf-8")
-        before = None
-        if backend == "sqlite":  # the store as the first run finds it, for ``_raw_writes``
-            before = Path(tmp) / "before.db"
-            _copy_sqlite(url.removeprefix("sqlite:///"), before)
+        # the store as the first run finds it, for the raw engine limit of its writes
+        if backend == "sqlite":
+            before = str(Path(tmp) / "before.db")
+            _copy_sqlite(url.removeprefix("sqlite:///"), Path(before))
+        else:
+            before = _copy_postgres(url)
         for name, folder, full in (("first_run", None, False), ("unchanged", None, False),
                                    ("full", None, True), ("new_day", None, False),
                                    ("definition_changed", str(changed), False)):
@@ -103,8 +108,10 @@ def batch(backend: str, people: int) -> None:
             ran = _parallel(url, ids, folder, full)
             seconds = time.perf_counter() - started
             figures[name] = ran
-            if name == "first_run" and before is not None:
-                _raw_writes(before, url.removeprefix("sqlite:///"), len(ids))
+            if name == "first_run" and backend == "sqlite":
+                _raw_writes(Path(before), url.removeprefix("sqlite:///"), len(ids))
+            elif name == "first_run":
+                _raw_writes_postgres(before, url, len(ids))
             emit(name=f"programmes_batch_{name}", backend=backend, people=len(ids),
                  evaluated=ran.evaluated, written=sum(ran.written.values()),
                  wall_s=round(seconds, 1), cpu_s=round(ran.cpu, 1),
@@ -179,6 +186,99 @@ def _raw_writes(before: Path, after: str, people: int) -> None:
          rows=rows, wall_s=round(seconds, 1), cpu_s=round(cpu, 1),
          cpu_us_per_person=round(cpu / people * 1e6),
          wall_1m_min=round(seconds * 1_000_000 / people / 60, 1), target_1m_min=5)
+
+
+def _copy_postgres(url: str) -> str:
+    """A copy of a PostgreSQL store (``CREATE DATABASE … TEMPLATE``): its URL."""
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}_before")
+        conn.execute(f"CREATE DATABASE {name}_before TEMPLATE {name}")
+    return f"{url}_before"
+
+
+def _raw_writes_postgres(before: str, after: str, people: int) -> None:
+    """The raw engine limit of a first run on PostgreSQL: the rows it wrote (read from the
+    store ``after`` it as binary ``COPY`` data, in row-id order, before the clock starts)
+    written into the store as it found them (``before``, then dropped) by binary ``COPY``, as
+    the store writes them, and the versions it moved by one ``UPDATE`` per block; one
+    transaction per 500 people, over two connections as the run's two workers. No parsing,
+    validation, evaluation, lookups or locks, and next to no client CPU: what any first run
+    writing these rows to PostgreSQL on these cores costs at least."""
+    import psycopg
+
+    with psycopg.connect(before) as conn:
+        top = conn.execute("SELECT MAX(rid) FROM resources").fetchone()[0]
+        loaded = conn.execute("SELECT MAX(last_updated) FROM history").fetchone()[0]
+    work: list[tuple[str, bytes, list[bytes]]] = []
+    with psycopg.connect(after) as conn:
+        now = conn.execute("SELECT MAX(last_updated) FROM history").fetchone()[0]
+        moved = [rid for rid, in conn.execute(
+            "SELECT rid FROM resources WHERE rid <= %s AND last_updated > %s ORDER BY rid",
+            [top, loaded])]
+        history = "rid, version, type, id, last_updated, method, content"
+        for table, columns, where, order in (
+                ("resources", "*", f"rid > {top}", "rid"),
+                ("history", history, f"last_updated > {loaded}", "rid"),
+                *((t, "*", f"rid > {top}", "rid") for t in _BY_RID),
+                ("programme_status", "*", "TRUE", "patient"),
+                ("programme_settled", "*", "TRUE", "patient")):
+            names = columns if columns != "*" else ", ".join(
+                c.name for c in conn.execute(f"SELECT * FROM {table} LIMIT 0").description)
+            data = bytearray()
+            with conn.cursor().copy(f"COPY (SELECT {names} FROM {table} WHERE {where} "
+                                    f"ORDER BY {order}) TO STDOUT (FORMAT BINARY)") as copy:
+                for chunk in copy:
+                    data += chunk
+            work.append((f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)",
+                         *_binary_tuples(bytes(data))))
+    blocks = max(1, people // 500)
+
+    def write(first: int) -> None:
+        with psycopg.connect(before) as conn:
+            for block in range(first, blocks, 2):
+                with conn.transaction():
+                    for statement, header, tuples in work:
+                        size = -(-len(tuples) // blocks)
+                        with conn.cursor().copy(statement) as copy:
+                            copy.write(header + b"".join(tuples[block * size:(block + 1) * size])
+                                       + b"\xff\xff")
+                    size = -(-len(moved) // blocks)
+                    conn.execute("UPDATE resources SET version = version + 1, "
+                                 "last_updated = %s WHERE rid = ANY(%s)",
+                                 [now, moved[block * size:(block + 1) * size]])
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=write, args=(first,)) for first in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - started
+    rows = sum(len(tuples) for _, _, tuples in work) + len(moved)
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {before.rsplit('/', 1)[1]}")
+    emit(name="programmes_batch_first_run_raw_writes", backend="postgres", people=people,
+         rows=rows, wall_s=round(seconds, 1),
+         wall_1m_min=round(seconds * 1_000_000 / people / 60, 1), target_1m_min=5)
+
+
+def _binary_tuples(data: bytes) -> tuple[bytes, list[bytes]]:
+    """The header and each row of binary ``COPY`` data (PostgreSQL, "COPY", Binary Format:
+    an 11-byte signature, flags, a header extension; each tuple a 16-bit field count and each
+    field's 32-bit length, -1 for NULL, and bytes; a trailer of -1)."""
+    start = 19 + int.from_bytes(data[15:19], "big")
+    tuples, at = [], start
+    while (fields := int.from_bytes(data[at:at + 2], "big", signed=True)) != -1:
+        end = at + 2
+        for _ in range(fields):
+            length = int.from_bytes(data[end:end + 4], "big", signed=True)
+            end += 4 + max(length, 0)
+        tuples.append(data[at:end])
+        at = end
+    return data[:start], tuples
 
 
 def _new_day(url: str, ids: list[str]) -> None:
