@@ -35,7 +35,6 @@ from songkhoe.auth.identities import ROLES
 from songkhoe.rest.bulk_export import compartment_types, system_types
 from songkhoe.rest.export_worker import ExportConfig, ExportWorker, access_json
 from songkhoe.store import open_store
-from songkhoe.store.access import managing_org_sql
 from songkhoe.store.bulk import load_parallel
 from songkhoe.store.jobs import Jobs
 from songkhoe.synth import SynthConfig, items
@@ -53,10 +52,6 @@ def populate(backend: str, people: int) -> tuple[str, int, float]:
         import psycopg
 
         with psycopg.connect(url, autocommit=True) as conn:
-            # the parallel load leaves some records without their Patient's Organization
-            # (docs/architecture.md, "Known gap"); the documented repair, so that both
-            # backends hold the same commune
-            conn.execute(f"UPDATE owners SET org = {managing_org_sql('owners.patient')}")
             conn.execute("ANALYZE")  # as autovacuum would have by the time someone exports
     return url, summary.loaded, time.perf_counter() - started
 

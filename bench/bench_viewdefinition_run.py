@@ -48,7 +48,6 @@ from common import emit, fresh_db
 from songkhoe.analytics.duckdb_runner import execute
 from songkhoe.auth import Auth
 from songkhoe.store import open_store
-from songkhoe.store.access import managing_org_sql
 from songkhoe.store.bulk import load_parallel
 from songkhoe.store.export import Selection, read_page
 from songkhoe.store.jobs import now_us
@@ -92,8 +91,6 @@ def populate(backend: str, people: int) -> tuple[str, int]:
         import psycopg
 
         with psycopg.connect(url, autocommit=True) as conn:
-            # the documented repair of the parallel load's owners gap (docs/architecture.md)
-            conn.execute(f"UPDATE owners SET org = {managing_org_sql('owners.patient')}")
             conn.execute("ANALYZE")
     return url, summary.loaded
 

@@ -1,6 +1,7 @@
-"""A Patient's move and a write to its compartment at the same time, on both backends: the
-written resource ends with the Organization the Patient moved to, whichever transaction
-came first (PostgreSQL: ``access.owned_patients_lock_sql``; SQLite: one writer at a time)."""
+"""A Patient's move or creation and a write to its compartment at the same time, on both
+backends: the written resource ends with the Patient's Organization, whichever transaction
+came first (PostgreSQL: ``access.owned_patients_lock_sql`` and ``OwnerIndex.before_commit``;
+SQLite: one writer at a time)."""
 
 from __future__ import annotations
 
@@ -114,5 +115,87 @@ def test_writers_of_the_same_people_in_opposite_orders_do_not_wait(pg_schema_url
         assert {(t, o) for _, t, _, o in _owners(store)} == {("Patient", "tyt-a"),
                                                             ("Observation", "tyt-a")}
         assert store.search("Observation", [("_total", "accurate")]).total == 4
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("first", ["create", "write"])
+def test_a_record_written_while_its_patient_is_created_gets_its_organization(
+        stations: Any, first: str) -> None:
+    """The Patient's row is invisible to the other transaction until it commits, so neither
+    can wait for the other on it; whichever commits last gives the record its Organization
+    (failed on PostgreSQL before ``OwnerIndex.before_commit``: the record kept none)."""
+    held, release, failed = threading.Event(), threading.Event(), []
+
+    def hold_open() -> None:
+        try:
+            with stations.transaction() as tx:
+                if first == "create":
+                    tx.update("Patient", "p1", _patient("p1", "tyt-a"))
+                else:
+                    tx.create(_obs("p1"))
+                tx.flush()
+                held.set()
+                release.wait(10)
+        except Exception as exc:  # noqa: BLE001 - reported by the test below
+            failed.append(exc)
+            held.set()
+
+    def second_one() -> None:
+        try:
+            if first == "create":
+                stations.create(_obs("p1"))
+            else:
+                stations.update("Patient", "p1", _patient("p1", "tyt-a"))
+        except Exception as exc:  # noqa: BLE001
+            failed.append(exc)
+
+    opener = threading.Thread(target=hold_open)
+    opener.start()
+    assert held.wait(10)
+    other = threading.Thread(target=second_one)
+    other.start()
+    time.sleep(WAIT)
+    release.set()
+    opener.join(10)
+    other.join(10)
+    assert not failed, failed
+    assert {(t, o) for _, t, p, o in _owners(stations) if p == "p1"} == {
+        ("Patient", "tyt-a"), ("Observation", "tyt-a")}
+
+
+def test_loaders_creating_the_patients_of_each_others_records_do_not_deadlock(
+        pg_schema_url: str) -> None:
+    """PostgreSQL: two transactions (two bulk loaders), each creating a Patient and writing a
+    record of the Patient the other creates, committing at the same time: each record gets
+    its Patient's Organization, and the locks that order their last statements are taken in
+    one order, so neither deadlocks."""
+    from songkhoe.store import open_store
+
+    store = open_store(pg_schema_url)
+    try:
+        _org(store, "tyt-a", None)
+        flushed, failed = threading.Barrier(2, timeout=10), []
+
+        def load(mine: str, theirs: str) -> None:
+            try:
+                with store.transaction(derive=False) as tx:
+                    tx.update("Patient", mine, _patient(mine, "tyt-a"))
+                    tx.create(_obs(theirs))
+                    tx.flush()
+                    flushed.wait()
+            except Exception as exc:  # noqa: BLE001 - reported below
+                failed.append(exc)
+
+        for round_ in range(5):
+            pair = (f"a{round_}", f"b{round_}")
+            threads = [threading.Thread(target=load, args=order) for order in (pair, pair[::-1])]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(20)
+        assert not failed, failed
+        assert {(t, o) for _, t, _, o in _owners(store)} == {("Patient", "tyt-a"),
+                                                            ("Observation", "tyt-a")}
     finally:
         store.close()

@@ -92,7 +92,7 @@ def test_owner_rows_are_planned_for_their_own_row_ids(pg_schema_url: str) -> Non
                 tx.flush()
             plans = tx.execute("SELECT COALESCE(SUM(generic_plans), 0), "
                                "COALESCE(SUM(custom_plans), 0) FROM pg_prepared_statements "
-                               "WHERE statement LIKE 'INSERT INTO owners%'").fetchone()
+                               "WHERE statement LIKE '%INSERT INTO owners%'").fetchone()
     finally:
         store.close()
     assert plans[1] >= 10 and plans[0] == 0, plans

@@ -172,6 +172,36 @@ def owned_patients_lock_sql(rids: str) -> str:
             "AND p.xmin <> pg_current_xact_id()::xid ORDER BY p.rid FOR KEY SHARE OF p")
 
 
+def _follow(execute: Any, patients: list[str]) -> None:
+    """Every owner row of the compartments of ``patients`` given its Patient's current
+    Organization."""
+    for start in range(0, len(patients), 500):
+        chunk = patients[start:start + 500]
+        values = ", ".join(["(?)"] * len(chunk))
+        # the Patients come as VALUES, whose size the planner knows: from a sub-select of
+        # ``owners`` PostgreSQL estimated ~128 of them without statistics and hash-joined every
+        # ``owners`` row (42 ms a check-up Bundle in a 5,000-person store, 0.2 ms probing by
+        # patient)
+        execute(f"WITH v(patient) AS (VALUES {values}) UPDATE owners SET org = n.org FROM "
+                f"(SELECT v.patient, {managing_org_sql('v.patient')} AS org FROM v) n "
+                "WHERE owners.patient = n.patient AND owners.org IS DISTINCT FROM n.org", chunk)
+
+
+@contextmanager
+def _planned(execute: Any, backend: str) -> Iterator[None]:
+    """PostgreSQL: the ``_PLANNER`` settings for the statements inside, restored after (one
+    round trip each way)."""
+    if backend != "postgres":
+        yield
+        return
+    restore = execute(f"SELECT {', '.join(f'current_setting({n!r})' for n in _PLANNER)}, "
+                      + ", ".join(f"set_config({n!r}, {v!r}, true)" for n, v in _PLANNER.items()),
+                      []).fetchone()
+    yield
+    execute("SELECT " + ", ".join(f"set_config({n!r}, ?, true)" for n in _PLANNER),
+            list(restore[:len(_PLANNER)]))
+
+
 def org_tree_sql(ids: str | None = None) -> str:
     """INSERT of the closure of ``Organization.partOf`` into ``org_tree`` for the
     Organizations whose id is in ``ids`` (a SQL list; None: all). UNION stops at cycles."""
@@ -209,6 +239,9 @@ class OwnerIndex:
         self.selves: list[tuple[int, str]] = []  # (rid, id) of Patients written: own rows
         self.patients: set[str] = set()  # Patients written: their compartment follows them
         self.orgs: set[str] = set()  # Organizations written or deleted: their subtree moves
+        # for ``before_commit`` (PostgreSQL), over the whole transaction:
+        self.created: set[str] = set()  # Patients this transaction created
+        self.unowned: set[str] = set()  # Patients of owner rows it wrote without their org
 
     def written(self, rtype: str, id: str, rid: int, version: int) -> None:
         if owned(rtype):
@@ -218,6 +251,8 @@ class OwnerIndex:
             if rtype == "Patient":
                 self.selves.append((rid, id))
                 self.patients.add(id)
+                if version == 1:
+                    self.created.add(id)
         elif rtype == "Organization":
             self.orgs.add(id)
 
@@ -238,22 +273,28 @@ class OwnerIndex:
         reference to a Patient (0.85 s a chunk of 500 at 20,000 people, against 4 ms)."""
         if not (self.rids or self.orgs):
             return
-        restore = None
-        if backend == "postgres":  # one round trip each way
-            restore = execute(f"SELECT {', '.join(f'current_setting({n!r})' for n in _PLANNER)}, "
-                              + ", ".join(f"set_config({n!r}, {v!r}, true)"
-                                          for n, v in _PLANNER.items()), []).fetchone()
+        with _planned(execute, backend):
+            self._apply(execute, backend)
+        self.rids, self.replaced, self.selves = [], [], []
+        self.patients, self.orgs = set(), set()
+
+    def _apply(self, execute: Any, backend: str) -> None:
         for start in range(0, len(self.replaced), 500):
             chunk = self.replaced[start:start + 500]
             execute(f"DELETE FROM owners WHERE rid IN ({', '.join('?' * len(chunk))})", chunk)
         for start in range(0, len(self.rids), 500):
             chunk = self.rids[start:start + 500]
             marks = ", ".join("?" * len(chunk))
+            insert = ("INSERT INTO owners (rid, type, patient, org) SELECT o.rid, o.type, "
+                      f"o.patient, {managing_org_sql('o.patient')} "
+                      f"FROM ({owner_rows_sql(marks)}) o")
             if backend == "postgres":
                 execute(owned_patients_lock_sql(marks), chunk)
-            execute("INSERT INTO owners (rid, type, patient, org) SELECT o.rid, o.type, "
-                    f"o.patient, {managing_org_sql('o.patient')} "
-                    f"FROM ({owner_rows_sql(marks)}) o", chunk)
+                self.unowned.update(r[0] for r in execute(
+                    f"WITH i AS ({insert} RETURNING patient, org) "
+                    "SELECT DISTINCT patient FROM i WHERE org IS NULL", chunk).fetchall())
+            else:
+                execute(insert, chunk)
         for start in range(0, len(self.selves), 500):
             chunk_selves = self.selves[start:start + 500]
             values = ", ".join("(CAST(? AS BIGINT), ?)" for _ in chunk_selves)
@@ -262,25 +303,34 @@ class OwnerIndex:
                     f"{managing_org_sql('v.id')} FROM v WHERE NOT EXISTS (SELECT 1 FROM "
                     "owners e WHERE e.rid = v.rid AND e.patient = v.id)",
                     [x for pair in chunk_selves for x in pair])
-        patients = sorted(self.patients)
-        for start in range(0, len(patients), 500):
-            chunk = patients[start:start + 500]
-            values = ", ".join(["(?)"] * len(chunk))
-            # a Patient that moved takes its whole compartment along. The Patients come as
-            # VALUES, whose size the planner knows: from a sub-select of ``owners`` PostgreSQL
-            # estimated ~128 of them without statistics and hash-joined every ``owners`` row
-            # (42 ms a check-up Bundle in a 5,000-person store, 0.2 ms probing by patient)
-            execute(f"WITH v(patient) AS (VALUES {values}) UPDATE owners SET org = n.org FROM "
-                    f"(SELECT v.patient, {managing_org_sql('v.patient')} AS org FROM v) n "
-                    "WHERE owners.patient = n.patient AND owners.org IS DISTINCT FROM n.org",
-                    chunk)
+        _follow(execute, sorted(self.patients))  # a Patient that moved takes its records
         if self.orgs:
             self._update_tree(execute, backend)
-        if restore is not None:
-            execute("SELECT " + ", ".join(f"set_config({n!r}, ?, true)" for n in _PLANNER),
-                    list(restore[:len(_PLANNER)]))
-        self.rids, self.replaced, self.selves = [], [], []
-        self.patients, self.orgs = set(), set()
+
+    def before_commit(self, execute: Any, backend: str) -> None:
+        """PostgreSQL, the transaction's last statements: records written for a Patient that
+        another transaction was creating meanwhile get its Organization.
+
+        Their owner rows were written without it, the Patient's row being invisible until its
+        creator commits (a lock cannot wait for it: ``owned_patients_lock_sql``), and the
+        creator's own statements did not see them while they were uncommitted — parallel
+        loaders of one population, routing each resource by its id, met this for ~1% of the
+        records. So each such transaction ends by locking the ids of these Patients
+        (advisory locks: shared for the Patients of its owner rows without an Organization,
+        exclusive for the Patients it created, all in one statement in one order, so none can
+        deadlock on them), then carrying every one's compartment to its Organization as a
+        move does. The later of the two to reach this point sees the other committed."""
+        if backend != "postgres" or not (self.created or self.unowned):
+            return
+        ids = sorted(self.created | self.unowned)
+        values = ", ".join(["(?, ?)"] * len(ids))
+        execute("SELECT CASE WHEN s.mine THEN pg_advisory_xact_lock(hashtext(s.id)) ELSE "
+                "pg_advisory_xact_lock_shared(hashtext(s.id)) END FROM (SELECT v.id, v.mine "
+                f"FROM (VALUES {values}) v(id, mine) ORDER BY hashtext(v.id), NOT v.mine) s",
+                [x for id in ids for x in (id, id in self.created)])
+        with _planned(execute, backend):
+            _follow(execute, ids)
+        self.created, self.unowned = set(), set()
 
     def _update_tree(self, execute: Any, backend: str) -> None:
         """Recompute the closure rows of the Organizations written and of everything under

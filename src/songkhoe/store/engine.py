@@ -287,6 +287,11 @@ class Tx(Operations):
                             code="forbidden")
         self._written = {}
 
+    def before_commit(self) -> None:
+        """The last statements, once, after ``finish``: records written for a Patient another
+        transaction was creating get its Organization (``OwnerIndex.before_commit``)."""
+        self.owners.before_commit(self._sql, self.backend.name)
+
     def _outside(self, checks: list[tuple[str, list[Any], list[int]]]) -> Any:
         """(type, id) of a written row (``rids``) its condition does not admit, or None.
 
@@ -811,6 +816,7 @@ class Store(Operations):
             if derive and self.derive is not None and tx.patients:
                 tx.derived = self.derive(tx)
             tx.finish()
+            tx.before_commit()
 
     @contextmanager
     def _reading(self) -> Iterator[Tx]:
