@@ -323,11 +323,11 @@ class OwnerIndex:
         if backend != "postgres" or not (self.created or self.unowned):
             return
         ids = sorted(self.created | self.unowned)
-        values = ", ".join(["(?, ?)"] * len(ids))
         execute("SELECT CASE WHEN s.mine THEN pg_advisory_xact_lock(hashtext(s.id)) ELSE "
                 "pg_advisory_xact_lock_shared(hashtext(s.id)) END FROM (SELECT v.id, v.mine "
-                f"FROM (VALUES {values}) v(id, mine) ORDER BY hashtext(v.id), NOT v.mine) s",
-                [x for id in ids for x in (id, id in self.created)])
+                "FROM unnest(CAST(? AS TEXT[]), CAST(? AS BOOLEAN[])) v(id, mine) "
+                "ORDER BY hashtext(v.id), NOT v.mine) s",
+                [ids, [id in self.created for id in ids]])
         with _planned(execute, backend):
             _follow(execute, ids)
         self.created, self.unowned = set(), set()
