@@ -263,3 +263,36 @@ def test_what_to_measure_follows_the_items_conditions() -> None:
     assert "glucose" in items_due(PROGRAMMES, older, day)["diabetes-screening"]
     assert "cervical-screening" not in items_due(PROGRAMMES, older, day)  # a man
     assert "cvd-risk" in items_due(PROGRAMMES, older, day)
+
+
+def test_the_outputs_do_not_depend_on_the_order_the_records_come_in() -> None:
+    """A store returns a person's records in no set order (PostgreSQL and SQLite differed):
+    every output, interpretation and status is the same with each list of records reversed —
+    over the synthetic population, and for a person diagnosed with hypertension and diabetes
+    on one day, whose episodes of care listed the diagnoses in the order they came."""
+    from tests.programs.stored import population
+
+    people: dict[str, Facts] = {}
+    lists = {"Observation": "observations", "Condition": "conditions",
+             "MedicationStatement": "medications"}
+    resources = population()
+    for r in resources:
+        if r["resourceType"] == "Patient":
+            people[r["id"]] = Facts(r)
+    for r in resources:
+        if r["resourceType"] in lists:
+            getattr(people[r["subject"]["reference"][8:]], lists[r["resourceType"]]).append(r)
+    diabetes = {**hypertension("2025-03-01"), "id": "c-dm", "code": {"coding": [
+        {"system": "http://hl7.org/fhir/sid/icd-10", "code": "E11"}]}}
+    people["both"] = Facts(patient(), [bp(150, 95, "2025-03-01")],
+                           [hypertension("2025-03-01"), diabetes])
+    for facts in people.values():
+        given = evaluate(PROGRAMMES, facts)
+        reversed_ = evaluate(PROGRAMMES, Facts(facts.patient, facts.observations[::-1],
+                                               facts.conditions[::-1],
+                                               facts.medications[::-1]))
+        assert reversed_.resources == given.resources
+        assert reversed_.interpretations == given.interpretations
+        assert reversed_.status == given.status
+    episodes = outputs(evaluate(PROGRAMMES, people["both"]), "EpisodeOfCare")
+    assert {len(e["diagnosis"]) for e in episodes} == {2}

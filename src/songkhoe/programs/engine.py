@@ -46,7 +46,7 @@ from songkhoe.programs.definition import Action, Item, Programme, Score
 
 #: raised whenever a change to this module changes what it derives from the same records: a
 #: batch run re-evaluates everyone evaluated with another revision (``programs.batch``)
-REVISION = 1
+REVISION = 2
 TAG = {"system": "urn:songkhoe:programmes", "code": "derived",
        "display": "Written by the programmes engine"}
 V3 = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
@@ -582,8 +582,10 @@ class _Person:
                 "type": [{"coding": [{"system": f"urn:songkhoe:programme:{care.id}",
                                       "version": care.version, "code": care.id,
                                       "display": care.title.vi}], "text": care.title.vi}],
+                # in the order they were diagnosed (then by id), not the store's order
                 "diagnosis": [{"condition": {"reference": f"Condition/{c['id']}"}}
-                              for c in self.facts.conditions if _condition_on(c, day)
+                              for c in sorted(self.facts.conditions, key=_diagnosed)
+                              if _condition_on(c, day)
                               and any(code in (names.get("conditions") or [])
                                       for _, code in _codes(c.get("code"), ICD10))],
                 "patient": self._subject(),
@@ -754,6 +756,10 @@ def _rounded(value: Decimal, decimals: int | None) -> Decimal:
     if decimals is None:
         return value
     return value.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_EVEN)
+
+
+def _diagnosed(c: dict[str, Any]) -> tuple[date, str]:
+    return _condition_day(c) or date.min, str(c.get("id", ""))
 
 
 def _condition_day(c: dict[str, Any]) -> date | None:
