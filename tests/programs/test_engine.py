@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from songkhoe.programs.cli import definitions
 from songkhoe.programs.engine import (Facts, Unusable, age_on, birthday, convert, evaluate,
                                       item_value)
+from tests.programs.stored import population
 
 PROGRAMMES = definitions()
 HTN = "urn:songkhoe:programme:hypertension-screening"
@@ -270,8 +271,6 @@ def test_the_outputs_do_not_depend_on_the_order_the_records_come_in() -> None:
     every output, interpretation and status is the same with each list of records reversed —
     over the synthetic population, and for a person diagnosed with hypertension and diabetes
     on one day, whose episodes of care listed the diagnoses in the order they came."""
-    from tests.programs.stored import population
-
     people: dict[str, Facts] = {}
     lists = {"Observation": "observations", "Condition": "conditions",
              "MedicationStatement": "medications"}
