@@ -1,5 +1,6 @@
 """Bulk loading (``songkhoe import``'s path): NDJSON and Bundles, rejections with reasons,
-nothing partial, idempotent re-runs. Both backends."""
+nothing partial, idempotent re-runs, a resource created by another writer meanwhile. Both
+backends."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import json
 from pathlib import Path
 
 import orjson
+import pytest
 
 from songkhoe.store.bulk import load, read_resources
 
 from .conftest import bp, patient
+from .test_access_moves import _race
 
 
 def _ndjson(path: Path, lines: list[str]) -> Path:
@@ -110,3 +113,21 @@ def test_a_load_leaves_postgresql_its_statistics(store, tmp_path):
                                 ).fetchone()
         counted, = tx.execute("SELECT COUNT(*) FROM owners").fetchone()
     assert counted == 20 and estimated == counted
+
+
+@pytest.mark.parametrize("same", [True, False], ids=["same content", "changed"])
+def test_a_load_creating_what_another_writer_is_creating_stores_it_after_that(store,
+                                                                            same: bool):
+    """Two imports of the same new person at once: the load writes after the other commits,
+    as a new version or as unchanged. (PostgreSQL refused the load's ``COPY`` with a
+    duplicate key once the other committed, and the import stopped.)"""
+    first = patient("Nguyễn", id="dup1")
+    again = first if same else patient("Trần", id="dup1")
+    summaries = []
+    _race(store, lambda tx: tx.update("Patient", "dup1", first),
+          lambda s: summaries.append(load(s, [("again.ndjson:1", again)])))
+    assert not summaries[0].rejected
+    assert (summaries[0].loaded, summaries[0].unchanged) == ((0, 1) if same else (1, 0))
+    stored = store.read("Patient", "dup1")
+    assert stored.version == (1 if same else 2)
+    assert stored.resource["name"][0]["family"] == again["name"][0]["family"]

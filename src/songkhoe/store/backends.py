@@ -60,6 +60,11 @@ class Backend:
         """After a bulk load: the planner's statistics brought up to the data (nothing on
         SQLite, whose statements are written for a database without statistics)."""
 
+    def duplicate_key(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is a row refused for a key another transaction committed while
+        this one wrote (never on SQLite, whose writers take turns)."""
+        return False
+
     def vacuum(self, tables: Sequence[str]) -> None:
         """After a run that replaced many rows of ``tables``: their dead row versions removed
         and their statistics refreshed, as autovacuum would in its own time (nothing on
@@ -332,6 +337,11 @@ class PostgresBackend(Backend):
     def allocate_rids(self, conn: Any, n: int, above: int = 0) -> list[int]:
         rows = conn.execute("SELECT nextval('rid_seq') FROM generate_series(1, %s)", (n,)).fetchall()
         return [r[0] for r in rows]
+
+    def duplicate_key(self, exc: BaseException) -> bool:
+        from psycopg.errors import UniqueViolation
+
+        return isinstance(exc, UniqueViolation)
 
     def refresh_statistics(self) -> None:
         """``ANALYZE``, as autovacuum would later: a table never analyzed is planned as

@@ -75,6 +75,27 @@ def _parse(raw: bytes | dict[str, Any] | None) -> dict[str, Any]:
         raise ValueError(f"not valid JSON: {exc}") from None
 
 
+#: times a batch is written before a resource created by other writers meanwhile fails it
+ATTEMPTS = 3
+
+
+def _written(store: Store, batch: list[Prepared]) -> int:
+    """``_write_batch`` in a transaction of its own (programmes run in batch after it). New
+    rows go by ``COPY``, which PostgreSQL refuses, once the other commits, for a resource
+    another transaction was creating at the same time (two imports of the same people): the
+    batch is then written again, and finds that resource stored. (A REST write takes the same
+    race by ``INSERT … ON CONFLICT``.)"""
+    attempt = 1
+    while True:
+        try:
+            with store.transaction(derive=False) as tx:
+                return _write_batch(tx, batch)
+        except Exception as exc:
+            if attempt == ATTEMPTS or not store.backend.duplicate_key(exc):
+                raise
+            attempt += 1
+
+
 def _write_batch(tx: Tx, batch: list[Prepared]) -> int:
     """Write prepared resources in bulk; returns how many were unchanged."""
     backend, conn = tx.backend, tx.conn
@@ -173,8 +194,7 @@ def load(store: Store, items: Iterable[tuple[str, bytes | dict[str, Any] | None]
 
     def flush() -> None:
         if batch:
-            with store.transaction(derive=False) as tx:  # programmes run in batch after
-                summary.unchanged += _write_batch(tx, batch)
+            summary.unchanged += _written(store, batch)
             summary.loaded += len(batch)
             if progress:
                 progress(len(batch))
